@@ -1,0 +1,32 @@
+# relay's everyday commands. `just` itself comes from the dev extra (rust-just).
+
+venv := justfile_directory() / ".venv"
+python := venv / "bin" / "python"
+
+# List the recipes.
+default:
+    @just --list
+
+# Run the demo: an embedded PostgreSQL, a producer and the relay, events on stdout.
+demo *args:
+    {{venv}}/bin/relay demo {{args}}
+
+# The whole test suite (unit, integration, chaos), with coverage.
+test *args:
+    {{python}} -m pytest --cov --cov-report=term-missing:skip-covered {{args}}
+
+# Static checks: ruff, mypy --strict, the import contracts.
+lint:
+    {{python}} -m ruff check relay tests benchmarks examples
+    {{python}} -m ruff format --check relay tests benchmarks examples
+    {{python}} -m mypy --strict relay
+    {{venv}}/bin/lint-imports
+
+# Format and autofix.
+fmt:
+    {{python}} -m ruff format relay tests benchmarks examples
+    {{python}} -m ruff check --fix relay tests benchmarks examples
+
+# Benchmarks: figures printed side by side, never asserted.
+bench *args:
+    {{python}} -m benchmarks {{args}}

@@ -1,0 +1,39 @@
+"""relay: a transactional-outbox relay for PostgreSQL, on trio."""
+
+from .backoff import Backoff as Backoff
+from .config import Config as Config
+from .errors import ConfigError as ConfigError
+from .errors import ListenerLost as ListenerLost
+from .errors import OutboxUnavailable as OutboxUnavailable
+from .errors import PartialDelivery as PartialDelivery
+from .errors import RelayError as RelayError
+from .errors import RestartIntensityExceeded as RestartIntensityExceeded
+from .errors import SchemaMissing as SchemaMissing
+from .errors import SinkFailed as SinkFailed
+from .ports import OutboxEvent as OutboxEvent
+from .postgres.enqueue import NewEvent as NewEvent
+from .postgres.enqueue import enqueue as enqueue
+from .postgres.enqueue import enqueue_async as enqueue_async
+from .postgres.enqueue import enqueue_many as enqueue_many
+from .postgres.enqueue import enqueue_many_async as enqueue_many_async
+from .ports import Sink as Sink
+
+__all__ = [
+    "Backoff",
+    "Config",
+    "ConfigError",
+    "ListenerLost",
+    "NewEvent",
+    "OutboxEvent",
+    "OutboxUnavailable",
+    "PartialDelivery",
+    "RelayError",
+    "RestartIntensityExceeded",
+    "SchemaMissing",
+    "Sink",
+    "SinkFailed",
+    "enqueue",
+    "enqueue_async",
+    "enqueue_many",
+    "enqueue_many_async",
+]

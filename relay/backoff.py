@@ -1,0 +1,50 @@
+"""Capped exponential backoff with jitter, as an immutable policy.
+
+The policy computes delays; the caller sleeps (or schedules a row).
+"""
+
+from __future__ import annotations
+
+import random
+
+import attrs
+
+
+def _positive(instance: object, attribute: attrs.Attribute[float], value: float) -> None:
+    if value <= 0:
+        raise ValueError(f"{attribute.name} must be > 0, got {value!r}")
+
+
+@attrs.frozen
+class Backoff:
+    """`delay(n)` is `min(cap, base * factor**n)`, scaled down by up to `jitter` of itself.
+
+    Attributes:
+        base: the first delay, in seconds.
+        cap: no delay is longer than this.
+        factor: growth per attempt.
+        jitter: the fraction of each delay that is random (0 = exact, 1 = "full jitter").
+    """
+
+    base: float = attrs.field(default=1.0, validator=_positive)
+    cap: float = attrs.field(default=300.0, validator=_positive)
+    factor: float = attrs.field(default=2.0, validator=_positive)
+    jitter: float = attrs.field(
+        default=0.1,
+        validator=attrs.validators.and_(attrs.validators.ge(0.0), attrs.validators.le(1.0)),
+    )
+
+    def ceiling(self, attempt: int) -> float:
+        """The delay before attempt `attempt + 1` without jitter (`attempt` counts from 0)."""
+        # Compare exponents rather than computing a huge power for large attempt counts.
+        if attempt > 64:
+            return self.cap
+        return min(self.cap, self.base * self.factor**attempt)
+
+    def delay(self, attempt: int, rng: random.Random | None = None) -> float:
+        """The delay before attempt `attempt + 1`, jitter included."""
+        ceiling = self.ceiling(attempt)
+        if not self.jitter:
+            return ceiling
+        draw = (rng or random).random()
+        return ceiling * (1.0 - self.jitter * draw)

@@ -1,0 +1,55 @@
+"""The error tree: one root, leaves that carry their context."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+
+class RelayError(Exception):
+    """The root of every error relay raises on purpose."""
+
+
+class ConfigError(RelayError):
+    """A configuration value is missing or invalid."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(f"{field}: {reason}")
+        self.field = field
+        self.reason = reason
+
+
+class OutboxUnavailable(RelayError):
+    """The outbox's database cannot be reached or refused the operation."""
+
+
+class SchemaMissing(OutboxUnavailable):
+    """The outbox schema is not there or not up to date: run `relay migrate`."""
+
+
+class ListenerLost(OutboxUnavailable):
+    """The listener's connection ended; the supervisor reconnects it."""
+
+
+class SinkFailed(RelayError):
+    """A sink could not deliver one event."""
+
+    def __init__(self, event_id: int, reason: str) -> None:
+        super().__init__(f"event {event_id}: {reason}")
+        self.event_id = event_id
+        self.reason = reason
+
+
+class PartialDelivery(RelayError):
+    """Raised by a sink when some events of a batch failed and the rest were delivered.
+
+    Args:
+        failures: the id of each failed event and why it failed.
+    """
+
+    def __init__(self, failures: Mapping[int, str]) -> None:
+        super().__init__(f"{len(failures)} event(s) failed")
+        self.failures: Mapping[int, str] = dict(failures)
+
+
+class RestartIntensityExceeded(RelayError):
+    """More restarts than the policy allows within its period: the relay gives up."""

@@ -1,0 +1,157 @@
+"""The narrow interfaces the actors see: the outbox, the sink, and the event between them.
+
+`postgres.py` and `relay.testing.MemoryOutbox` implement `Outbox`; `relay.sinks` and any plain async
+callable implement `Sink`. The actors import nothing else.
+"""
+
+from __future__ import annotations
+
+import datetime
+import functools
+import inspect
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
+from typing import Any, Protocol, runtime_checkable
+
+import attrs
+
+
+@attrs.frozen
+class OutboxEvent:
+    """One committed outbox row, as handed to a sink.
+
+    The payload travels as the JSON bytes PostgreSQL sent; `payload` decodes them on first use,
+    so byte-level sinks (stdout, webhook, brokers) never pay for decoding.
+
+    Attributes:
+        id: the row's id; unique, increasing in commit-independent insert order. Deduplicate on it.
+        topic: the routing name (subject, stream, path).
+        key: the ordering key, or None for unordered events.
+        payload_json: the payload as JSON text, in bytes.
+        headers: string metadata the writer attached.
+        created_at: when the writer inserted the row.
+        attempts: deliveries tried before this one.
+    """
+
+    id: int
+    topic: str
+    key: str | None
+    payload_json: bytes = attrs.field(repr=False)
+    headers: Mapping[str, Any] = attrs.field(factory=dict)
+    created_at: datetime.datetime = attrs.field(
+        factory=lambda: datetime.datetime.now(datetime.UTC))
+    attempts: int = 0
+
+    @functools.cached_property
+    def payload(self) -> Any:
+        """The payload, decoded from JSON on first access."""
+        return json.loads(self.payload_json)
+
+    @classmethod
+    def create(cls, id: int, topic: str, payload: Any, *, key: str | None = None,
+               headers: Mapping[str, Any] | None = None, attempts: int = 0,
+               created_at: datetime.datetime | None = None) -> OutboxEvent:
+        """An event from a Python payload (encoded to JSON here), mostly for tests."""
+        return cls(
+            id=id, topic=topic, key=key, payload_json=json.dumps(payload).encode(),
+            headers=dict(headers or {}), attempts=attempts,
+            created_at=created_at or datetime.datetime.now(datetime.UTC),
+        )
+
+
+@attrs.frozen
+class Retry:
+    """A failed event to try again after `delay` seconds, recording `reason`."""
+
+    delay: float
+    reason: str
+
+
+class ClaimedBatch(Protocol):
+    """Events claimed inside an open transaction.
+
+    Leaving the `claim()` block without `settle()` puts every event back untouched.
+    """
+
+    @property
+    def events(self) -> Sequence[OutboxEvent]: ...
+
+    async def settle(
+        self,
+        *,
+        retry: Mapping[int, Retry],
+        bury: Mapping[int, str],
+        hold: Collection[int] = (),
+    ) -> None:
+        """Commit the outcome: every claimed event not named here was delivered and goes away.
+
+        Args:
+            retry: events that failed and are rescheduled, `attempts + 1`.
+            bury: events that failed for the last time and move to the dead table, with a reason.
+            hold: events not delivered because an earlier event of their key failed: put back as
+                they were, still behind that event.
+        """
+        ...
+
+
+class Outbox(Protocol):
+    """Where events wait: claim them, settle them, learn when the next retry is due, listen."""
+
+    def claim(self, limit: int) -> AbstractAsyncContextManager[ClaimedBatch]:
+        """Claim up to `limit` available events, oldest first, holding them in a transaction.
+
+        An event whose key has an earlier event still waiting for a retry is not handed out.
+        """
+        ...
+
+    async def next_due(self) -> float | None:
+        """Seconds until the earliest scheduled retry (0 if one is due now), or None if none."""
+        ...
+
+    def listen(self) -> AbstractAsyncContextManager[AsyncIterator[None]]:
+        """Listen for new-event notifications; entering returns once listening has begun.
+
+        The iterator yields once per notification and ends (or raises `ListenerLost`) when the
+        connection is lost.
+        """
+        ...
+
+
+@runtime_checkable
+class Sink(Protocol):
+    """Delivers batches of events somewhere.
+
+    `deliver` returns when every event is delivered; raises `PartialDelivery({id: reason})` when some
+    failed (the others count as delivered); raises anything else when the whole batch failed.
+    Events of one key must be delivered in the order given, and a sink must not deliver an event
+    after an earlier event of the same key failed in the same batch.
+    A sink may also be an async context manager: the drainer enters it before its first batch and
+    leaves it when it stops, so a restarted drainer reconnects.
+    """
+
+    async def deliver(self, events: Sequence[OutboxEvent]) -> None: ...
+
+
+Handler = Callable[[Sequence[OutboxEvent]], Awaitable[None]]
+
+
+@attrs.define(eq=False)
+class CallableSink:
+    """A plain async callable `handler(events)` seen as a `Sink`."""
+
+    handler: Handler
+
+    async def deliver(self, events: Sequence[OutboxEvent]) -> None:
+        await self.handler(events)
+
+
+def as_sink(sink: Sink | Handler) -> Sink:
+    """`sink` itself when it has `deliver`, else the async callable wrapped in a `CallableSink`."""
+    if isinstance(sink, Sink):
+        return sink
+    if callable(sink) and (inspect.iscoroutinefunction(sink)
+                           or inspect.iscoroutinefunction(getattr(sink, "__call__", None))):
+        return CallableSink(sink)
+    raise TypeError(f"a sink must have an async deliver(events) or be an async callable, "
+                    f"got {sink!r}")

@@ -1,0 +1,78 @@
+"""Connection settings, password redaction and the psycopg-to-relay error boundary."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import psycopg
+from psycopg import conninfo
+
+from ..config import Config
+from ..errors import OutboxUnavailable, SchemaMissing
+
+_PASSWORD_IN_URL = re.compile(r"(://[^:/@\s]*:)[^@\s]*@")
+_PASSWORD_IN_KEYWORDS = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
+
+
+def redact(text: str, dsn: str = "") -> str:
+    """`text` with any password (from `dsn`, or shaped like one) replaced by `***`."""
+    try:
+        password = conninfo.conninfo_to_dict(dsn).get("password") if dsn else None
+    except psycopg.ProgrammingError:
+        password = None
+    if password:
+        text = text.replace(str(password), "***")
+    text = _PASSWORD_IN_URL.sub(r"\1***@", text)
+    return _PASSWORD_IN_KEYWORDS.sub(r"\1***", text)
+
+
+def describe_dsn(dsn: str) -> str:
+    """Where `dsn` points, for messages: `host:port/dbname` with no credentials."""
+    try:
+        params = conninfo.conninfo_to_dict(dsn)
+    except psycopg.ProgrammingError:
+        return "(unparseable DSN)"
+    host = params.get("host") or params.get("hostaddr") or "(libpq default host)"
+    port = params.get("port") or "5432"
+    return f"{host}:{port}/{params.get('dbname') or '(default database)'}"
+
+
+def connection_kwargs(config: Config) -> dict[str, Any]:
+    """Arguments every relay connection gets, on top of the user's DSN.
+
+    The session settings bound what a stuck relay can hold: an idle transaction is ended by the
+    server, a statement cannot run forever.
+    """
+    try:
+        given = conninfo.conninfo_to_dict(config.dsn)
+    except psycopg.ProgrammingError as exc:
+        raise OutboxUnavailable(f"invalid DSN: {redact(str(exc), config.dsn)}") from None
+    settings = (
+        f"-c idle_in_transaction_session_timeout={int(config.idle_in_transaction_timeout * 1000)}"
+        f" -c statement_timeout={int(config.statement_timeout * 1000)}"
+    )
+    options = f"{given['options']} {settings}" if given.get("options") else settings
+    kwargs: dict[str, Any] = {"application_name": config.application_name, "options": options}
+    kwargs.setdefault("connect_timeout", given.get("connect_timeout") or 10)
+    # Keepalives notice a peer that vanished without closing the socket.
+    kwargs |= {
+        "keepalives": 1,
+        "keepalives_idle": 10,
+        "keepalives_interval": 5,
+        "keepalives_count": 3,
+    }
+    return kwargs
+
+
+def translate(exc: psycopg.Error, config: Config, doing: str) -> OutboxUnavailable:
+    """The relay error for a psycopg error raised while `doing` something."""
+    if isinstance(exc, psycopg.errors.UndefinedTable | psycopg.errors.InvalidSchemaName):
+        return SchemaMissing(
+            f"the outbox in schema {config.schema!r} is missing at {describe_dsn(config.dsn)}: "
+            "run `relay migrate`"
+        )
+    first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return OutboxUnavailable(
+        f"{doing} failed at {describe_dsn(config.dsn)}: {redact(first_line, config.dsn)}"
+    )

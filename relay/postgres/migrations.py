@@ -1,0 +1,154 @@
+"""The outbox schema, as numbered migrations applied once each under an advisory lock."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+import psycopg
+from psycopg import sql
+
+from ..config import Config
+from .connect import connection_kwargs, translate
+
+
+@attrs.frozen
+class Migration:
+    version: int
+    description: str
+    statements: tuple[str, ...]
+
+
+# {schema}, {outbox}, {dead}, {notify} are identifiers; {channel} is a literal.
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        1,
+        "outbox, dead-letter table and NOTIFY trigger",
+        (
+            """
+        CREATE TABLE {outbox} (
+            id           bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            topic        text NOT NULL,
+            key          text,
+            payload      jsonb NOT NULL,
+            headers      jsonb NOT NULL DEFAULT '{{}}',
+            created_at   timestamptz NOT NULL DEFAULT now(),
+            attempts     int NOT NULL DEFAULT 0,
+            available_at timestamptz NOT NULL DEFAULT now(),
+            last_error   text
+        )
+        """,
+            # Only retried rows can hold back their key or be due later: two small partial indexes
+            # serve the claim's hold-back check and next_due without taxing the writers' inserts.
+            "CREATE INDEX outbox_retrying_key_idx ON {outbox} (key, id) WHERE attempts > 0",
+            "CREATE INDEX outbox_retrying_due_idx ON {outbox} (available_at) WHERE attempts > 0",
+            """
+        CREATE TABLE {dead} (
+            id           bigint PRIMARY KEY,
+            topic        text NOT NULL,
+            key          text,
+            payload      jsonb NOT NULL,
+            headers      jsonb NOT NULL DEFAULT '{{}}',
+            created_at   timestamptz NOT NULL,
+            attempts     int NOT NULL,
+            available_at timestamptz NOT NULL,
+            last_error   text,
+            failed_at    timestamptz NOT NULL DEFAULT now()
+        )
+        """,
+            "CREATE INDEX outbox_dead_failed_at_idx ON {dead} (failed_at)",
+            # One NOTIFY per statement, carrying nothing: the table is the truth. relay's own
+            # re-inserts of failed events set relay.quiet so they do not wake the relay itself.
+            """
+        CREATE FUNCTION {notify}() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            IF coalesce(current_setting('relay.quiet', true), '') <> 'on' THEN
+                PERFORM pg_notify({channel}, '');
+            END IF;
+            RETURN NULL;
+        END
+        $$
+        """,
+            """
+        CREATE TRIGGER outbox_notify AFTER INSERT ON {outbox}
+        FOR EACH STATEMENT EXECUTE FUNCTION {notify}()
+        """,
+        ),
+    ),
+)
+
+LATEST_VERSION = MIGRATIONS[-1].version
+
+
+def _render(statement: str, config: Config) -> sql.Composed:
+    return sql.SQL(statement).format(
+        schema=sql.Identifier(config.schema),
+        outbox=sql.Identifier(config.schema, "outbox"),
+        dead=sql.Identifier(config.schema, "outbox_dead"),
+        notify=sql.Identifier(config.schema, "outbox_notify"),
+        channel=sql.Literal(config.channel),
+    )
+
+
+def migrate_connection(conn: psycopg.Connection[Any], config: Config) -> list[Migration]:
+    """Bring the schema up to date in one transaction on `conn`; returns what was applied.
+
+    A transaction-scoped advisory lock, keyed by the schema name, serialises concurrent runs: the
+    second waits, then finds nothing left to do.
+    """
+    schema = sql.Identifier(config.schema)
+    versions = sql.Identifier(config.schema, "schema_version")
+    with conn.transaction():
+        conn.execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
+            [f"relay.migrate:{config.schema}"],
+        )
+        conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(schema))
+        conn.execute(
+            sql.SQL(
+                "CREATE TABLE IF NOT EXISTS {} (version int PRIMARY KEY, description text NOT NULL,"
+                " applied_at timestamptz NOT NULL DEFAULT now())"
+            ).format(versions)
+        )
+        select_versions = sql.SQL("SELECT version FROM {}").format(versions)
+        applied = {row[0] for row in conn.execute(select_versions)}
+        done = []
+        for migration in MIGRATIONS:
+            if migration.version in applied:
+                continue
+            for statement in migration.statements:
+                conn.execute(_render(statement, config))
+            conn.execute(
+                sql.SQL("INSERT INTO {} (version, description) VALUES (%s, %s)").format(versions),
+                [migration.version, migration.description],
+            )
+            done.append(migration)
+    return done
+
+
+def migrate(config: Config) -> list[Migration]:
+    """Connect with `config` and bring its schema up to date; returns what was applied.
+
+    Raises:
+        OutboxUnavailable: the database cannot be reached or refused a statement.
+    """
+    try:
+        with psycopg.connect(config.dsn, autocommit=True, **connection_kwargs(config)) as conn:
+            return migrate_connection(conn, config)
+    except psycopg.Error as exc:
+        raise translate(exc, config, "migrate") from None
+
+
+def schema_version(conn: psycopg.Connection[Any], config: Config) -> int | None:
+    """The schema's applied version, or None when it was never migrated."""
+    row = conn.execute(
+        "SELECT to_regclass(%s) IS NOT NULL", [f'"{config.schema}".schema_version']
+    ).fetchone()
+    if not row or not row[0]:
+        return None
+    found = conn.execute(
+        sql.SQL("SELECT max(version) FROM {}").format(
+            sql.Identifier(config.schema, "schema_version")
+        )
+    ).fetchone()
+    return found[0] if found else None

@@ -1,0 +1,285 @@
+"""The `Outbox` port on PostgreSQL: psycopg's asyncio API driven from trio through trio-asyncio.
+
+Every database step is one asyncio coroutine run by `_aio`, which is also where psycopg errors
+become relay errors. A claim holds a pooled connection and its open transaction while the drainer
+delivers; leaving the claim without settling rolls it back, so every event returns untouched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping, Sequence
+from contextlib import asynccontextmanager
+from typing import Any, ParamSpec, TypeVar
+
+import attrs
+import psycopg
+import trio
+import trio_asyncio
+from psycopg.adapt import Loader
+from psycopg.types.json import Jsonb
+from psycopg_pool import AsyncConnectionPool
+
+from ..config import Config
+from ..errors import ListenerLost
+from ..ports import OutboxEvent, Retry
+from .connect import connection_kwargs, translate
+from .queries import Queries
+
+log = logging.getLogger("relay.postgres")
+
+# psycopg binds `asyncio.get_running_loop` when it is imported; if that happened before
+# trio_asyncio patched asyncio, psycopg cannot see a trio-asyncio loop. Point it at the patched one.
+psycopg.waiting.get_running_loop = asyncio.get_running_loop  # type: ignore[attr-defined]
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+_CLEANUP_SECONDS = 5.0
+
+
+class _JsonbAsBytes(Loader):
+    """Load jsonb as its JSON text, undecoded: decoding is the sink's business, if at all."""
+
+    def load(self, data: Any) -> bytes:
+        return bytes(data)
+
+
+async def _configure(conn: psycopg.AsyncConnection[Any]) -> None:
+    conn.adapters.register_loader("jsonb", _JsonbAsBytes)
+
+
+@asynccontextmanager
+async def _asyncio_loop() -> AsyncIterator[None]:
+    """Use the caller's trio-asyncio loop, or open one for as long as the outbox is open."""
+    if trio_asyncio.current_loop.get() is not None:
+        yield
+        return
+    failure: Exception | None = None
+    async with trio_asyncio.open_loop():
+        try:
+            yield
+        except Exception as exc:
+            # Carried past the loop's own nursery, so the caller sees the error itself
+            # (say, SchemaMissing) rather than a group around it.
+            failure = exc
+    if failure is not None:
+        raise failure
+
+
+def _event(row: tuple[Any, ...]) -> OutboxEvent:
+    id, topic, key, payload, headers, created_at, attempts = row
+    return OutboxEvent(
+        id=id,
+        topic=topic,
+        key=key,
+        payload_json=payload,
+        headers=headers,
+        created_at=created_at,
+        attempts=attempts,
+    )
+
+
+def _row_params(
+    event: OutboxEvent, attempts: int, delay: float, last_error: str | None
+) -> dict[str, Any]:
+    return {
+        "id": event.id,
+        "topic": event.topic,
+        "key": event.key,
+        "payload": event.payload_json.decode(),
+        "headers": Jsonb(dict(event.headers)),
+        "created_at": event.created_at,
+        "attempts": attempts,
+        "delay": delay,
+        "last_error": last_error,
+    }
+
+
+@attrs.define(eq=False)
+class PostgresBatch:
+    """A claimed batch: the events, and the open transaction that holds them."""
+
+    outbox: PostgresOutbox
+    conn: psycopg.AsyncConnection[Any]
+    events: Sequence[OutboxEvent]
+    settled: bool = False
+
+    async def settle(
+        self, *, retry: Mapping[int, Retry], bury: Mapping[int, str], hold: Collection[int] = ()
+    ) -> None:
+        by_id = {event.id: event for event in self.events}
+        put_back = [
+            _row_params(by_id[id], by_id[id].attempts + 1, r.delay, r.reason)
+            for id, r in retry.items()
+        ]
+        put_back += [_row_params(by_id[id], by_id[id].attempts, 0.0, None) for id in hold]
+        dead = [
+            _row_params(by_id[id], by_id[id].attempts + 1, 0.0, reason)
+            for id, reason in bury.items()
+        ]
+        await self.outbox._aio("settle", self._settle, put_back, dead)
+        self.settled = True
+
+    async def _settle(self, put_back: list[dict[str, Any]], dead: list[dict[str, Any]]) -> None:
+        queries = self.outbox.queries
+        if put_back or dead:
+            async with self.conn.cursor() as cursor:
+                await cursor.execute(queries.quiet)
+                if put_back:
+                    await cursor.executemany(queries.put_back, put_back)
+                if dead:
+                    await cursor.executemany(queries.bury, dead)
+        await self.conn.commit()
+
+
+@attrs.define(eq=False)
+class PostgresOutbox:
+    """The outbox in `config.schema`, through a pool; open it with `open_postgres_outbox`."""
+
+    config: Config
+    pool: AsyncConnectionPool[psycopg.AsyncConnection[Any]]
+    queries: Queries
+
+    async def _aio(
+        self, doing: str, fn: Callable[P, Awaitable[T]], *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        try:
+            result: T = await trio_asyncio.aio_as_trio(fn)(*args, **kwargs)
+            return result
+        except psycopg.Error as exc:
+            raise translate(exc, self.config, doing) from None
+
+    @asynccontextmanager
+    async def claim(self, limit: int) -> AsyncIterator[PostgresBatch]:
+        conn = await self._aio("claim", self.pool.getconn)
+        batch = None
+        try:
+            rows = await self._aio("claim", self._claim_rows, conn, limit)
+            batch = PostgresBatch(self, conn, [_event(row) for row in rows])
+            yield batch
+        finally:
+            with trio.CancelScope(shield=True):
+                await self._release(conn, clean=batch is not None and batch.settled)
+
+    async def _claim_rows(
+        self, conn: psycopg.AsyncConnection[Any], limit: int
+    ) -> list[tuple[Any, ...]]:
+        async with conn.cursor() as cursor:
+            await cursor.execute(self.queries.claim, {"limit": limit})
+            rows = await cursor.fetchall()
+        rows.sort(key=lambda row: row[0])  # DELETE ... RETURNING promises no order
+        return rows
+
+    async def _release(self, conn: psycopg.AsyncConnection[Any], *, clean: bool) -> None:
+        """Give `conn` back to the pool, rolled back; close it if that cannot be done quickly."""
+        with trio.move_on_after(_CLEANUP_SECONDS) as scope:
+            try:
+                if not clean:
+                    await trio_asyncio.aio_as_trio(conn.rollback)()
+            except psycopg.Error:
+                scope.cancel()
+        if scope.cancelled_caught:
+            await trio_asyncio.aio_as_trio(conn.close)()
+        with trio.move_on_after(_CLEANUP_SECONDS):
+            await trio_asyncio.aio_as_trio(self.pool.putconn)(conn)
+
+    async def next_due(self) -> float | None:
+        return await self._aio("next_due", self._next_due)
+
+    async def _next_due(self) -> float | None:
+        async with self.pool.connection() as conn, conn.cursor() as cursor:
+            await cursor.execute(self.queries.next_due)
+            row = await cursor.fetchone()
+            await conn.rollback()
+        return max(0.0, row[0]) if row and row[0] is not None else None
+
+    @asynccontextmanager
+    async def listen(self) -> AsyncIterator[AsyncIterator[None]]:
+        conn = await self._aio("listen", self._listen_connection)
+        try:
+            yield _Notifications(conn, self.config)
+        finally:
+            with trio.CancelScope(shield=True), trio.move_on_after(_CLEANUP_SECONDS):
+                await trio_asyncio.aio_as_trio(conn.close)()
+
+    async def _listen_connection(self) -> psycopg.AsyncConnection[Any]:
+        conn = await psycopg.AsyncConnection.connect(
+            self.config.dsn, autocommit=True, **connection_kwargs(self.config)
+        )
+        try:
+            await conn.execute(self.queries.listen)
+        except BaseException:
+            await conn.close()
+            raise
+        return conn
+
+
+@attrs.define(eq=False)
+class _Notifications:
+    """Yields once per NOTIFY (a burst may count once); raises `ListenerLost` when it ends.
+
+    Each wait is one asyncio coroutine that closes its own generator, so nothing is left for a
+    garbage collector to finalise; psycopg keeps notifications that arrive between waits.
+    """
+
+    conn: psycopg.AsyncConnection[Any]
+    config: Config
+
+    def __aiter__(self) -> _Notifications:
+        return self
+
+    async def __anext__(self) -> None:
+        try:
+            received = await trio_asyncio.aio_as_trio(self._next)()
+        except psycopg.Error as exc:
+            raise ListenerLost(str(translate(exc, self.config, "listen"))) from None
+        if not received:
+            raise ListenerLost("the listening connection ended")
+
+    async def _next(self) -> bool:
+        stream = self.conn.notifies(stop_after=1)
+        try:
+            async for _ in stream:
+                return True
+            return False
+        finally:
+            await stream.aclose()
+
+
+@asynccontextmanager
+async def open_postgres_outbox(config: Config) -> AsyncIterator[PostgresOutbox]:
+    """Open the outbox at `config.dsn`: a trio-asyncio loop if needed, then a connection pool.
+
+    Raises:
+        OutboxUnavailable: the server cannot be reached or refuses the DSN's credentials.
+        SchemaMissing: the outbox tables are not there (run `relay migrate`).
+    """
+    async with _asyncio_loop():
+        queries = Queries(schema=config.schema, channel=config.channel)
+        kwargs = connection_kwargs(config)
+        pool: AsyncConnectionPool[psycopg.AsyncConnection[Any]] = AsyncConnectionPool(
+            config.dsn,
+            kwargs=kwargs,
+            min_size=config.pool_size,
+            max_size=config.pool_size,
+            open=False,
+            configure=_configure,
+            name=f"relay-{config.schema}",
+        )
+        outbox = PostgresOutbox(config, pool, queries)
+        # A direct first connection gives the user the server's own words for a bad DSN, where
+        # the pool would only time out; it also checks that the schema was migrated.
+        await outbox._aio("connect", _check_reachable, config, kwargs, queries)
+        await outbox._aio("connect", pool.open)
+        try:
+            yield outbox
+        finally:
+            with trio.CancelScope(shield=True), trio.move_on_after(_CLEANUP_SECONDS):
+                await trio_asyncio.aio_as_trio(pool.close)()
+
+
+async def _check_reachable(config: Config, kwargs: dict[str, Any], queries: Queries) -> None:
+    async with await psycopg.AsyncConnection.connect(config.dsn, **kwargs) as conn:
+        await conn.execute(queries.check_schema)

@@ -1,0 +1,79 @@
+"""What a user sees when the command line cannot do its job: one line, exit 2, no password."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import psycopg
+import pytest
+
+from relay.embedded import EmbeddedPostgres
+
+from ..conftest import PostgresServer
+
+
+def relay(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "relay.cli", *args], capture_output=True, text=True, timeout=60
+    )
+
+
+def assert_one_clear_line(result: subprocess.CompletedProcess[str], *, secret: str) -> str:
+    assert result.returncode == 2, result
+    assert result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    assert secret not in result.stderr
+    return lines[0]
+
+
+def test_migrate_with_a_bad_host_exits_2_with_one_line() -> None:
+    result = relay("migrate", "--dsn", "postgresql://me:s3cr3t-pw@nosuch.invalid/db")
+    line = assert_one_clear_line(result, secret="s3cr3t-pw")
+    assert "nosuch.invalid" in line
+
+
+def test_migrate_with_a_closed_port_exits_2_with_one_line() -> None:
+    result = relay("migrate", "--dsn", "host=127.0.0.1 port=1 user=me password=s3cr3t-pw")
+    line = assert_one_clear_line(result, secret="s3cr3t-pw")
+    assert "127.0.0.1:1" in line
+
+
+def test_migrate_with_a_malformed_dsn_exits_2_with_one_line() -> None:
+    result = relay("migrate", "--dsn", "postgresql://me:s3cr3t-pw@localhost:notaport/db")
+    assert_one_clear_line(result, secret="s3cr3t-pw")
+
+
+def test_migrate_with_a_bad_password_exits_2_with_one_line(postgres_server: PostgresServer) -> None:
+    server = postgres_server.embedded
+    if server is None:
+        pytest.skip("needs the embedded server, whose authentication the test may change")
+    _add_role_with_password(server, "relay_pw_user", "right-password")
+    dsn = f"postgresql://relay_pw_user:wrong-pw-42@127.0.0.1:{server.port}/postgres"
+    line = assert_one_clear_line(relay("migrate", "--dsn", dsn), secret="wrong-pw-42")
+    assert "password authentication failed" in line
+
+
+def _add_role_with_password(server: EmbeddedPostgres, role: str, password: str) -> None:
+    with psycopg.connect(server.dsn(), autocommit=True) as conn:
+        exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", [role]).fetchone()
+        if not exists:
+            conn.execute(
+                psycopg.sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(
+                    psycopg.sql.Identifier(role), psycopg.sql.Literal(password)
+                )
+            )
+            server.require_password(role)
+
+
+def test_a_password_in_the_environment_dsn_is_not_printed() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "relay.cli", "migrate"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"RELAY_DSN": "postgresql://me:env-secret-9@127.0.0.1:1/db", "PATH": "/usr/bin:/bin"},
+    )
+    assert_one_clear_line(result, secret="env-secret-9")

@@ -1,0 +1,193 @@
+"""The PostgreSQL adapter's claim, settle and next-due semantics, against a real server."""
+
+from __future__ import annotations
+
+import datetime
+
+import psycopg
+import pytest
+import trio
+
+from relay import Config, OutboxUnavailable, SchemaMissing
+from relay.backoff import Backoff
+from relay.ports import Retry
+from relay.postgres import enqueue, open_postgres_outbox
+
+GUARD = 30  # seconds: a hang fails the test instead of stalling CI
+
+
+def insert(dsn: str, *rows: tuple[str, str | None, str]) -> list[int]:
+    """Insert rows by plain SQL, as a foreign writer would."""
+    with psycopg.connect(dsn) as conn:
+        return [
+            conn.execute(
+                "INSERT INTO relay.outbox (topic, key, payload) VALUES (%s, %s, %s) RETURNING id",
+                row,
+            ).fetchone()[0]  # type: ignore[index]
+            for row in rows
+        ]
+
+
+def outbox_rows(dsn: str, table: str = "outbox") -> list[dict[str, object]]:
+    with psycopg.connect(dsn) as conn, conn.cursor(row_factory=psycopg.rows.dict_row) as cur:
+        return cur.execute(f"SELECT *, now() AS now FROM relay.{table} ORDER BY id").fetchall()
+
+
+async def test_claims_come_oldest_first_and_skip_rows_not_yet_available(
+    relay_config: Config,
+) -> None:
+    dsn = relay_config.dsn
+    first, later, second = insert(dsn, ("t", None, "1"), ("t", None, "2"), ("t", None, "3"))
+    with psycopg.connect(dsn) as conn:
+        conn.execute(
+            "UPDATE relay.outbox SET available_at = now() + interval '1 hour' WHERE id = %s",
+            [later],
+        )
+    with trio.fail_after(GUARD):
+        async with open_postgres_outbox(relay_config) as outbox:
+            async with outbox.claim(10) as batch:
+                assert [e.id for e in batch.events] == [first, second]
+                assert [e.payload for e in batch.events] == [1, 3]
+                await batch.settle(retry={}, bury={})
+    assert [row["id"] for row in outbox_rows(dsn)] == [later]
+
+
+async def test_two_concurrent_claimers_never_get_the_same_row(relay_config: Config) -> None:
+    ids = insert(relay_config.dsn, *[("t", None, str(n)) for n in range(40)])
+    claimed: list[list[int]] = []
+    both_claimed = trio.Event()
+    arrivals = 0
+
+    async def claimer(outbox: object, limit: int) -> None:
+        nonlocal arrivals
+        async with outbox.claim(limit) as batch:  # type: ignore[attr-defined]
+            claimed.append([e.id for e in batch.events])
+            arrivals += 1
+            if arrivals == 2:
+                both_claimed.set()
+            await both_claimed.wait()  # both transactions are open at once
+            await batch.settle(retry={}, bury={})
+
+    with trio.fail_after(GUARD):
+        async with open_postgres_outbox(relay_config) as outbox:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(claimer, outbox, 25)
+                nursery.start_soon(claimer, outbox, 25)
+    assert len(claimed) == 2
+    assert set(claimed[0]).isdisjoint(claimed[1])
+    assert sorted(claimed[0] + claimed[1]) == ids
+
+
+async def test_a_retried_row_gets_attempts_available_at_and_last_error(
+    relay_config: Config,
+) -> None:
+    (id,) = insert(relay_config.dsn, ("t", "k", '{"a": 1}'))
+    delay = Backoff(base=2.0, cap=60.0, jitter=0.0).delay(0)
+    with trio.fail_after(GUARD):
+        async with open_postgres_outbox(relay_config) as outbox:
+            async with outbox.claim(10) as batch:
+                await batch.settle(retry={id: Retry(delay, "boom")}, bury={})
+            async with outbox.claim(10) as batch:
+                assert batch.events == []  # not due yet
+            due = await outbox.next_due()
+    (row,) = outbox_rows(relay_config.dsn)
+    assert row["id"] == id
+    assert row["attempts"] == 1
+    assert row["last_error"] == "boom"
+    scheduled = row["available_at"] - row["now"]  # type: ignore[operator]
+    assert datetime.timedelta(seconds=1.5) < scheduled <= datetime.timedelta(seconds=2)
+    assert due is not None and 0 < due <= 2.0
+
+
+async def test_a_retried_row_holds_back_its_key_but_not_other_keys(relay_config: Config) -> None:
+    a1, a2, b1 = insert(relay_config.dsn, ("t", "A", "1"), ("t", "A", "2"), ("t", "B", "3"))
+    with trio.fail_after(GUARD):
+        async with open_postgres_outbox(relay_config) as outbox:
+            async with outbox.claim(10) as batch:
+                await batch.settle(retry={a1: Retry(3600, "boom")}, bury={}, hold=[a2, b1])
+            async with outbox.claim(10) as batch:
+                assert [e.id for e in batch.events] == [b1]
+
+
+async def test_an_exhausted_row_moves_to_outbox_dead_intact(relay_config: Config) -> None:
+    with psycopg.connect(relay_config.dsn) as conn:
+        id = enqueue(conn, "orders", {"n": 1}, key="k", headers={"trace": "x"})
+    before = outbox_rows(relay_config.dsn)[0]
+    with trio.fail_after(GUARD):
+        async with open_postgres_outbox(relay_config) as outbox:
+            async with outbox.claim(10) as batch:
+                await batch.settle(retry={}, bury={id: "gave up"})
+    assert outbox_rows(relay_config.dsn) == []
+    (dead,) = outbox_rows(relay_config.dsn, "outbox_dead")
+    for column in ("id", "topic", "key", "payload", "headers", "created_at"):
+        assert dead[column] == before[column]
+    assert dead["attempts"] == 1
+    assert dead["last_error"] == "gave up"
+    assert dead["failed_at"] is not None
+
+
+async def test_leaving_a_claim_without_settling_puts_every_row_back(relay_config: Config) -> None:
+    ids = insert(relay_config.dsn, ("t", None, "1"), ("t", None, "2"))
+    with trio.fail_after(GUARD):
+        async with open_postgres_outbox(relay_config) as outbox:
+            with pytest.raises(RuntimeError):
+                async with outbox.claim(10) as batch:
+                    assert len(batch.events) == 2
+                    raise RuntimeError("the sink crashed")
+    assert [(r["id"], r["attempts"]) for r in outbox_rows(relay_config.dsn)] == [
+        (ids[0], 0),
+        (ids[1], 0),
+    ]
+
+
+async def test_a_plain_sql_insert_notifies_a_listener(relay_config: Config) -> None:
+    with trio.fail_after(GUARD):
+        async with open_postgres_outbox(relay_config) as outbox, outbox.listen() as notifications:
+            await trio.to_thread.run_sync(insert, relay_config.dsn, ("t", None, "1"))
+            await notifications.__anext__()
+
+
+async def test_relay_connections_carry_their_name_and_timeouts(relay_config: Config) -> None:
+    with trio.fail_after(GUARD):
+        async with open_postgres_outbox(relay_config) as outbox, outbox.listen():
+            with psycopg.connect(relay_config.dsn) as conn:
+                rows = conn.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'relay'"
+                    " AND datname = current_database()"
+                ).fetchone()
+            assert rows is not None and rows[0] >= 2  # the pool and the listener
+            async with outbox.claim(1) as batch:
+                conn = batch.conn  # type: ignore[attr-defined]
+                settings = await _settings(conn)
+    assert settings == ("1min", "30s")
+
+
+async def _settings(conn: psycopg.AsyncConnection[object]) -> tuple[str, str]:
+    import trio_asyncio
+
+    async def read() -> tuple[str, str]:
+        cur = await conn.execute(
+            "SELECT current_setting('idle_in_transaction_session_timeout'),"
+            " current_setting('statement_timeout')"
+        )
+        row = await cur.fetchone()
+        assert row is not None
+        return row  # type: ignore[return-value]
+
+    result: tuple[str, str] = await trio_asyncio.aio_as_trio(read)()
+    return result
+
+
+async def test_opening_an_unmigrated_database_says_run_migrate(empty_database_dsn: str) -> None:
+    with trio.fail_after(GUARD), pytest.raises(SchemaMissing, match="relay migrate"):
+        async with open_postgres_outbox(Config(dsn=empty_database_dsn)):
+            pass
+
+
+async def test_opening_an_unreachable_database_raises_outbox_unavailable() -> None:
+    config = Config(dsn="postgresql://relay:hunter2@127.0.0.1:1/nowhere")
+    with trio.fail_after(GUARD), pytest.raises(OutboxUnavailable) as caught:
+        async with open_postgres_outbox(config):
+            pass
+    assert "hunter2" not in str(caught.value)
+    assert "127.0.0.1:1/nowhere" in str(caught.value)

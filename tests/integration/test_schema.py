@@ -1,0 +1,107 @@
+"""Migrations and the claim's query plan, against a real server."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from typing import Any
+
+import psycopg
+import trio
+from psycopg import sql
+
+from relay import Config
+from relay.postgres import LATEST_VERSION, migrate
+from relay.postgres.queries import Queries
+
+GUARD = 120
+
+
+def relay_command(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "relay.cli", *args], capture_output=True, text=True, timeout=GUARD
+    )
+
+
+def test_migrate_twice_is_a_no_op_the_second_time(empty_database_dsn: str) -> None:
+    first = relay_command("migrate", "--dsn", empty_database_dsn)
+    second = relay_command("migrate", "--dsn", empty_database_dsn)
+    assert first.returncode == 0, first.stderr
+    assert "applied migration 1" in first.stdout
+    assert second.returncode == 0, second.stderr
+    assert "up to date" in second.stdout
+    assert "applied" not in second.stdout
+    with psycopg.connect(empty_database_dsn) as conn:
+        assert conn.execute("SELECT max(version) FROM relay.schema_version").fetchone() == (
+            LATEST_VERSION,
+        )
+
+
+def test_two_migrations_at_once_both_succeed(empty_database_dsn: str) -> None:
+    command = [sys.executable, "-m", "relay.cli", "migrate", "--dsn", empty_database_dsn]
+    runs = [
+        subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
+    outcomes = [run.communicate(timeout=GUARD) for run in runs]
+    assert [run.returncode for run in runs] == [0, 0], outcomes
+    applied = [out for out, _ in outcomes if "applied migration 1" in out]
+    assert len(applied) == 1  # the other waited on the lock, then found nothing to do
+
+
+def test_the_schema_name_is_configurable_and_quoted(empty_database_dsn: str) -> None:
+    config = Config(dsn=empty_database_dsn, schema="Events_2")
+    assert [m.version for m in migrate(config)] == [1]
+    with psycopg.connect(empty_database_dsn, autocommit=True) as conn:
+        conn.execute('LISTEN "Events_2_outbox"')
+        conn.execute("INSERT INTO \"Events_2\".outbox (topic, payload) VALUES ('t', '1')")
+        assert [n.channel for n in conn.notifies(timeout=5, stop_after=1)] == ["Events_2_outbox"]
+
+
+def test_a_foreign_writers_plain_insert_notifies_a_listening_connection(database_dsn: str) -> None:
+    """No relay code on either side: one NOTIFY per statement, with an empty payload."""
+    with (
+        psycopg.connect(database_dsn, autocommit=True) as listener,
+        psycopg.connect(database_dsn) as writer,
+    ):
+        listener.execute("LISTEN relay_outbox")
+        writer.execute(
+            "INSERT INTO relay.outbox (topic, key, payload) VALUES"
+            " ('orders', 'o-1', '{\"n\": 1}'), ('orders', 'o-1', '{\"n\": 2}')"
+        )
+        writer.commit()
+        notes = list(listener.notifies(timeout=5, stop_after=1))
+    assert [(n.channel, n.payload) for n in notes] == [("relay_outbox", "")]
+
+
+def _node_types(plan: dict[str, Any]) -> list[tuple[str, str | None, str | None]]:
+    found = [(plan["Node Type"], plan.get("Relation Name"), plan.get("Alias"))]
+    for child in plan.get("Plans", []):
+        found += _node_types(child)
+    return found
+
+
+async def test_claiming_stays_an_index_scan_on_a_large_table(database_dsn: str) -> None:
+    """With a fresh all-pending backlog (no statistics yet) and after ANALYZE."""
+    with trio.fail_after(GUARD):
+        await trio.to_thread.run_sync(_check_claim_plans, database_dsn)
+
+
+def _check_claim_plans(dsn: str) -> None:
+    claim = Queries("relay", "relay_outbox").claim
+    explain = sql.SQL("EXPLAIN (FORMAT JSON) ") + claim
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO relay.outbox (topic, key, payload) SELECT 't', 'k' || mod(g, 1000),"
+            " '{}' FROM generate_series(1, 300000) g"
+        )
+        for analyzed in (False, True):
+            if analyzed:
+                conn.execute("ANALYZE relay.outbox")
+            row = conn.execute(explain, {"limit": 500}).fetchone()
+            assert row is not None
+            nodes = _node_types(row[0][0]["Plan"])
+            scans_of_o = [kind for kind, _, alias in nodes if alias == "o"]
+            assert scans_of_o == ["Index Scan"], (analyzed, json.dumps(row[0], indent=1))
+            assert not any(kind == "Seq Scan" for kind, _, _ in nodes), nodes
