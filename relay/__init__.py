@@ -11,12 +11,17 @@ from .errors import RestartIntensityExceeded as RestartIntensityExceeded
 from .errors import SchemaMissing as SchemaMissing
 from .errors import SinkFailed as SinkFailed
 from .ports import OutboxEvent as OutboxEvent
+from .ports import Sink as Sink
 from .postgres.enqueue import NewEvent as NewEvent
 from .postgres.enqueue import enqueue as enqueue
 from .postgres.enqueue import enqueue_async as enqueue_async
 from .postgres.enqueue import enqueue_many as enqueue_many
 from .postgres.enqueue import enqueue_many_async as enqueue_many_async
-from .ports import Sink as Sink
+from .runtime import RelayHandle as RelayHandle
+from .runtime import RelayStatistics as RelayStatistics
+from .runtime import open_relay as open_relay
+from .runtime import run_relay as run_relay
+from .wakeups import WakeReason as WakeReason
 
 __all__ = [
     "Backoff",
@@ -28,12 +33,17 @@ __all__ = [
     "OutboxUnavailable",
     "PartialDelivery",
     "RelayError",
+    "RelayHandle",
+    "RelayStatistics",
     "RestartIntensityExceeded",
     "SchemaMissing",
     "Sink",
     "SinkFailed",
+    "WakeReason",
     "enqueue",
     "enqueue_async",
     "enqueue_many",
     "enqueue_many_async",
+    "open_relay",
+    "run_relay",
 ]

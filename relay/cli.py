@@ -2,40 +2,93 @@
 
 Every expected failure ends as one line on stderr and an exit code: 2 for bad usage, bad
 configuration or an unreachable database; 1 when the relay gave up. Never a traceback, never a
-password.
+password. Results go to stdout, logs to stderr.
 """
 
 from __future__ import annotations
 
 import argparse
-import logging
+import datetime
+import json
+import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from .config import Config, resolve_dsn
 from .errors import ConfigError, RelayError, RestartIntensityExceeded
 
 EXIT_OK, EXIT_GAVE_UP, EXIT_USAGE = 0, 1, 2
 
-log = logging.getLogger("relay")
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhd]?)")
+_UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (exit 2) like every other error."""
+
+    def error(self, message: str) -> Any:
+        raise ConfigError("usage", f"{message} (see `{self.prog} --help`)")
+
+
+def _duration(text: str) -> datetime.timedelta:
+    match = _DURATION.fullmatch(text.strip())
+    if not match:
+        raise argparse.ArgumentTypeError(f"not a duration like 90s, 15m, 2h or 7d: {text!r}")
+    return datetime.timedelta(seconds=float(match[1]) * _UNIT_SECONDS[match[2]])
+
+
+def _database_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--dsn",
+        help="libpq DSN or URL (default: $RELAY_DSN, then $DATABASE_URL, then libpq's PG*)",
+    )
+    parser.add_argument("--schema", default="relay", help="the outbox schema (default: relay)")
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="relay", description="A transactional-outbox relay for PostgreSQL."
-    )
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    from .settings import add_run_options
 
-    def database_options(sub: argparse.ArgumentParser) -> None:
-        sub.add_argument(
-            "--dsn",
-            help="libpq DSN or URL (default: $RELAY_DSN, $DATABASE_URL, "
-            "then libpq's PG* variables)",
-        )
-        sub.add_argument("--schema", default="relay", help="the outbox schema (default: relay)")
+    parser = _Parser(prog="relay", description="A transactional-outbox relay for PostgreSQL.")
+    commands = parser.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", parser_class=_Parser
+    )
 
     migrate = commands.add_parser("migrate", help="create or upgrade the outbox schema")
-    database_options(migrate)
+    _database_options(migrate)
+
+    run = commands.add_parser("run", help="run the relay until SIGINT or SIGTERM")
+    run.add_argument("--dsn", help="libpq DSN or URL (default: $RELAY_DSN, $DATABASE_URL, PG*)")
+    add_run_options(run)
+
+    status = commands.add_parser("status", help="pending, oldest pending age, retrying, dead")
+    _database_options(status)
+    status.add_argument("--json", action="store_true", help="print one JSON object")
+
+    dead = commands.add_parser("dead", help="list, retry or purge dead events")
+    actions = dead.add_subparsers(
+        dest="action", required=True, metavar="ACTION", parser_class=_Parser
+    )
+    for name, text in (
+        ("list", "print dead events as JSON lines"),
+        ("retry", "move dead events back into the outbox"),
+        ("purge", "delete dead events for good"),
+    ):
+        action = actions.add_parser(name, help=text)
+        _database_options(action)
+        action.add_argument("--topic", help="only events of this topic")
+        action.add_argument("--id", type=int, action="append", default=[], help="only this id")
+        action.add_argument(
+            "--older-than", type=_duration, help="only events dead longer than this (90s, 2h, 7d)"
+        )
+        if name == "list":
+            action.add_argument("--limit", type=int, default=100, help="at most this many")
+
+    demo = commands.add_parser("demo", help="embedded PostgreSQL, a producer and the relay")
+    demo.add_argument("--rate", type=float, default=50.0, help="events per second (default: 50)")
+    demo.add_argument(
+        "--duration", type=float, default=None, help="seconds to run (default: until Ctrl-C)"
+    )
     return parser
 
 
@@ -57,19 +110,89 @@ def _migrate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the exit code (the console script exits with it)."""
-    logging.basicConfig(
-        level=logging.WARNING,
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+def _status(args: argparse.Namespace) -> int:
+    from .postgres.admin import status
+
+    found = status(_config(args))
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "pending": found.pending,
+                    "oldest_pending_age_seconds": found.oldest_pending_age,
+                    "retrying": found.retrying,
+                    "dead": found.dead,
+                    "topics": {
+                        t.topic: {"pending": t.pending, "retrying": t.retrying, "dead": t.dead}
+                        for t in found.topics
+                    },
+                }
+            )
+        )
+        return EXIT_OK
+    age = "-" if found.oldest_pending_age is None else f"{found.oldest_pending_age:.1f}s"
+    print(
+        f"pending {found.pending}  oldest pending age {age}  "
+        f"retrying {found.retrying}  dead {found.dead}"
     )
-    args = _parser().parse_args(argv)
-    commands = {"migrate": _migrate}
+    if found.topics:
+        width = max(len("topic"), *(len(t.topic) for t in found.topics))
+        print(f"{'topic':<{width}}  {'pending':>9}  {'retrying':>9}  {'dead':>9}")
+        for t in found.topics:
+            print(f"{t.topic:<{width}}  {t.pending:>9}  {t.retrying:>9}  {t.dead:>9}")
+    return EXIT_OK
+
+
+def _dead(args: argparse.Namespace) -> int:
+    from .postgres import admin
+
+    config = _config(args)
+    where = admin.DeadFilter(topic=args.topic, ids=tuple(args.id), older_than=args.older_than)
+    if args.action == "list":
+        for row in admin.list_dead(config, where, args.limit):
+            print(json.dumps(row, default=_iso))
+    elif args.action == "retry":
+        print(f"moved {admin.retry_dead(config, where)} dead event(s) back into the outbox")
+    else:
+        print(f"purged {admin.purge_dead(config, where)} dead event(s)")
+    return EXIT_OK
+
+
+def _iso(value: Any) -> str:
+    if isinstance(value, datetime.datetime):
+        return value.isoformat()
+    raise TypeError(f"cannot encode {type(value).__name__}")
+
+
+def _run(args: argparse.Namespace) -> int:
+    from .daemon import run_daemon
+    from .settings import load_settings
+
+    return run_daemon(load_settings(args))
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    return run_demo(rate=args.rate, duration=args.duration)
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "migrate": _migrate,
+    "run": _run,
+    "status": _status,
+    "dead": _dead,
+    "demo": _demo,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit code."""
     try:
-        return commands[args.command](args)
+        args = _parser().parse_args(argv)
+        return COMMANDS[args.command](args)
     except ConfigError as exc:
-        print(f"relay: invalid configuration: {exc}", file=sys.stderr)
+        print(f"relay: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except RestartIntensityExceeded as exc:
         print(f"relay: gave up: {exc}", file=sys.stderr)

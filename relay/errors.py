@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 
 
 class RelayError(Exception):
@@ -44,11 +44,23 @@ class PartialDelivery(RelayError):
 
     Args:
         failures: the id of each failed event and why it failed.
+        permanent: the ids among `failures` that must not be retried (e.g. a webhook answered
+            400): the drainer buries them at once. The other failures are retried.
     """
 
-    def __init__(self, failures: Mapping[int, str]) -> None:
-        super().__init__(f"{len(failures)} event(s) failed")
-        self.failures: Mapping[int, str] = dict(failures)
+    def __init__(self, failures: Mapping[int, str], *, permanent: Collection[int] = ()) -> None:
+        failures = dict(failures)
+        permanent = frozenset(permanent)
+        if not permanent <= failures.keys():
+            raise ValueError(
+                f"permanent ids not among the failures: {sorted(permanent - failures.keys())}"
+            )
+        super().__init__(
+            f"{len(failures)} event(s) failed"
+            + (f", {len(permanent)} permanently" if permanent else "")
+        )
+        self.failures: Mapping[int, str] = failures
+        self.permanent: frozenset[int] = permanent
 
 
 class RestartIntensityExceeded(RelayError):

@@ -122,8 +122,8 @@ class Outbox(Protocol):
 class Sink(Protocol):
     """Delivers batches of events somewhere.
 
-    `deliver` returns when every event is delivered; raises `PartialDelivery({id: reason})` when some
-    failed (the others count as delivered); raises anything else when the whole batch failed.
+    `deliver` returns when every event is delivered; raises `PartialDelivery({id: reason})` when
+    some failed (the others count as delivered); raises anything else when the whole batch failed.
     Events of one key must be delivered in the order given, and a sink must not deliver an event
     after an earlier event of the same key failed in the same batch.
     A sink may also be an async context manager: the drainer enters it before its first batch and
@@ -151,7 +151,7 @@ def as_sink(sink: Sink | Handler) -> Sink:
     if isinstance(sink, Sink):
         return sink
     if callable(sink) and (inspect.iscoroutinefunction(sink)
-                           or inspect.iscoroutinefunction(getattr(sink, "__call__", None))):
+                           or inspect.iscoroutinefunction(type(sink).__call__)):
         return CallableSink(sink)
     raise TypeError(f"a sink must have an async deliver(events) or be an async callable, "
                     f"got {sink!r}")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import psycopg
@@ -10,21 +9,21 @@ from psycopg import conninfo
 
 from ..config import Config
 from ..errors import OutboxUnavailable, SchemaMissing
+from ..logs import mask_secrets
 
-_PASSWORD_IN_URL = re.compile(r"(://[^:/@\s]*:)[^@\s]*@")
-_PASSWORD_IN_KEYWORDS = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
+
+def dsn_password(dsn: str) -> str | None:
+    """The password written in `dsn`, if any (to mask it wherever it might be echoed)."""
+    try:
+        password = conninfo.conninfo_to_dict(dsn).get("password") if dsn else None
+    except psycopg.ProgrammingError:
+        return None
+    return str(password) if password else None
 
 
 def redact(text: str, dsn: str = "") -> str:
     """`text` with any password (from `dsn`, or shaped like one) replaced by `***`."""
-    try:
-        password = conninfo.conninfo_to_dict(dsn).get("password") if dsn else None
-    except psycopg.ProgrammingError:
-        password = None
-    if password:
-        text = text.replace(str(password), "***")
-    text = _PASSWORD_IN_URL.sub(r"\1***@", text)
-    return _PASSWORD_IN_KEYWORDS.sub(r"\1***", text)
+    return mask_secrets(text, [dsn_password(dsn) or ""])
 
 
 def describe_dsn(dsn: str) -> str:

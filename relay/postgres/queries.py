@@ -44,14 +44,19 @@ class Queries:
 
     @property
     def put_back(self) -> sql.Composed:
-        """Re-insert a claimed event with its own id, so it keeps its place in key order."""
+        """Re-insert a claimed event with its own id, so it keeps its place in key order.
+
+        The delay runs from the settle (`clock_timestamp()`), not from the claim (`now()`), so a
+        slow delivery does not eat into the backoff.
+        """
         return sql.SQL(
             """
             INSERT INTO {outbox} (id, topic, key, payload, headers, created_at, attempts,
                                   available_at, last_error)
             OVERRIDING SYSTEM VALUE
             VALUES (%(id)s, %(topic)s, %(key)s, %(payload)s, %(headers)s, %(created_at)s,
-                    %(attempts)s, now() + make_interval(secs => %(delay)s), %(last_error)s)
+                    %(attempts)s, clock_timestamp() + make_interval(secs => %(delay)s),
+                    %(last_error)s)
             """
         ).format(outbox=self._table("outbox"))
 

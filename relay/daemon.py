@@ -1,0 +1,89 @@
+"""`relay run`: the relay as a daemon, with signals, logs and (optionally) metrics.
+
+The first SIGINT or SIGTERM stops claiming and gives the batch in flight `grace_period` seconds
+to settle; a second stops at once. Either way nothing is lost: an unsettled batch rolls back.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+
+import trio
+
+from .errors import RelayError, RestartIntensityExceeded
+from .logs import configure
+from .ports import Sink
+from .runtime import run_relay
+from .settings import Settings
+from .sinks import SinkOptions, open_sink
+
+log = logging.getLogger("relay.daemon")
+
+EXIT_OK, EXIT_GAVE_UP, EXIT_USAGE = 0, 1, 2
+
+
+def _sink(settings: Settings) -> Sink:
+    options = SinkOptions(
+        secret=settings.webhook_secret,
+        timeout=settings.webhook_timeout,
+        max_concurrency=settings.webhook_concurrency,
+    )
+    return open_sink(settings.sink, options)
+
+
+async def _serve(settings: Settings, sink: Sink) -> None:
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+            handle = await nursery.start(run_relay, settings.config, sink)
+            if settings.metrics_addr is not None:
+                from .observability import serve_observability
+
+                await nursery.start(serve_observability, handle, settings, settings.metrics_addr)
+            first = await signals.__anext__()
+            log.info(
+                "%s: finishing the batch in flight (up to %ss; signal again to stop at once)",
+                signal.Signals(first).name,
+                settings.grace_period,
+            )
+            async with trio.open_nursery() as stopping:
+
+                async def second_signal() -> None:
+                    await signals.__anext__()
+                    log.warning("second signal: stopping now")
+                    stopping.cancel_scope.cancel()
+
+                stopping.start_soon(second_signal)
+                with trio.move_on_after(settings.grace_period):
+                    await handle.stop_claiming()
+                stopping.cancel_scope.cancel()
+            nursery.cancel_scope.cancel()
+    log.info("stopped")
+
+
+def run_daemon(settings: Settings) -> int:
+    """Run until a signal (exit 0) or until the relay gives up (exit 1)."""
+    from .postgres.connect import dsn_password
+
+    configure(
+        settings.log_level,
+        settings.log_format,
+        secrets=[dsn_password(settings.config.dsn) or "", settings.webhook_secret or ""],
+    )
+    sink = _sink(settings)
+    code = EXIT_OK
+    try:
+        trio.run(_serve, settings, sink)
+    except* RestartIntensityExceeded as group:
+        _report("gave up", group)
+        code = EXIT_GAVE_UP
+    except* RelayError as group:
+        _report("error", group)
+        code = EXIT_USAGE
+    return code
+
+
+def _report(what: str, group: BaseExceptionGroup[RelayError]) -> None:
+    for error in group.exceptions:
+        print(f"relay: {what}: {error}", file=sys.stderr)

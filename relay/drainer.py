@@ -1,0 +1,215 @@
+"""The drainer: claims batches, hands them to the sink, settles the outcome."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import random
+from collections.abc import Collection, Mapping, Sequence
+from typing import NoReturn
+
+import attrs
+import trio
+
+from .config import Config
+from .errors import PartialDelivery
+from .ports import ClaimedBatch, Outbox, OutboxEvent, Retry, Sink
+from .ticker import DrainReport
+from .wakeups import WakeReason, Wakeups
+
+logger = logging.getLogger(__name__)
+
+
+@attrs.frozen
+class DrainerStatistics:
+    """What the drainer has done.
+
+    Attributes:
+        delivered: events the sink took.
+        retried: failed events rescheduled.
+        dead: failed events moved to the dead table.
+        held: events put back untouched because an earlier event of their key failed.
+        batches: claims that returned at least one event.
+        claims: claims made.
+        empty_claims: claims that returned nothing.
+        last_drain_at: trio time the last drain finished, or None.
+    """
+
+    delivered: int
+    retried: int
+    dead: int
+    held: int
+    batches: int
+    claims: int
+    empty_claims: int
+    last_drain_at: float | None
+
+
+@attrs.frozen
+class Outcome:
+    """How one batch is settled: every claimed event not named here was delivered."""
+
+    retry: Mapping[int, Retry]
+    bury: Mapping[int, str]
+    hold: frozenset[int]
+
+
+def settle_plan(events: Sequence[OutboxEvent], failures: Mapping[int, str], *, config: Config,
+                rng: random.Random, permanent: Collection[int] = ()) -> Outcome:
+    """Decide each failed event's fate, keeping key order.
+
+    A failed event is buried when the sink said its failure is `permanent` or once it has used
+    `config.max_attempts`, else retried after `config.retry_backoff`. Every event after the first
+    failure of its key is held, whatever the sink said about it: it was not delivered in key order.
+    """
+    retry: dict[int, Retry] = {}
+    bury: dict[int, str] = {}
+    hold: set[int] = set()
+    failed_keys: set[str] = set()
+    for event in events:
+        if event.key is not None and event.key in failed_keys:
+            hold.add(event.id)
+            continue
+        reason = failures.get(event.id)
+        if reason is None:
+            continue
+        if event.key is not None:
+            failed_keys.add(event.key)
+        if event.id in permanent or event.attempts + 1 >= config.max_attempts:
+            bury[event.id] = reason
+        else:
+            retry[event.id] = Retry(delay=config.retry_backoff.delay(event.attempts, rng),
+                                    reason=reason)
+    return Outcome(retry=retry, bury=bury, hold=frozenset(hold))
+
+
+@attrs.define(eq=False)
+class Drainer:
+    """One task that drains the outbox on every wakeup, until a batch comes back short.
+
+    If the sink is an async context manager, the drainer enters it for as long as it runs, so a
+    restarted drainer reconnects its sink.
+    """
+
+    config: Config
+    outbox: Outbox
+    sink: Sink
+    wakeups: Wakeups
+    reports: trio.MemorySendChannel[DrainReport]
+    rng: random.Random = attrs.field(factory=random.Random)
+    _delivered: int = 0
+    _retried: int = 0
+    _dead: int = 0
+    _held: int = 0
+    _batches: int = 0
+    _claims: int = 0
+    _empty_claims: int = 0
+    _last_drain_at: float | None = None
+    _stopping: bool = False
+    _batch_settled: trio.Event | None = None  # set while a claim is open, until it closes
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+                  ) -> NoReturn:
+        """Drain on every wakeup, forever.
+
+        Calls `task_status.started()` once the sink is entered. A wakeup pending at the start is
+        taken at once; without one the drainer drains anyway, since a crash before the restart may
+        have put events back that nobody will announce.
+
+        Raises:
+            OutboxUnavailable: claiming, settling or asking for the next due time failed.
+            Exception: whatever entering or leaving the sink raised.
+        """
+        # A clone per run: a restarted drainer must not find its channel end closed.
+        async with self.reports.clone() as reports, contextlib.AsyncExitStack() as stack:
+            if isinstance(self.sink, contextlib.AbstractAsyncContextManager):
+                await stack.enter_async_context(self.sink)
+            task_status.started()
+            try:
+                reasons = self.wakeups.receive_nowait()
+            except trio.WouldBlock:
+                reasons = frozenset()
+            while not self._stopping:
+                await self._drain(reasons, reports)
+                reasons = await self.wakeups.receive()
+            await trio.sleep_forever()
+
+    async def _drain(self, reasons: frozenset[WakeReason],
+                     reports: trio.MemorySendChannel[DrainReport]) -> None:
+        found_fresh = False
+        while not self._stopping:
+            self._batch_settled = trio.Event()
+            try:
+                events = await self._claim_and_deliver()
+            finally:
+                self._batch_settled.set()
+                self._batch_settled = None
+            found_fresh = found_fresh or any(event.attempts == 0 for event in events)
+            if len(events) < self.config.batch_size:
+                break
+        if self._stopping:
+            return
+        due = await self.outbox.next_due()
+        now = trio.current_time()
+        self._last_drain_at = now
+        reports.send_nowait(DrainReport(
+            reasons=reasons, found_fresh=found_fresh,
+            next_due_at=None if due is None else now + due))
+
+    async def _claim_and_deliver(self) -> Sequence[OutboxEvent]:
+        async with self.outbox.claim(self.config.batch_size) as batch:
+            self._claims += 1
+            events = batch.events
+            if events:
+                self._batches += 1
+                await self._deliver(batch)
+            else:
+                self._empty_claims += 1
+        return events
+
+    async def stop_claiming(self) -> None:
+        """Claim no more; return once the batch in flight, if any, is settled or rolled back."""
+        self._stopping = True
+        if self._batch_settled is not None:
+            await self._batch_settled.wait()
+
+    async def _deliver(self, batch: ClaimedBatch) -> None:
+        events = batch.events
+        failures: dict[int, str] = {}
+        permanent: Collection[int] = ()
+        # The claim holds a transaction open: a hanging sink must not keep it open for ever.
+        with trio.move_on_after(self.config.delivery_timeout) as scope:
+            try:
+                await self.sink.deliver(events)
+            except PartialDelivery as partial:
+                claimed = {event.id for event in events}
+                failures = {id: reason for id, reason in partial.failures.items()
+                            if id in claimed}
+                permanent = partial.permanent
+                logger.warning("sink failed %d of %d events", len(failures), len(events))
+            except Exception as exc:  # any sink error fails the whole batch, the relay goes on
+                logger.warning("sink failed a batch of %d events", len(events), exc_info=True)
+                failures = dict.fromkeys((event.id for event in events),
+                                         f"{type(exc).__name__}: {exc}")
+        if scope.cancelled_caught:
+            logger.warning("sink timed out on a batch of %d events after %ss", len(events),
+                           self.config.delivery_timeout)
+            failures = dict.fromkeys(
+                (event.id for event in events),
+                f"delivery timed out after {self.config.delivery_timeout}s")
+        outcome = settle_plan(events, failures, config=self.config, rng=self.rng,
+                              permanent=permanent)
+        await batch.settle(retry=outcome.retry, bury=outcome.bury, hold=outcome.hold)
+        self._retried += len(outcome.retry)
+        self._dead += len(outcome.bury)
+        self._held += len(outcome.hold)
+        self._delivered += len(events) - len(outcome.retry) - len(outcome.bury) - len(outcome.hold)
+        for id, reason in outcome.bury.items():
+            logger.error("event %d moved to the dead table: %s", id, reason)
+
+    def statistics(self) -> DrainerStatistics:
+        """Counts since the drainer was created (they survive restarts)."""
+        return DrainerStatistics(
+            delivered=self._delivered, retried=self._retried, dead=self._dead, held=self._held,
+            batches=self._batches, claims=self._claims, empty_claims=self._empty_claims,
+            last_drain_at=self._last_drain_at)

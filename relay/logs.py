@@ -1,0 +1,73 @@
+"""Logging for the daemon: stderr only, human-readable or JSON, with secrets masked."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import logging
+import re
+import sys
+from collections.abc import Iterable
+
+_PASSWORD_IN_URL = re.compile(r"(://[^:/@\s]*:)[^@\s]*@")
+_PASSWORD_IN_KEYWORDS = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
+
+
+def mask_secrets(text: str, secrets: Iterable[str] = ()) -> str:
+    """`text` with each of `secrets`, and anything shaped like a DSN password, replaced by ***."""
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "***")
+    text = _PASSWORD_IN_URL.sub(r"\1***@", text)
+    return _PASSWORD_IN_KEYWORDS.sub(r"\1***", text)
+
+
+class _MaskSecrets(logging.Filter):
+    """Replace known secrets, and anything shaped like a DSN password, by `***`."""
+
+    def __init__(self, secrets: Iterable[str]) -> None:
+        super().__init__()
+        self.secrets = [secret for secret in secrets if secret]
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        masked = self.mask(message)
+        if masked != message:
+            record.msg, record.args = masked, None
+        if record.exc_text:
+            record.exc_text = self.mask(record.exc_text)
+        return True
+
+    def mask(self, text: str) -> str:
+        return mask_secrets(text, self.secrets)
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message, and the exception if any."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "time": datetime.datetime.fromtimestamp(record.created, datetime.UTC).isoformat(),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_text or record.exc_info:
+            entry["exception"] = record.exc_text or self.formatException(record.exc_info)  # type: ignore[arg-type]
+        return json.dumps(entry)
+
+
+def configure(level: str = "info", fmt: str = "text", *, secrets: Iterable[str] = ()) -> None:
+    """Send relay's logs (and its libraries') to stderr, never stdout."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(_MaskSecrets(secrets))
+    if fmt == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.WARNING)
+    logging.getLogger("relay").setLevel(level.upper())

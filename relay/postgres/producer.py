@@ -1,0 +1,45 @@
+"""A writer of single-row transactions, as an application would write: for the demo and benches."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import attrs
+import psycopg
+
+from ..config import Config
+from .connect import translate
+from .enqueue import enqueue
+
+
+@attrs.define(eq=False)
+class Producer:
+    """Writes events one transaction each on its own connection (blocking: run it in a thread).
+
+    `commit_times` maps each id to the wall-clock time its commit returned.
+    """
+
+    config: Config
+    conn: psycopg.Connection[Any]
+    commit_times: dict[int, float] = attrs.field(factory=dict)
+
+    @classmethod
+    def connect(cls, config: Config) -> Producer:
+        try:
+            return cls(config, psycopg.connect(config.dsn, application_name="relay-producer"))
+        except psycopg.Error as exc:
+            raise translate(exc, config, "producer connect") from None
+
+    def write(self, topic: str, payload: Any, *, key: str | None = None) -> int:
+        """Enqueue one event and commit; returns its id."""
+        try:
+            id = enqueue(self.conn, topic, payload, key=key, schema=self.config.schema)
+            self.conn.commit()
+        except psycopg.Error as exc:
+            raise translate(exc, self.config, "enqueue") from None
+        self.commit_times[id] = time.time()
+        return id
+
+    def close(self) -> None:
+        self.conn.close()

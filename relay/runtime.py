@@ -1,0 +1,202 @@
+"""The public runtime: `run_relay` for `nursery.start`, `open_relay` for `async with`."""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from typing import NoReturn
+
+import attrs
+import trio
+
+from .config import Config
+from .drainer import Drainer
+from .errors import RestartIntensityExceeded
+from .listener import Listener
+from .ports import Handler, Outbox, Sink, as_sink
+from .supervisor import ChildSpec, RestartPolicy, StartedOnce, Supervisor
+from .ticker import DrainReport, Ticker
+from .wakeups import WakeReason, Wakeups
+
+logger = logging.getLogger(__name__)
+
+
+@attrs.frozen
+class RelayStatistics:
+    """A snapshot of a running relay.
+
+    Attributes:
+        delivered: events the sink took.
+        retried: failed events rescheduled.
+        dead: failed events moved to the dead table.
+        held: events put back behind a failed event of their key.
+        batches: claims that returned events.
+        claims: claims made (including empty ones).
+        empty_claims: claims that returned nothing.
+        wakeups: wakeups queued for the drainer, by reason.
+        coalesced: wakeups folded into one already pending, by reason.
+        restarts: actor restarts by the supervisor.
+        listener_recycles: times a silent listener was recycled.
+        listener_connected: whether the listener is listening now.
+        last_drain_at: trio time the last drain finished, or None.
+    """
+
+    delivered: int
+    retried: int
+    dead: int
+    held: int
+    batches: int
+    claims: int
+    empty_claims: int
+    wakeups: Mapping[WakeReason, int]
+    coalesced: Mapping[WakeReason, int]
+    restarts: int
+    listener_recycles: int
+    listener_connected: bool
+    last_drain_at: float | None
+
+
+@attrs.define(eq=False)
+class RelayHandle:
+    """What `run_relay` hands back once every actor is up."""
+
+    _wakeups: Wakeups
+    _listener: Listener
+    _drainer: Drainer
+    _supervisor: Supervisor
+
+    def statistics(self) -> RelayStatistics:
+        """A frozen snapshot of the relay's counters."""
+        drained = self._drainer.statistics()
+        woken = self._wakeups.statistics()
+        listener = self._listener.statistics()
+        return RelayStatistics(
+            delivered=drained.delivered, retried=drained.retried, dead=drained.dead,
+            held=drained.held, batches=drained.batches, claims=drained.claims,
+            empty_claims=drained.empty_claims, wakeups=woken.sent, coalesced=woken.coalesced,
+            restarts=self._supervisor.statistics().restarts,
+            listener_recycles=listener.recycles, listener_connected=listener.connected,
+            last_drain_at=drained.last_drain_at)
+
+    async def stop_claiming(self) -> None:
+        """Begin a graceful stop: claim no more batches, and return once the batch in flight (if
+        any) is settled. The caller then cancels the relay, usually within a grace period."""
+        await self._drainer.stop_claiming()
+
+    def wake(self) -> None:
+        """Ask for a drain now (a `MANUAL` wakeup); folded into one already pending.
+
+        Raises:
+            trio.ClosedResourceError: the relay has stopped.
+        """
+        self._wakeups.wake(WakeReason.MANUAL)
+
+
+async def run_relay(
+    config: Config,
+    sink: Sink | Handler,
+    *,
+    outbox: Outbox | None = None,
+    rng: random.Random | None = None,
+    task_status: trio.TaskStatus[RelayHandle] = trio.TASK_STATUS_IGNORED,
+) -> NoReturn:
+    """Run the relay until cancelled: listener, ticker and drainer under one supervisor.
+
+    Args:
+        config: the relay's configuration.
+        sink: a `Sink`, or a plain async callable `handler(events)`.
+        outbox: where events wait; None means PostgreSQL at `config.dsn` (the connection pool and,
+            if the caller has none, a trio-asyncio loop are opened here and closed on the way out).
+            `relay.testing.MemoryOutbox()` runs the same actors in memory.
+        rng: the source of jitter for retry and restart backoff; pass a seeded one for repeatable
+            tests.
+        task_status: receives a `RelayHandle` once every actor is up (the listener is listening).
+
+    Raises:
+        RestartIntensityExceeded: the actors failed more often than `config.restart_intensity`
+            within `config.restart_period`; every actor has stopped. Raised bare, not in a group.
+        OutboxUnavailable: PostgreSQL could not be reached when opening it.
+    """
+    the_sink = as_sink(sink)
+    the_rng = rng if rng is not None else random.Random()
+    if outbox is not None:
+        await _serve(config, the_sink, outbox, the_rng, task_status)
+    from .postgres import open_postgres_outbox
+
+    async with open_postgres_outbox(config) as postgres:
+        await _serve(config, the_sink, postgres, the_rng, task_status)
+    raise AssertionError("unreachable: the relay only ends by raising")
+
+
+async def _serve(config: Config, sink: Sink, outbox: Outbox, rng: random.Random,
+                 task_status: trio.TaskStatus[RelayHandle]) -> NoReturn:
+    # The drainer must never wait for the ticker, which takes each report at once: the buffer
+    # never holds more than a few.
+    send_reports, receive_reports = trio.open_memory_channel[DrainReport](math.inf)
+    with Wakeups.open() as wakeups, send_reports, receive_reports:
+        listener = Listener(outbox, wakeups)
+        ticker = Ticker(config, wakeups, receive_reports, listener)
+        drainer = Drainer(config, outbox, sink, wakeups, send_reports, rng)
+        supervisor = Supervisor(
+            # Listener first: the drainer's first drain must come after LISTEN, or an event
+            # committed in between would wait for the next poll.
+            [ChildSpec("listener", listener.run), ChildSpec("ticker", ticker.run),
+             ChildSpec("drainer", drainer.run)],
+            RestartPolicy.from_config(config), rng)
+        handle = RelayHandle(wakeups, listener, drainer, supervisor)
+
+        def started(_: None) -> None:
+            logger.info("relay running (batch size %d, poll every %ss)",
+                        config.batch_size, config.poll_interval)
+            task_status.started(handle)
+
+        await supervisor.run(task_status=StartedOnce(started))
+    raise AssertionError("unreachable: permanent children never all end")
+
+
+@asynccontextmanager
+async def open_relay(
+    config: Config,
+    sink: Sink | Handler,
+    *,
+    outbox: Outbox | None = None,
+    rng: random.Random | None = None,
+) -> AsyncIterator[RelayHandle]:
+    """Run the relay for the duration of an `async with` block; see `run_relay`.
+
+    Yields the `RelayHandle` once every actor is up; leaving the block stops the relay. The relay
+    owns its nursery: an error in the block is raised as it is, not in an exception group.
+
+    Raises:
+        RestartIntensityExceeded: the relay gave up, before or during the block (which is then
+            cancelled).
+    """
+    failure: RestartIntensityExceeded | None = None
+    error: BaseException | None = None
+
+    async def relay(*, task_status: trio.TaskStatus[RelayHandle]) -> None:
+        nonlocal failure
+        status = StartedOnce(task_status.started)
+        try:
+            await run_relay(config, sink, outbox=outbox, rng=rng, task_status=status)
+        except RestartIntensityExceeded as error:
+            if not status.called:
+                raise  # nursery.start raises it as it is
+            failure = error
+            nursery.cancel_scope.cancel()
+
+    async with trio.open_nursery() as nursery:
+        try:
+            yield await nursery.start(relay)
+        except BaseException as exc:
+            # Kept out of the nursery, which would wrap it in an exception group; raised below.
+            error = exc
+        finally:
+            nursery.cancel_scope.cancel()
+    if failure is not None:
+        raise failure  # the block saw our own cancellation: that is not its error
+    if error is not None:
+        raise error

@@ -1,0 +1,307 @@
+"""The webhook sink: one signed HTTP POST per event.
+
+Each request carries:
+
+- the body: the event as one JSON object (`encode_event`: the same object as a `stdout` line, the
+  payload's bytes as PostgreSQL sent them);
+- `Content-Type: application/json`;
+- `Idempotency-Key: <event id>`: the same on every retry of the event, so a receiver deduplicates;
+- `Relay-Signature: t=<timestamp>,v1=<signature>` when a secret is configured, where `timestamp`
+  is the Unix time of sending in whole seconds and `signature` is the lowercase hex
+  HMAC-SHA256, keyed with the secret's UTF-8 bytes, of `f"{timestamp}.".encode() + body`.
+  A receiver recomputes it over the raw body it received (before parsing it), compares in
+  constant time and rejects stale timestamps to stop replays: `verify_signature` does all three.
+
+The answer decides the event's fate: 2xx delivered; 408, 429, any 5xx, a timeout or a connection
+error a retryable failure; any other 4xx a permanent one (the drainer buries the event at once);
+anything else (a 3xx: redirects are not followed) retryable, as the endpoint is likely misconfigured
+and can be fixed before the event runs out of attempts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import hmac
+import ssl
+import time
+from collections.abc import AsyncGenerator, Callable, Sequence
+from types import TracebackType
+from typing import Self, cast
+
+import attrs
+import httpx
+import trio
+
+from ..errors import ConfigError, PartialDelivery
+from ..ports import OutboxEvent
+from .encoding import encode_event
+from .options import SinkOptions
+
+SIGNATURE_HEADER = "Relay-Signature"
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+DEFAULT_TOLERANCE = 300.0
+"""Seconds a signature's timestamp may be away from the receiver's clock."""
+
+_USER_AGENT = "relay-webhook"
+_DETAIL_BYTES = 200  # of an error answer's body, kept for `last_error`
+_DRAIN_LIMIT = 64 * 1024  # past this an answer's body is dropped with its connection
+_CLOSE_TIMEOUT = 5.0
+
+
+def sign(secret: str | bytes, body: bytes, timestamp: int) -> str:
+    """The `Relay-Signature` header value for `body` sent at Unix time `timestamp`."""
+    return f"t={timestamp},v1={_digest(secret, timestamp, body)}"
+
+
+def verify_signature(
+    secret: str | bytes,
+    header: str,
+    body: bytes,
+    tolerance: float | None = DEFAULT_TOLERANCE,
+    *,
+    now: float | None = None,
+) -> bool:
+    """Whether `header` is a valid `Relay-Signature` of `body` under `secret`.
+
+    Args:
+        secret: the secret the relay signs with.
+        header: the `Relay-Signature` header as received.
+        body: the request body exactly as received, before any parsing.
+        tolerance: seconds the signed timestamp may differ from `now`; None accepts any age.
+        now: the receiver's Unix time; defaults to `time.time()`.
+
+    Returns:
+        True when one `v1` signature matches and the timestamp is fresh; False for anything else,
+        a malformed header included.
+    """
+    timestamps: list[str] = []
+    signatures: list[str] = []
+    for part in header.split(","):
+        name, sep, value = part.strip().partition("=")
+        if sep and name == "t":
+            timestamps.append(value)
+        elif sep and name == "v1":
+            signatures.append(value)
+    if len(timestamps) != 1 or not timestamps[0].isascii() or not timestamps[0].isdigit():
+        return False
+    timestamp = int(timestamps[0])
+    now = time.time() if now is None else now
+    if tolerance is not None and abs(now - timestamp) > tolerance:
+        return False
+    expected = _digest(secret, timestamp, body).encode()
+    return any(hmac.compare_digest(expected, given.encode()) for given in signatures)
+
+
+def _digest(secret: str | bytes, timestamp: int, body: bytes) -> str:
+    mac = hmac.new(secret.encode() if isinstance(secret, str) else secret, digestmod=hashlib.sha256)
+    mac.update(b"%d." % timestamp)
+    mac.update(body)
+    return mac.hexdigest()
+
+
+def redact(url: str) -> str:
+    """`url` with the password of its user information, if any, replaced by `***`."""
+    try:
+        parsed = httpx.URL(url)
+    except httpx.InvalidURL:
+        return "<invalid URL>"
+    if not parsed.password:
+        return url
+    return str(parsed.copy_with(username=parsed.username, password="***"))
+
+
+def _check_url(instance: object, attribute: attrs.Attribute[str], value: str) -> None:
+    try:
+        parsed = httpx.URL(value)
+        # httpx quietly percent-encodes a space in a host and takes any port number.
+        if any(c.isspace() for c in value) or not 0 < (parsed.port or 80) < 65536:
+            raise httpx.InvalidURL("a space or a port out of range")
+    except httpx.InvalidURL as exc:
+        raise ConfigError("sink", f"not a valid URL: {redact(value)!r} ({exc})") from None
+    if parsed.scheme not in ("http", "https") or not parsed.host:
+        raise ConfigError(
+            "sink", f"a webhook needs an http:// or https:// URL with a host, got {redact(value)!r}"
+        )
+
+
+@attrs.frozen
+class _Failure:
+    reason: str
+    permanent: bool = False
+
+
+@attrs.define(eq=False)
+class WebhookSink:
+    """POSTs each event to `url`; events of different keys concurrently, of one key in order.
+
+    Use it as an async context manager: entering opens the connection pool, leaving closes it (the
+    drainer does both). Used without `async with`, each batch opens and closes its own connections.
+
+    `deliver` sends the events of each key one at a time, in the order given, and at most
+    `options.max_concurrency` requests at once overall; events without a key are independent of
+    each other. After an event of a key fails, the later events of that key in the batch are not
+    sent. When any event failed, `deliver` raises `PartialDelivery` naming every event not delivered
+    (the held-back ones with the reason `held behind event N`), with the permanent failures in its
+    `permanent` set; the others count as delivered. `Cancelled` passes through.
+
+    Attributes:
+        url: the endpoint; user information in it is sent as HTTP basic authentication. The
+            `HTTP(S)_PROXY`, `NO_PROXY` and `SSL_CERT_FILE` variables apply, as in httpx.
+        options: secret, timeout, concurrency, extra headers, TLS.
+        clock: Unix time for the signature's timestamp. Wall-clock time, not trio's: the receiver
+            compares it with its own clock.
+        transport: an httpx transport to use instead of the network, for tests.
+    """
+
+    url: str = attrs.field(validator=_check_url, repr=lambda url: repr(redact(url)))
+    options: SinkOptions = attrs.field(factory=SinkOptions)
+    clock: Callable[[], float] = attrs.field(default=time.time, repr=False)
+    transport: httpx.AsyncBaseTransport | None = attrs.field(default=None, repr=False)
+    _client: httpx.AsyncClient | None = attrs.field(default=None, init=False, repr=False)
+    _limiter: trio.CapacityLimiter = attrs.field(init=False, repr=False)
+    _verify: bool | ssl.SSLContext = attrs.field(init=False, repr=False)
+
+    @_limiter.default
+    def _make_limiter(self) -> trio.CapacityLimiter:
+        return trio.CapacityLimiter(self.options.max_concurrency)
+
+    @_verify.default
+    def _load_certificates(self) -> bool | ssl.SSLContext:
+        # Here rather than when the drainer enters the sink: a bad file is a configuration error.
+        if not self.options.verify_tls or self.options.ca_file is None:
+            return self.options.verify_tls
+        try:
+            return ssl.create_default_context(cafile=self.options.ca_file)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(
+                "sink.ca_file", f"cannot load {self.options.ca_file}: {exc}"
+            ) from None
+
+    async def __aenter__(self) -> Self:
+        if self._client is not None:
+            raise RuntimeError("this WebhookSink is already open")
+        self._client = self._open_client()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            with trio.move_on_after(_CLOSE_TIMEOUT, shield=True):
+                await client.aclose()
+
+    async def deliver(self, events: Sequence[OutboxEvent]) -> None:
+        """Send the events; raise `PartialDelivery` if any was not delivered."""
+        if self._client is not None:
+            await self._deliver(self._client, events)
+        else:
+            async with self._open_client() as client:
+                await self._deliver(client, events)
+
+    def _open_client(self) -> httpx.AsyncClient:
+        options = self.options
+        headers = httpx.Headers({"User-Agent": _USER_AGENT})
+        headers.update(httpx.Headers(list(options.headers)))  # may replace User-Agent
+        headers["Content-Type"] = "application/json"
+        return httpx.AsyncClient(
+            headers=headers,
+            timeout=httpx.Timeout(options.timeout),
+            limits=httpx.Limits(
+                max_connections=options.max_concurrency,
+                max_keepalive_connections=options.max_concurrency,
+            ),
+            verify=self._verify,
+            follow_redirects=False,
+            transport=self.transport,
+        )
+
+    async def _deliver(self, client: httpx.AsyncClient, events: Sequence[OutboxEvent]) -> None:
+        failures: dict[int, str] = {}
+        permanent: set[int] = set()
+        async with trio.open_nursery() as nursery:
+            for lane in _lanes(events):
+                nursery.start_soon(self._send_lane, client, lane, failures, permanent)
+        if failures:
+            raise PartialDelivery(failures, permanent=permanent)
+
+    async def _send_lane(
+        self,
+        client: httpx.AsyncClient,
+        lane: list[OutboxEvent],
+        failures: dict[int, str],
+        permanent: set[int],
+    ) -> None:
+        for index, event in enumerate(lane):
+            async with self._limiter:
+                failure = await self._post(client, event)
+            if failure is not None:
+                failures[event.id] = failure.reason
+                if failure.permanent:
+                    permanent.add(event.id)
+                for later in lane[index + 1 :]:
+                    failures[later.id] = f"held behind event {event.id}"
+                return
+
+    async def _post(self, client: httpx.AsyncClient, event: OutboxEvent) -> _Failure | None:
+        body = encode_event(event)
+        headers = {IDEMPOTENCY_HEADER: str(event.id)}
+        if self.options.secret is not None:
+            headers[SIGNATURE_HEADER] = sign(self.options.secret, body, int(self.clock()))
+        try:
+            async with client.stream("POST", self.url, content=body, headers=headers) as response:
+                try:
+                    detail = await _read_detail(response)
+                except httpx.TransportError:
+                    detail = b""  # the status is the endpoint's answer; the body only explains it
+                return _judge(response.status_code, detail, response.headers.get("Retry-After"))
+        except httpx.TimeoutException as exc:
+            return _Failure(f"no answer within {self.options.timeout:g}s ({type(exc).__name__})")
+        except httpx.TransportError as exc:
+            return _Failure(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
+
+
+def _lanes(events: Sequence[OutboxEvent]) -> list[list[OutboxEvent]]:
+    """The events split into runs that must go in order: one per key, one per keyless event."""
+    lanes: list[list[OutboxEvent]] = []
+    by_key: dict[str, list[OutboxEvent]] = {}
+    for event in events:
+        if event.key is None:
+            lanes.append([event])
+        elif (lane := by_key.get(event.key)) is not None:
+            lane.append(event)
+        else:
+            by_key[event.key] = lane = [event]
+            lanes.append(lane)
+    return lanes
+
+
+async def _read_detail(response: httpx.Response) -> bytes:
+    """The start of the body; reading it all (up to a bound) lets the connection be reused."""
+    kept = b""
+    seen = 0
+    # An async generator, though typed as an iterator: closed at once if we stop early.
+    chunks = cast("AsyncGenerator[bytes, None]", response.aiter_bytes())
+    async with contextlib.aclosing(chunks):
+        async for chunk in chunks:
+            if len(kept) < _DETAIL_BYTES:
+                kept += chunk[: _DETAIL_BYTES - len(kept)]
+            seen += len(chunk)
+            if seen > _DRAIN_LIMIT:
+                break
+    return kept
+
+
+def _judge(status: int, detail: bytes, retry_after: str | None) -> _Failure | None:
+    if 200 <= status < 300:
+        return None
+    reason = f"HTTP {status}"
+    if text := " ".join(detail.decode("utf-8", "replace").split()):
+        reason += f": {text}"
+    if retry_after:
+        reason += f" (Retry-After: {retry_after})"
+    return _Failure(reason, permanent=400 <= status < 500 and status not in (408, 429))

@@ -1,0 +1,426 @@
+"""Test doubles for relay, and for your own handlers: an in-memory outbox and sinks.
+
+`MemoryOutbox` has the PostgreSQL outbox's semantics (oldest first, `SKIP LOCKED`, key order across
+retries, rollback when a claim is left unsettled) and fault injection; `RecordingSink` records what
+it is given; `FlakySink` fails or hangs on request. Everything runs on trio's clock, so a test on
+`MockClock` (pytest-trio's `autojump_clock`) asserts exact times without sleeping::
+
+    async def test_a_failed_event_is_retried_after_the_backoff(autojump_clock):
+        outbox, sink = MemoryOutbox(), RecordingSink()
+        flaky = FlakySink(sink)
+        config = relay.Config(retry_backoff=relay.Backoff(base=1.5, jitter=0))
+        async with relay.open_relay(config, flaky, outbox=outbox):
+            flaky.fail(outbox.enqueue("orders.created", {"id": 1}, key="order-1"))
+            await sink.wait_for(1)
+        assert sink.deliveries[0].at == 1.5
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections import deque
+from collections.abc import AsyncIterator, Collection, Mapping, Sequence
+from contextlib import asynccontextmanager
+from typing import Any, Literal
+
+import attrs
+import trio
+
+from .errors import OutboxUnavailable, PartialDelivery
+from .ports import OutboxEvent, Retry, Sink
+
+Operation = Literal["claim", "settle", "next_due", "listen"]
+_OPERATIONS: frozenset[str] = frozenset({"claim", "settle", "next_due", "listen"})
+_HANG: Literal["hang"] = "hang"
+
+
+def _now() -> float:
+    try:
+        return trio.current_time()
+    except RuntimeError:  # outside trio.run: a row enqueued before the run is available at once
+        return -math.inf
+
+
+@attrs.frozen
+class PendingRow:
+    """An outbox row as the table holds it: the event, when it is next available, its last error."""
+
+    event: OutboxEvent
+    available_at: float
+    last_error: str | None
+
+
+@attrs.frozen
+class DeadEvent:
+    """A row of the dead table: the event (its final `attempts`), why it died, and when."""
+
+    event: OutboxEvent
+    reason: str
+    failed_at: float
+
+
+@attrs.frozen
+class MemoryOutboxStatistics:
+    """What a `MemoryOutbox` has been asked.
+
+    Attributes:
+        claims: `claim()` calls, including failed ones.
+        open_claims: claims whose transaction is open right now.
+        listening: listen connections open right now.
+        listen_attempts: the trio time of every `listen()` call, in order.
+    """
+
+    claims: int
+    open_claims: int
+    listening: int
+    listen_attempts: tuple[float, ...]
+
+
+@attrs.define(eq=False)
+class _Row:
+    event: OutboxEvent
+    available_at: float
+    last_error: str | None = None
+
+
+@attrs.define(eq=False)
+class MemoryBatch:
+    """A claim on a `MemoryOutbox`: `events`, held until the claim block ends."""
+
+    _outbox: MemoryOutbox
+    events: tuple[OutboxEvent, ...]
+    settled: bool = False
+
+    async def settle(self, *, retry: Mapping[int, Retry], bury: Mapping[int, str],
+                     hold: Collection[int] = ()) -> None:
+        """Commit the outcome; see `relay.ports.ClaimedBatch.settle`."""
+        await self._outbox._operation("settle")
+        self._outbox._settle(self, retry, bury, hold)
+
+
+@attrs.define(eq=False)
+class _Connection:
+    """One listen connection: yields once per notification, ends when dropped."""
+
+    _send: trio.MemorySendChannel[None]
+    _receive: trio.MemoryReceiveChannel[None]
+    silenced: bool = False
+    dropped: bool = False
+
+    def notify(self) -> None:
+        if not (self.silenced or self.dropped):
+            self._send.send_nowait(None)
+
+    def drop(self) -> None:
+        self.dropped = True
+        self._send.close()
+
+    def close(self) -> None:
+        self._send.close()
+        self._receive.close()
+
+    def __aiter__(self) -> _Connection:
+        return self
+
+    async def __anext__(self) -> None:
+        try:
+            await self._receive.receive()
+        except trio.EndOfChannel:
+            raise StopAsyncIteration from None
+        if self.dropped:  # what was buffered on a lost connection is lost with it
+            raise StopAsyncIteration
+
+
+@attrs.define(eq=False)
+class MemoryOutbox:
+    """An in-memory `relay.ports.Outbox` with the PostgreSQL outbox's semantics.
+
+    - `claim()` hands out the oldest rows whose `available_at` has come, skipping rows another
+      open claim holds (`SKIP LOCKED`) and rows whose key has an earlier row waiting for a retry.
+    - Leaving the claim block without `settle()` puts every row back untouched (a rollback).
+    - `settle(retry=...)` sets `attempts + 1`, `available_at = now + delay` (now: when `settle`
+      is called, so a retry after a delivery timeout still waits its delay) and `last_error`;
+      `bury` moves rows to the dead table with `attempts + 1`; `hold` leaves rows untouched;
+      every other claimed row is deleted (delivered).
+    - `enqueue()` notifies every open listen connection, like the outbox's NOTIFY trigger.
+
+    Times are trio times. Fault injection: `fail_next()`, `hang_next()`, `drop_listeners()`,
+    `silence_listeners()`.
+    """
+
+    _rows: dict[int, _Row] = attrs.field(factory=dict)  # in id order: ids only grow
+    _dead: list[DeadEvent] = attrs.field(factory=list)
+    _locked: set[int] = attrs.field(factory=set)
+    _next_id: int = 1
+    _faults: dict[str, deque[Exception | Literal["hang"]]] = attrs.field(factory=dict)
+    _connections: list[_Connection] = attrs.field(factory=list)
+    _claims: int = 0
+    _open_claims: int = 0
+    _listen_attempts: list[float] = attrs.field(factory=list)
+
+    # -- the writer's side and inspection ---------------------------------------------------------
+
+    def enqueue(self, topic: str, payload: Any, *, key: str | None = None,
+                headers: Mapping[str, Any] | None = None) -> int:
+        """Insert one event, available now, and notify the listeners. Returns its id."""
+        id = self._next_id
+        self._next_id += 1
+        event = OutboxEvent.create(id, topic, payload, key=key, headers=headers)
+        self._rows[id] = _Row(event, available_at=_now())
+        for connection in self._connections:
+            connection.notify()
+        return id
+
+    def pending(self) -> list[OutboxEvent]:
+        """Every event still in the outbox, claimed or not, oldest first."""
+        return [row.event for row in self._rows.values()]
+
+    def pending_rows(self) -> list[PendingRow]:
+        """Every row still in the outbox with its schedule, oldest first."""
+        return [PendingRow(row.event, row.available_at, row.last_error)
+                for row in self._rows.values()]
+
+    def dead(self) -> list[DeadEvent]:
+        """The dead table, in the order events died."""
+        return list(self._dead)
+
+    def statistics(self) -> MemoryOutboxStatistics:
+        """Counts useful to tests."""
+        return MemoryOutboxStatistics(
+            claims=self._claims, open_claims=self._open_claims,
+            listening=sum(1 for c in self._connections if not c.dropped),
+            listen_attempts=tuple(self._listen_attempts))
+
+    # -- fault injection ---------------------------------------------------------------------------
+
+    def fail_next(self, operation: Operation, error: Exception | None = None) -> None:
+        """Make the next `operation` raise `error` (default: `OutboxUnavailable`).
+
+        Faults queue up: call it twice to fail the next two. A failing "listen" is a failed connect.
+        """
+        self._queue(operation).append(
+            error if error is not None else OutboxUnavailable(f"{operation}: injected failure"))
+
+    def hang_next(self, operation: Operation) -> None:
+        """Make the next `operation` hang until it is cancelled."""
+        self._queue(operation).append(_HANG)
+
+    def drop_listeners(self) -> None:
+        """Lose every open listen connection: their notification iterators end."""
+        for connection in self._connections:
+            connection.drop()
+
+    def silence_listeners(self) -> None:
+        """Keep the open listen connections open but deliver them nothing more.
+
+        A new connection (after a reconnect) hears notifications again.
+        """
+        for connection in self._connections:
+            connection.silenced = True
+
+    def _queue(self, operation: Operation) -> deque[Exception | Literal["hang"]]:
+        if operation not in _OPERATIONS:
+            raise ValueError(f"operation must be one of {sorted(_OPERATIONS)}, got {operation!r}")
+        return self._faults.setdefault(operation, deque())
+
+    async def _operation(self, operation: Operation) -> None:
+        await trio.lowlevel.checkpoint()
+        faults = self._faults.get(operation)
+        if faults:
+            fault = faults.popleft()
+            if fault == _HANG:
+                await trio.sleep_forever()
+            assert isinstance(fault, Exception)
+            raise fault
+
+    # -- the Outbox protocol ----------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def claim(self, limit: int) -> AsyncIterator[MemoryBatch]:
+        """Claim up to `limit` available events, oldest first, until the block ends."""
+        self._claims += 1
+        await self._operation("claim")
+        batch = MemoryBatch(self, tuple(row.event for row in self._claimable(limit)))
+        claimed = {event.id for event in batch.events}
+        self._locked |= claimed
+        self._open_claims += 1
+        try:
+            yield batch
+        finally:
+            self._open_claims -= 1
+            self._locked -= claimed
+
+    def _claimable(self, limit: int) -> list[_Row]:
+        now = trio.current_time()
+        # A locked row still counts here: PostgreSQL's check sees rows that others hold.
+        waiting: dict[str, int] = {}
+        for row in self._rows.values():
+            key = row.event.key
+            if key is not None and row.event.attempts > 0 and row.available_at > now:
+                waiting.setdefault(key, row.event.id)
+        chosen: list[_Row] = []
+        for id, row in self._rows.items():
+            if len(chosen) >= limit:
+                break
+            key = row.event.key
+            if id in self._locked or row.available_at > now:
+                continue
+            if key is not None and waiting.get(key, id) < id:
+                continue
+            chosen.append(row)
+        return chosen
+
+    def _settle(self, batch: MemoryBatch, retry: Mapping[int, Retry], bury: Mapping[int, str],
+                hold: Collection[int]) -> None:
+        if batch.settled:
+            raise RuntimeError("this batch is already settled")
+        claimed = {event.id for event in batch.events}
+        named = [*retry, *bury, *hold]
+        if not set(named) <= claimed or len(set(named)) != len(named):
+            raise ValueError("retry, bury and hold must name distinct events of the batch")
+        now = trio.current_time()
+        for event in batch.events:
+            row = self._rows[event.id]
+            if event.id in retry:
+                row.event = attrs.evolve(event, attempts=event.attempts + 1)
+                row.available_at = now + retry[event.id].delay
+                row.last_error = retry[event.id].reason
+            elif event.id in bury:
+                del self._rows[event.id]
+                self._dead.append(DeadEvent(attrs.evolve(event, attempts=event.attempts + 1),
+                                            bury[event.id], now))
+            elif event.id not in hold:
+                del self._rows[event.id]
+        batch.settled = True
+
+    async def next_due(self) -> float | None:
+        """Seconds until the earliest scheduled retry, or None if none is scheduled."""
+        await self._operation("next_due")
+        now = trio.current_time()
+        due = [row.available_at for row in self._rows.values()
+               if row.event.attempts > 0 and row.available_at > now]
+        return min(due) - now if due else None
+
+    @asynccontextmanager
+    async def listen(self) -> AsyncIterator[AsyncIterator[None]]:
+        """A listen connection: yields once per `enqueue()` until dropped."""
+        self._listen_attempts.append(trio.current_time())
+        await self._operation("listen")
+        send, receive = trio.open_memory_channel[None](math.inf)
+        connection = _Connection(send, receive)
+        self._connections.append(connection)
+        try:
+            yield connection
+        finally:
+            self._connections.remove(connection)
+            connection.close()
+
+
+@attrs.frozen
+class Delivery:
+    """One batch a `RecordingSink` took, and the trio time it took it."""
+
+    at: float
+    events: tuple[OutboxEvent, ...]
+
+
+@attrs.define(eq=False)
+class RecordingSink:
+    """A sink that records every batch it is given, in order, and never fails."""
+
+    deliveries: list[Delivery] = attrs.field(factory=list)
+    _lot: trio.lowlevel.ParkingLot = attrs.field(factory=trio.lowlevel.ParkingLot)
+
+    @property
+    def events(self) -> list[OutboxEvent]:
+        """Every event delivered, in order."""
+        return [event for delivery in self.deliveries for event in delivery.events]
+
+    @property
+    def ids(self) -> list[int]:
+        """The id of every event delivered, in order."""
+        return [event.id for event in self.events]
+
+    async def deliver(self, events: Sequence[OutboxEvent]) -> None:
+        """Record `events`."""
+        await trio.lowlevel.checkpoint()
+        self.deliveries.append(Delivery(trio.current_time(), tuple(events)))
+        self._lot.unpark_all()
+
+    async def wait_for(self, count: int) -> None:
+        """Return once at least `count` events have been delivered in all."""
+        while sum(len(delivery.events) for delivery in self.deliveries) < count:
+            await self._lot.park()
+
+
+@attrs.define(eq=False)
+class FlakySink:
+    """Delivers through `inner`, failing or hanging on request.
+
+    Per event: `fail(id, times=...)`, or a random `failure_rate` drawn from `rng`; failed events
+    are reported with `PartialDelivery`, and later events of a failed event's key in the same batch
+    are not delivered (as the `Sink` contract requires). Per batch: `fail_next_batch()` and
+    `hang_next_batch()`.
+    """
+
+    inner: Sink = attrs.field(factory=RecordingSink)
+    failure_rate: float = 0.0
+    rng: random.Random = attrs.field(factory=lambda: random.Random(0))
+    _failing: dict[int, int | None] = attrs.field(factory=dict)
+    _batch_faults: deque[Exception | Literal["hang"]] = attrs.field(factory=deque)
+
+    def fail(self, *ids: int, times: int | None = 1) -> None:
+        """Fail each of `ids` its next `times` deliveries (None: every time)."""
+        if times is not None and times < 1:
+            raise ValueError(f"times must be >= 1 or None, got {times!r}")
+        for id in ids:
+            self._failing[id] = times
+
+    def fail_next_batch(self, error: Exception | None = None) -> None:
+        """Raise `error` (default `ConnectionError`) for the whole next batch."""
+        self._batch_faults.append(error or ConnectionError("injected batch failure"))
+
+    def hang_next_batch(self) -> None:
+        """Hang on the next batch until cancelled (e.g. by the delivery timeout)."""
+        self._batch_faults.append(_HANG)
+
+    async def deliver(self, events: Sequence[OutboxEvent]) -> None:
+        """Deliver `events` through `inner`, except those chosen to fail."""
+        await trio.lowlevel.checkpoint()
+        if self._batch_faults:
+            fault = self._batch_faults.popleft()
+            if fault == _HANG:
+                await trio.sleep_forever()
+            assert isinstance(fault, Exception)
+            raise fault
+        failures: dict[int, str] = {}
+        failed_keys: set[str] = set()
+        deliverable: list[OutboxEvent] = []
+        for event in events:
+            if event.key is not None and event.key in failed_keys:
+                continue  # not delivered, not reported: the relay holds it back
+            reason = self._failure(event)
+            if reason is None:
+                deliverable.append(event)
+                continue
+            failures[event.id] = reason
+            if event.key is not None:
+                failed_keys.add(event.key)
+        if deliverable:
+            await self.inner.deliver(deliverable)
+        if failures:
+            raise PartialDelivery(failures)
+
+    def _failure(self, event: OutboxEvent) -> str | None:
+        if event.id in self._failing:
+            times = self._failing[event.id]
+            if times is not None:
+                if times <= 1:
+                    del self._failing[event.id]
+                else:
+                    self._failing[event.id] = times - 1
+            return "injected failure"
+        if self.failure_rate and self.rng.random() < self.failure_rate:
+            return "injected random failure"
+        return None

@@ -1,0 +1,141 @@
+"""`relay run` as an operator runs it: a subprocess, stdout for events, stderr for logs."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+import psycopg
+import pytest
+
+GUARD = 60.0
+
+
+def insert(dsn: str, count: int) -> None:
+    with psycopg.connect(dsn) as conn:
+        conn.execute(
+            "INSERT INTO relay.outbox (topic, key, payload) SELECT 'orders', 'k' || mod(g, 50),"
+            " jsonb_build_object('n', g) FROM generate_series(1, %s) g",
+            [count],
+        )
+
+
+def remaining(dsn: str) -> int:
+    with psycopg.connect(dsn) as conn:
+        row = conn.execute("SELECT count(*) FROM relay.outbox").fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def wait_for(condition: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + GUARD
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def start_relay(tmp_path: Path, name: str, *args: str) -> tuple[subprocess.Popen[bytes], Path]:
+    out = tmp_path / f"{name}.out"
+    with out.open("wb") as stdout, (tmp_path / f"{name}.err").open("wb") as stderr:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "relay.cli", "run", *args], stdout=stdout, stderr=stderr
+        )
+    return process, out
+
+
+def delivered_ids(*outputs: Path) -> Counter[int]:
+    ids: Counter[int] = Counter()
+    for out in outputs:
+        for line in out.read_text().splitlines():
+            ids[json.loads(line)["id"]] += 1
+    return ids
+
+
+def stop(process: subprocess.Popen[bytes]) -> int:
+    process.send_signal(signal.SIGTERM)
+    return process.wait(timeout=GUARD)
+
+
+def test_run_prints_each_of_5000_events_exactly_once(database_dsn: str, tmp_path: Path) -> None:
+    process, out = start_relay(tmp_path, "relay", "--dsn", database_dsn, "--sink", "stdout")
+    try:
+        insert(database_dsn, 5000)
+        wait_for(lambda: remaining(database_dsn) == 0, "the outbox to drain")
+    finally:
+        assert stop(process) == 0, (tmp_path / "relay.err").read_text()
+    ids = delivered_ids(out)
+    assert len(ids) == 5000
+    assert set(ids.values()) == {1}
+    line = json.loads(out.read_text().splitlines()[0])
+    assert set(line) == {"id", "topic", "key", "payload", "headers", "created_at", "attempts"}
+    assert "Traceback" not in (tmp_path / "relay.err").read_text()
+
+
+def test_sigterm_mid_stream_exits_0_and_a_second_run_delivers_the_rest(
+    database_dsn: str, tmp_path: Path
+) -> None:
+    insert(database_dsn, 20_000)
+    first, first_out = start_relay(tmp_path, "first", "--dsn", database_dsn, "--batch-size", "10")
+    wait_for(lambda: first_out.stat().st_size > 0, "the first events")
+    assert stop(first) == 0, (tmp_path / "first.err").read_text()
+    left = remaining(database_dsn)
+    assert 0 < left < 20_000, "the stop was not mid-stream"
+    second, second_out = start_relay(tmp_path, "second", "--dsn", database_dsn)
+    try:
+        wait_for(lambda: remaining(database_dsn) == 0, "the rest")
+    finally:
+        assert stop(second) == 0
+    first_ids, second_ids = delivered_ids(first_out), delivered_ids(second_out)
+    assert len(first_ids) == 20_000 - left
+    assert set(first_ids) | set(second_ids) == set(range(1, 20_001))
+    assert first_ids.keys().isdisjoint(second_ids.keys())  # graceful: no duplicates
+
+
+def relay_fails(*args: str, env: dict[str, str] | None = None) -> str:
+    result = subprocess.run(
+        [sys.executable, "-m", "relay.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=GUARD,
+        env={**os.environ, **(env or {})},
+    )
+    assert result.returncode == 2, result
+    assert result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    return lines[0]
+
+
+def test_a_bad_flag_exits_2_with_one_line(database_dsn: str) -> None:
+    assert "batch_size" in relay_fails("run", "--dsn", database_dsn, "--batch-size", "lots")
+    assert "unrecognized arguments" in relay_fails("run", "--dsn", database_dsn, "--nope")
+
+
+def test_a_bad_toml_value_exits_2_naming_the_option(database_dsn: str, tmp_path: Path) -> None:
+    file = tmp_path / "relay.toml"
+    file.write_text('poll_interval = "often"\n')
+    line = relay_fails("run", "--dsn", database_dsn, "--config", str(file))
+    assert "poll_interval" in line
+
+
+def test_an_unknown_sink_scheme_exits_2(database_dsn: str) -> None:
+    assert "sink" in relay_fails("run", "--dsn", database_dsn, "--sink", "carrier-pigeon://x")
+
+
+def test_a_missing_schema_says_run_relay_migrate(empty_database_dsn: str) -> None:
+    assert "relay migrate" in relay_fails("run", "--dsn", empty_database_dsn)
+
+
+@pytest.mark.parametrize("variable", ["RELAY_DSN", "DATABASE_URL"])
+def test_a_wrong_password_in_the_environment_is_never_printed(variable: str) -> None:
+    line = relay_fails("run", env={variable: "postgresql://u:pw-7781@127.0.0.1:1/db"})
+    assert "pw-7781" not in line

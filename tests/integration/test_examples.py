@@ -1,0 +1,52 @@
+"""The README's runnable things: `relay demo` and `examples/embed.py`, each on its own server."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def embedded_servers() -> set[str]:
+    """Command lines of running embedded PostgreSQL servers (their data lives in relay-pg-*)."""
+    found = set()
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            text = cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if "relay-pg-" in text and "postgres" in text:
+            found.add(text)
+    return found
+
+
+def test_relay_demo_prints_events_and_a_live_line_and_leaves_no_server() -> None:
+    before = embedded_servers()
+    result = subprocess.run(
+        [sys.executable, "-m", "relay.cli", "demo", "--duration", "4", "--rate", "100"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    events = [json.loads(line) for line in result.stdout.splitlines()]
+    assert len(events) >= 100
+    assert [event["id"] for event in events] == sorted(event["id"] for event in events)
+    live = [line for line in result.stderr.splitlines() if line.startswith("delivered ")]
+    assert live, result.stderr
+    assert "lag p50" in live[-1] and "pending" in live[-1]
+    assert embedded_servers() <= before
+
+
+def test_examples_embed_runs_and_exits_0() -> None:
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "embed.py")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "done: 5 events handled" in result.stdout

@@ -1,0 +1,112 @@
+"""`open_sink` picks the sink by URL; `SinkOptions` rejects bad values with a `ConfigError`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from relay import ConfigError
+from relay.sinks import SinkOptions, StdoutSink, WebhookSink, open_sink
+
+
+@pytest.mark.parametrize("url", ["stdout", "", "  stdout  "])
+def test_stdout_is_the_default_sink(url: str) -> None:
+    assert isinstance(open_sink(url), StdoutSink)
+
+
+def test_open_sink_without_arguments_is_stdout() -> None:
+    assert isinstance(open_sink(), StdoutSink)
+
+
+@pytest.mark.parametrize(
+    "url", ["http://127.0.0.1:8080/hook", "https://example.com/events?x=1", "HTTPS://example.com"]
+)
+def test_http_urls_open_a_webhook_with_the_options(url: str) -> None:
+    options = SinkOptions(secret="k", timeout=3, max_concurrency=4)
+    sink = open_sink(url, options)
+    assert isinstance(sink, WebhookSink)
+    assert sink.url == url
+    assert sink.options is options
+
+
+def test_python_urls_load_the_named_callable() -> None:
+    sink = open_sink("python:relay.sinks:StdoutSink")
+    assert isinstance(sink, StdoutSink)
+
+
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [
+        ("amqp://guest:hunter2@broker/", "unknown sink scheme 'amqp:'"),
+        ("file:/tmp/out", "unknown sink scheme 'file:'"),
+        ("stdot", "unknown sink 'stdot'"),
+        ("nats://localhost:4222", "nats:// sinks are not available"),
+        ("redis://localhost", "redis:// sinks are not available"),
+        ("http://", "a webhook needs an http:// or https:// URL with a host"),
+        ("https://user:hunter2@", "a webhook needs"),
+        ("http://exa mple.com/", "not a valid URL"),
+        ("http://example.com:99999/", "not a valid URL"),
+        ("http://[::1", "not a valid URL"),
+        ("python:", "expected python:package.module:callable"),
+        ("python:no_such_module_for_relay:handler", "cannot import module"),
+        ("python:relay.sinks:no_such_sink", "has no attribute 'no_such_sink'"),
+    ],
+)
+def test_a_bad_sink_url_is_a_config_error_on_the_sink_field(url: str, reason: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        open_sink(url)
+    assert caught.value.field == "sink"
+    assert reason in caught.value.reason
+    assert "hunter2" not in str(caught.value)
+
+
+def test_a_webhook_repr_hides_the_password_and_the_secrets() -> None:
+    sink = open_sink(
+        "https://user:hunter2@example.com/hook",
+        SinkOptions(secret="s3cret", headers={"Authorization": "Bearer t0ken"}),
+    )
+    text = repr(sink)
+    assert "user:***@example.com" in text
+    for secret in ("hunter2", "s3cret", "t0ken"):
+        assert secret not in text
+
+
+def test_sink_options_defaults() -> None:
+    options = SinkOptions()
+    assert options.secret is None
+    assert options.timeout == 10.0
+    assert options.max_concurrency == 16
+    assert options.headers == ()
+    assert options.verify_tls is True
+    assert options.ca_file is None
+
+
+def test_sink_options_take_headers_as_a_mapping_or_pairs() -> None:
+    assert SinkOptions(headers={"X-A": "1"}) == SinkOptions(headers=[("X-A", "1")])
+    assert SinkOptions(headers={"X-A": "1"}).headers == (("X-A", "1"),)
+    assert hash(SinkOptions(headers={"X-A": "1"}))  # a frozen value
+
+
+@pytest.mark.parametrize(
+    ("fields", "field", "reason"),
+    [
+        ({"timeout": 0}, "sink.timeout", "must be a number > 0"),
+        ({"timeout": True}, "sink.timeout", "must be a number > 0"),
+        ({"max_concurrency": 0}, "sink.max_concurrency", "must be an integer > 0"),
+        ({"max_concurrency": 2.5}, "sink.max_concurrency", "must be an integer > 0"),
+        ({"secret": ""}, "sink.secret", "non-empty"),
+        ({"headers": {"Idempotency-Key": "x"}}, "sink.headers", "set by relay itself"),
+        ({"headers": {"content-type": "text/plain"}}, "sink.headers", "set by relay itself"),
+        ({"headers": {"Bad Name": "x"}}, "sink.headers", "not a valid header name"),
+        ({"headers": {"X-Token": "a\r\nX-Evil: 1"}}, "sink.headers", "one line"),
+    ],
+)
+def test_bad_sink_options_are_config_errors(
+    fields: dict[str, Any], field: str, reason: str
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        SinkOptions(**fields)
+    assert caught.value.field == field
+    assert reason in caught.value.reason
+    assert "X-Evil" not in str(caught.value)

@@ -1,0 +1,53 @@
+"""Capped exponential backoff with jitter."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from relay import Backoff
+
+
+class FixedRandom(random.Random):
+    def __init__(self, value: float) -> None:
+        super().__init__(0)
+        self.value = value
+
+    def random(self) -> float:
+        return self.value
+
+
+def test_delays_grow_by_the_factor_until_the_cap() -> None:
+    backoff = Backoff(base=0.25, factor=2.0, cap=4.0, jitter=0.0)
+    assert [backoff.delay(n) for n in range(7)] == [0.25, 0.5, 1.0, 2.0, 4.0, 4.0, 4.0]
+
+
+def test_a_huge_attempt_count_gives_the_cap() -> None:
+    assert Backoff(base=1.0, cap=300.0).ceiling(10_000) == 300.0
+
+
+def test_jitter_scales_a_delay_down_by_at_most_its_fraction() -> None:
+    backoff = Backoff(base=8.0, cap=100.0, jitter=0.25)
+    assert backoff.delay(0, FixedRandom(0.0)) == 8.0
+    assert backoff.delay(0, FixedRandom(0.5)) == 7.0
+    rng = random.Random(1)
+    assert all(6.0 <= backoff.delay(0, rng) <= 8.0 for _ in range(1000))
+
+
+def test_the_same_seed_gives_the_same_delays() -> None:
+    backoff = Backoff(jitter=1.0)
+    first = [backoff.delay(n, random.Random(42)) for n in range(5)]
+    assert first == [backoff.delay(n, random.Random(42)) for n in range(5)]
+
+
+@pytest.mark.parametrize("field", ["base", "cap", "factor"])
+def test_non_positive_values_are_refused(field: str) -> None:
+    with pytest.raises(ValueError, match=field):
+        Backoff(**{field: 0.0})
+
+
+@pytest.mark.parametrize("jitter", [-0.1, 1.5])
+def test_jitter_outside_zero_to_one_is_refused(jitter: float) -> None:
+    with pytest.raises(ValueError, match="jitter"):
+        Backoff(jitter=jitter)

@@ -1,0 +1,106 @@
+"""The listener: a wakeup per notification, a catch-up wakeup per (re)connect."""
+
+from __future__ import annotations
+
+from functools import partial
+
+import pytest
+import trio
+
+from relay import Config, ListenerLost, OutboxUnavailable, WakeReason, open_relay, run_relay
+from relay.listener import Listener
+from relay.testing import MemoryOutbox, RecordingSink
+from relay.wakeups import Wakeups
+
+
+async def test_the_listener_wakes_once_for_connect_then_once_per_notification(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    outbox = MemoryOutbox()
+    with Wakeups.open() as wakeups:
+        listener = Listener(outbox, wakeups)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(listener.run)
+            assert listener.connected
+            assert await wakeups.receive() == {WakeReason.CONNECT}
+            outbox.enqueue("t", 1)
+            assert await wakeups.receive() == {WakeReason.NOTIFY}
+            nursery.cancel_scope.cancel()
+        assert not listener.connected
+        assert listener.statistics().notifications == 1
+
+
+async def test_a_lost_connection_raises_listener_lost(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    outbox = MemoryOutbox()
+    with Wakeups.open() as wakeups:
+        listener = Listener(outbox, wakeups)
+        async with trio.open_nursery() as nursery:
+
+            async def drop_soon() -> None:
+                await trio.sleep(1.0)
+                outbox.drop_listeners()
+
+            nursery.start_soon(drop_soon)
+            with pytest.raises(ListenerLost):
+                await listener.run()
+        assert not listener.connected
+
+
+async def test_a_recycled_listener_reconnects_at_once_by_itself(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    outbox = MemoryOutbox()
+    with Wakeups.open() as wakeups:
+        listener = Listener(outbox, wakeups)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(listener.run)
+            await trio.sleep(1.0)
+            listener.recycle()
+            await trio.sleep(1.0)
+            assert listener.statistics().connects == 2
+            assert outbox.statistics().listen_attempts == (0.0, 1.0)
+            assert wakeups.statistics().sent[WakeReason.CONNECT] == 1
+            assert wakeups.statistics().coalesced[WakeReason.CONNECT] == 1
+            nursery.cancel_scope.cancel()
+
+
+async def test_a_failing_listener_is_restarted_at_exactly_the_backoff_times(
+    autojump_clock: trio.testing.MockClock, config: Config
+) -> None:
+    outbox, sink = MemoryOutbox(), RecordingSink()
+    for _ in range(3):
+        outbox.fail_next("listen", OutboxUnavailable("connection refused"))
+    event_id = outbox.enqueue("t", 1)  # before anyone listens: no notification
+    async with trio.open_nursery() as nursery:
+        handle = await nursery.start(partial(run_relay, config, sink, outbox=outbox))
+        assert trio.current_time() == 1.75  # started only once LISTEN is up
+        await sink.wait_for(1)
+        nursery.cancel_scope.cancel()
+    assert outbox.statistics().listen_attempts == (0.0, 0.25, 0.75, 1.75)
+    assert handle.statistics().restarts == 3
+    assert [(delivery.at, delivery.events[0].id) for delivery in sink.deliveries] == [
+        (1.75, event_id)
+    ]
+
+
+async def test_a_reconnected_listener_sends_a_catch_up_wakeup(
+    autojump_clock: trio.testing.MockClock, config: Config
+) -> None:
+    outbox, sink = MemoryOutbox(), RecordingSink()
+    async with open_relay(config, sink, outbox=outbox) as handle:
+        await trio.sleep(1.0)
+        outbox.fail_next("listen")
+        outbox.drop_listeners()  # lost at 1.0; reconnect fails at 1.25, succeeds at 1.75
+        await trio.sleep(0.125)
+        assert not handle.statistics().listener_connected
+        event_id = outbox.enqueue("t", 1)  # nobody hears it
+        await sink.wait_for(1)
+        stats = handle.statistics()
+    assert outbox.statistics().listen_attempts == (0.0, 1.25, 1.75)
+    assert [(delivery.at, delivery.events[0].id) for delivery in sink.deliveries] == [
+        (1.75, event_id)
+    ]
+    assert stats.wakeups[WakeReason.CONNECT] == 2
+    assert stats.listener_connected
