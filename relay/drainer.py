@@ -19,6 +19,9 @@ from .wakeups import WakeReason, Wakeups
 
 logger = logging.getLogger(__name__)
 
+# Seconds to wait before claiming again when other relays held every key on offer.
+CONTENTION_PAUSE = 0.01
+
 
 @attrs.frozen
 class DrainerStatistics:
@@ -140,12 +143,15 @@ class Drainer:
         while not self._stopping:
             self._batch_settled = trio.Event()
             try:
-                events = await self._claim_and_deliver()
+                events, contended = await self._claim_and_deliver()
             finally:
                 self._batch_settled.set()
                 self._batch_settled = None
             found_fresh = found_fresh or any(event.attempts == 0 for event in events)
-            if len(events) < self.config.batch_size:
+            if contended and not events:
+                # Other relays hold every key at the head of the queue: let them move on.
+                await trio.sleep(CONTENTION_PAUSE)
+            elif len(events) < self.config.batch_size and not contended:
                 break
         if self._stopping:
             return
@@ -156,7 +162,7 @@ class Drainer:
             reasons=reasons, found_fresh=found_fresh,
             next_due_at=None if due is None else now + due))
 
-    async def _claim_and_deliver(self) -> Sequence[OutboxEvent]:
+    async def _claim_and_deliver(self) -> tuple[Sequence[OutboxEvent], bool]:
         async with self.outbox.claim(self.config.batch_size) as batch:
             self._claims += 1
             events = batch.events
@@ -165,7 +171,7 @@ class Drainer:
                 await self._deliver(batch)
             else:
                 self._empty_claims += 1
-        return events
+        return events, batch.contended
 
     async def stop_claiming(self) -> None:
         """Claim no more; return once the batch in flight, if any, is settled or rolled back."""

@@ -77,6 +77,12 @@ class ClaimedBatch(Protocol):
     @property
     def events(self) -> Sequence[OutboxEvent]: ...
 
+    @property
+    def contended(self) -> bool:
+        """True when another relay held some keys at the head of the queue: a short batch then
+        does not mean the outbox is drained."""
+        ...
+
     async def settle(
         self,
         *,

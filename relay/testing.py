@@ -91,6 +91,7 @@ class MemoryBatch:
     _outbox: MemoryOutbox
     events: tuple[OutboxEvent, ...]
     settled: bool = False
+    contended: bool = False  # one process owns a MemoryOutbox: no other relay holds keys
 
     async def settle(self, *, retry: Mapping[int, Retry], bury: Mapping[int, str],
                      hold: Collection[int] = ()) -> None:

@@ -104,6 +104,7 @@ class PostgresBatch:
     outbox: PostgresOutbox
     conn: psycopg.AsyncConnection[Any]
     events: Sequence[OutboxEvent]
+    contended: bool = False
     settled: bool = False
 
     async def settle(
@@ -156,8 +157,8 @@ class PostgresOutbox:
         conn = await self._aio("claim", self.pool.getconn)
         batch = None
         try:
-            rows = await self._aio("claim", self._claim_rows, conn, limit)
-            batch = PostgresBatch(self, conn, [_event(row) for row in rows])
+            rows, contended = await self._aio("claim", self._claim_rows, conn, limit)
+            batch = PostgresBatch(self, conn, [_event(row) for row in rows], contended=contended)
             yield batch
         finally:
             with trio.CancelScope(shield=True):
@@ -165,12 +166,21 @@ class PostgresOutbox:
 
     async def _claim_rows(
         self, conn: psycopg.AsyncConnection[Any], limit: int
-    ) -> list[tuple[Any, ...]]:
+    ) -> tuple[list[tuple[Any, ...]], bool]:
+        """Lock the keys at the head of the queue, then claim; True if another relay held some."""
         async with conn.cursor() as cursor:
-            await cursor.execute(self.queries.claim, {"limit": limit})
+            await cursor.execute(
+                self.queries.lock_keys,
+                # Twice the batch: room to find keys no other relay holds.
+                {"scan": 2 * limit, "namespace": self.queries.lock_namespace},
+            )
+            locked = await cursor.fetchone()
+            assert locked is not None
+            keys, held_elsewhere = locked
+            await cursor.execute(self.queries.claim, {"limit": limit, "keys": keys})
             rows = await cursor.fetchall()
         rows.sort(key=lambda row: row[0])  # DELETE ... RETURNING promises no order
-        return rows
+        return rows, held_elsewhere > 0
 
     async def _release(self, conn: psycopg.AsyncConnection[Any], *, clean: bool) -> None:
         """Give `conn` back to the pool, rolled back; close it if that cannot be done quickly."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import zlib
+
 import attrs
 from psycopg import sql
 
@@ -19,28 +21,60 @@ class Queries:
         return sql.Identifier(self.schema, name)
 
     @property
+    def lock_keys(self) -> sql.Composed:
+        """Take this transaction's advisory locks on the keys at the head of the queue.
+
+        Returns the hashes of the keys locked, and how many keys another relay holds. A key held by
+        another relay's claim transaction fails to lock here, so two relays never hold events of
+        one key at once; the locks end with the transaction. The claim runs as a second statement, so its snapshot is taken
+        after the locks and sees everything the previous holder committed (a retried event put
+        back included, which must keep holding its key back).
+        """
+        return sql.SQL(
+            """
+            SELECT coalesce(array_agg(h) FILTER (WHERE locked), '{{}}'),
+                   count(*) FILTER (WHERE NOT locked)
+            FROM (
+                SELECT h, pg_try_advisory_xact_lock(%(namespace)s, h) AS locked FROM (
+                    SELECT DISTINCT hashtext(key) AS h FROM (
+                        SELECT key FROM {outbox}
+                        WHERE available_at <= now() AND key IS NOT NULL
+                        ORDER BY id LIMIT %(scan)s) head
+                ) keys
+            ) heads
+            """
+        ).format(outbox=self._table("outbox"))
+
+    @property
     def claim(self) -> sql.Composed:
         """Delete up to %(limit)s available events, oldest first, returning them.
 
-        An event is not handed out while an earlier event of its key waits for a retry: that is
-        what keeps key order across retries. Only retried rows (attempts > 0) can be waiting, and
-        a partial index holds just those, so the check stays cheap.
+        Keyed events are taken only for the keys this transaction locked (`lock_keys`); events
+        without a key go to whoever is free. An event is not handed out while an earlier event of
+        its key waits for a retry: that keeps key order across retries. Only retried rows
+        (attempts > 0) can be waiting, and a partial index holds just those, so the check is cheap.
         """
         return sql.SQL(
             """
             DELETE FROM {outbox} WHERE id IN (
                 SELECT o.id FROM {outbox} o
                 WHERE o.available_at <= now()
-                  AND (o.key IS NULL OR NOT EXISTS (
+                  AND (o.key IS NULL OR (hashtext(o.key) = ANY(%(keys)s) AND NOT EXISTS (
                         SELECT 1 FROM {outbox} w
                         WHERE w.attempts > 0 AND w.key = o.key AND w.id < o.id
-                          AND w.available_at > now()))
+                          AND w.available_at > now())))
                 ORDER BY o.id
                 LIMIT %(limit)s
                 FOR UPDATE OF o SKIP LOCKED)
             RETURNING """
             + _EVENT_COLUMNS
         ).format(outbox=self._table("outbox"))
+
+    @property
+    def lock_namespace(self) -> int:
+        """The first half of every key lock: one namespace per schema (a signed 32-bit int)."""
+        digest = zlib.crc32(f"relay.keys:{self.schema}".encode())
+        return digest - (1 << 32) if digest >= 1 << 31 else digest
 
     @property
     def put_back(self) -> sql.Composed:
