@@ -26,9 +26,9 @@ class Queries:
 
         Returns the hashes of the keys locked, and how many keys another relay holds. A key held by
         another relay's claim transaction fails to lock here, so two relays never hold events of
-        one key at once; the locks end with the transaction. The claim runs as a second statement, so its snapshot is taken
-        after the locks and sees everything the previous holder committed (a retried event put
-        back included, which must keep holding its key back).
+        one key at once; the locks end with the transaction. The claim runs as a second
+        statement, so its snapshot is taken after the locks and sees everything the previous
+        holder committed (a retried event put back included, which must keep holding its key).
         """
         return sql.SQL(
             """
