@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
+import threading
 
 import psycopg
 import pytest
@@ -77,3 +79,29 @@ def test_a_password_in_the_environment_dsn_is_not_printed() -> None:
         env={"RELAY_DSN": "postgresql://me:env-secret-9@127.0.0.1:1/db", "PATH": "/usr/bin:/bin"},
     )
     assert_one_clear_line(result, secret="env-secret-9")
+
+
+def test_a_dsn_pointing_at_a_server_that_is_not_postgresql_exits_2() -> None:
+    """Something answers on the port, but not PostgreSQL (say, an HTTP server)."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+
+        def answer() -> None:
+            for _ in range(4):  # libpq may try SSL first, then plain
+                try:
+                    conn, _ = listener.accept()
+                except OSError:
+                    return
+                with conn:
+                    conn.recv(1024)
+                    conn.sendall(b"HTTP/1.1 400 Bad Request\r\n\r\n")
+
+        thread = threading.Thread(target=answer, daemon=True)
+        thread.start()
+        line = assert_one_clear_line(
+            relay("migrate", "--dsn", f"postgresql://me:s3cr3t-pw@127.0.0.1:{port}/db"),
+            secret="s3cr3t-pw",
+        )
+    assert f"127.0.0.1:{port}/db" in line

@@ -5,10 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import psycopg
+import pytest
 import trio
 from psycopg import conninfo, sql
 
-from relay import Config, OutboxEvent, open_relay
+from relay import Config, OutboxEvent, RestartIntensityExceeded, open_relay
 from relay.testing import RecordingSink
 
 from ..conftest import PostgresServer
@@ -132,3 +133,20 @@ async def test_killing_the_drainers_connection_mid_batch_loses_nothing(
     assert set(delivered) == set(ids)  # every id at least once
     duplicates = len(delivered) - len(set(delivered))
     assert duplicates <= 100  # at most the batch whose commit was cut off
+
+
+async def test_a_table_altered_under_the_relay_stops_it_and_loses_nothing(
+    database_dsn: str,
+) -> None:
+    """The claim fails on every restart until the relay gives up; every row stays pending."""
+    await trio.to_thread.run_sync(insert, database_dsn, 10, None)
+    sink = RecordingSink()
+    config = Config(dsn=database_dsn, poll_interval=NEVER, restart_intensity=2)
+    with psycopg.connect(database_dsn, autocommit=True) as conn:
+        conn.execute("ALTER TABLE relay.outbox RENAME COLUMN headers TO extra")
+    with trio.fail_after(GUARD), pytest.raises(RestartIntensityExceeded) as caught:
+        async with open_relay(config, sink):
+            await trio.sleep_forever()
+    assert "headers" in str(caught.value.__cause__)
+    assert sink.ids == []
+    assert remaining(database_dsn) == 10
