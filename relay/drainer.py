@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import random
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import NoReturn
 
 import attrs
@@ -49,6 +49,24 @@ class DrainerStatistics:
 
 
 @attrs.frozen
+class BatchReport:
+    """One settled batch, as the drainer's observers (the metrics) see it.
+
+    Attributes:
+        duration: seconds from the start of the claim until the outcome was committed.
+        claimed: events in the batch.
+        delivered: the events the sink took, now gone from the outbox.
+    """
+
+    duration: float
+    claimed: int
+    delivered: tuple[OutboxEvent, ...]
+
+
+BatchObserver = Callable[[BatchReport], None]
+
+
+@attrs.frozen
 class Outcome:
     """How one batch is settled: every claimed event not named here was delivered."""
 
@@ -57,8 +75,14 @@ class Outcome:
     hold: frozenset[int]
 
 
-def settle_plan(events: Sequence[OutboxEvent], failures: Mapping[int, str], *, config: Config,
-                rng: random.Random, permanent: Collection[int] = ()) -> Outcome:
+def settle_plan(
+    events: Sequence[OutboxEvent],
+    failures: Mapping[int, str],
+    *,
+    config: Config,
+    rng: random.Random,
+    permanent: Collection[int] = (),
+) -> Outcome:
     """Decide each failed event's fate, keeping key order.
 
     A failed event is buried when the sink said its failure is `permanent` or once it has used
@@ -81,8 +105,9 @@ def settle_plan(events: Sequence[OutboxEvent], failures: Mapping[int, str], *, c
         if event.id in permanent or event.attempts + 1 >= config.max_attempts:
             bury[event.id] = reason
         else:
-            retry[event.id] = Retry(delay=config.retry_backoff.delay(event.attempts, rng),
-                                    reason=reason)
+            retry[event.id] = Retry(
+                delay=config.retry_backoff.delay(event.attempts, rng), reason=reason
+            )
     return Outcome(retry=retry, bury=bury, hold=frozenset(hold))
 
 
@@ -110,9 +135,11 @@ class Drainer:
     _last_drain_at: float | None = None
     _stopping: bool = False
     _batch_settled: trio.Event | None = None  # set while a claim is open, until it closes
+    _observers: list[BatchObserver] = attrs.field(factory=list)
 
-    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
-                  ) -> NoReturn:
+    async def run(
+        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> NoReturn:
         """Drain on every wakeup, forever.
 
         Calls `task_status.started()` once the sink is entered. A wakeup pending at the start is
@@ -137,8 +164,9 @@ class Drainer:
                 reasons = await self.wakeups.receive()
             await trio.sleep_forever()
 
-    async def _drain(self, reasons: frozenset[WakeReason],
-                     reports: trio.MemorySendChannel[DrainReport]) -> None:
+    async def _drain(
+        self, reasons: frozenset[WakeReason], reports: trio.MemorySendChannel[DrainReport]
+    ) -> None:
         found_fresh = False
         while not self._stopping:
             self._batch_settled = trio.Event()
@@ -158,20 +186,43 @@ class Drainer:
         due = await self.outbox.next_due()
         now = trio.current_time()
         self._last_drain_at = now
-        reports.send_nowait(DrainReport(
-            reasons=reasons, found_fresh=found_fresh,
-            next_due_at=None if due is None else now + due))
+        reports.send_nowait(
+            DrainReport(
+                reasons=reasons,
+                found_fresh=found_fresh,
+                next_due_at=None if due is None else now + due,
+            )
+        )
 
     async def _claim_and_deliver(self) -> tuple[Sequence[OutboxEvent], bool]:
+        started = trio.current_time()
+        delivered: tuple[OutboxEvent, ...] = ()
         async with self.outbox.claim(self.config.batch_size) as batch:
             self._claims += 1
             events = batch.events
             if events:
                 self._batches += 1
-                await self._deliver(batch)
+                delivered = await self._deliver(batch)
             else:
                 self._empty_claims += 1
+        if events and self._observers:
+            self._notify(BatchReport(trio.current_time() - started, len(events), delivered))
         return events, batch.contended
+
+    def add_observer(self, observer: BatchObserver) -> None:
+        """Call `observer(report)` after every settled batch; it must neither block nor raise."""
+        self._observers.append(observer)
+
+    def remove_observer(self, observer: BatchObserver) -> None:
+        """Stop calling `observer`."""
+        self._observers.remove(observer)
+
+    def _notify(self, report: BatchReport) -> None:
+        for observer in list(self._observers):
+            try:
+                observer(report)
+            except Exception:  # a broken metric must not stop delivery
+                logger.exception("batch observer %r failed", observer)
 
     async def stop_claiming(self) -> None:
         """Claim no more; return once the batch in flight, if any, is settled or rolled back."""
@@ -179,7 +230,7 @@ class Drainer:
         if self._batch_settled is not None:
             await self._batch_settled.wait()
 
-    async def _deliver(self, batch: ClaimedBatch) -> None:
+    async def _deliver(self, batch: ClaimedBatch) -> tuple[OutboxEvent, ...]:
         events = batch.events
         failures: dict[int, str] = {}
         permanent: Collection[int] = ()
@@ -189,22 +240,27 @@ class Drainer:
                 await self.sink.deliver(events)
             except PartialDelivery as partial:
                 claimed = {event.id for event in events}
-                failures = {id: reason for id, reason in partial.failures.items()
-                            if id in claimed}
+                failures = {id: reason for id, reason in partial.failures.items() if id in claimed}
                 permanent = partial.permanent
                 logger.warning("sink failed %d of %d events", len(failures), len(events))
             except Exception as exc:  # any sink error fails the whole batch, the relay goes on
                 logger.warning("sink failed a batch of %d events", len(events), exc_info=True)
-                failures = dict.fromkeys((event.id for event in events),
-                                         f"{type(exc).__name__}: {exc}")
+                failures = dict.fromkeys(
+                    (event.id for event in events), f"{type(exc).__name__}: {exc}"
+                )
         if scope.cancelled_caught:
-            logger.warning("sink timed out on a batch of %d events after %ss", len(events),
-                           self.config.delivery_timeout)
+            logger.warning(
+                "sink timed out on a batch of %d events after %ss",
+                len(events),
+                self.config.delivery_timeout,
+            )
             failures = dict.fromkeys(
                 (event.id for event in events),
-                f"delivery timed out after {self.config.delivery_timeout}s")
-        outcome = settle_plan(events, failures, config=self.config, rng=self.rng,
-                              permanent=permanent)
+                f"delivery timed out after {self.config.delivery_timeout}s",
+            )
+        outcome = settle_plan(
+            events, failures, config=self.config, rng=self.rng, permanent=permanent
+        )
         await batch.settle(retry=outcome.retry, bury=outcome.bury, hold=outcome.hold)
         self._retried += len(outcome.retry)
         self._dead += len(outcome.bury)
@@ -212,10 +268,18 @@ class Drainer:
         self._delivered += len(events) - len(outcome.retry) - len(outcome.bury) - len(outcome.hold)
         for id, reason in outcome.bury.items():
             logger.error("event %d moved to the dead table: %s", id, reason)
+        failed = outcome.retry.keys() | outcome.bury.keys() | outcome.hold
+        return tuple(event for event in events if event.id not in failed)
 
     def statistics(self) -> DrainerStatistics:
         """Counts since the drainer was created (they survive restarts)."""
         return DrainerStatistics(
-            delivered=self._delivered, retried=self._retried, dead=self._dead, held=self._held,
-            batches=self._batches, claims=self._claims, empty_claims=self._empty_claims,
-            last_drain_at=self._last_drain_at)
+            delivered=self._delivered,
+            retried=self._retried,
+            dead=self._dead,
+            held=self._held,
+            batches=self._batches,
+            claims=self._claims,
+            empty_claims=self._empty_claims,
+            last_drain_at=self._last_drain_at,
+        )

@@ -39,8 +39,7 @@ class OutboxEvent:
     key: str | None
     payload_json: bytes = attrs.field(repr=False)
     headers: Mapping[str, Any] = attrs.field(factory=dict)
-    created_at: datetime.datetime = attrs.field(
-        factory=lambda: datetime.datetime.now(datetime.UTC))
+    created_at: datetime.datetime = attrs.field(factory=lambda: datetime.datetime.now(datetime.UTC))
     attempts: int = 0
 
     @functools.cached_property
@@ -49,13 +48,25 @@ class OutboxEvent:
         return json.loads(self.payload_json)
 
     @classmethod
-    def create(cls, id: int, topic: str, payload: Any, *, key: str | None = None,
-               headers: Mapping[str, Any] | None = None, attempts: int = 0,
-               created_at: datetime.datetime | None = None) -> OutboxEvent:
+    def create(
+        cls,
+        id: int,
+        topic: str,
+        payload: Any,
+        *,
+        key: str | None = None,
+        headers: Mapping[str, Any] | None = None,
+        attempts: int = 0,
+        created_at: datetime.datetime | None = None,
+    ) -> OutboxEvent:
         """An event from a Python payload (encoded to JSON here), mostly for tests."""
         return cls(
-            id=id, topic=topic, key=key, payload_json=json.dumps(payload).encode(),
-            headers=dict(headers or {}), attempts=attempts,
+            id=id,
+            topic=topic,
+            key=key,
+            payload_json=json.dumps(payload).encode(),
+            headers=dict(headers or {}),
+            attempts=attempts,
             created_at=created_at or datetime.datetime.now(datetime.UTC),
         )
 
@@ -124,6 +135,32 @@ class Outbox(Protocol):
         ...
 
 
+@attrs.frozen
+class Backlog:
+    """How much waits in the outbox, for the metrics.
+
+    Attributes:
+        pending: events in the outbox, retrying and claimed ones included.
+        oldest_age: seconds since the oldest pending event was written; None when none is
+            pending (or its age is unknown).
+        notification_queue_usage: the fraction (0 to 1) of the server's NOTIFY queue in use,
+            or None where there is no such queue.
+    """
+
+    pending: int
+    oldest_age: float | None
+    notification_queue_usage: float | None = None
+
+
+@runtime_checkable
+class ReportsBacklog(Protocol):
+    """An `Outbox` may also tell its backlog; the actors never ask, the metrics do."""
+
+    async def backlog(self) -> Backlog:
+        """The outbox's backlog now. Callable from any task, not only the relay's own."""
+        ...
+
+
 @runtime_checkable
 class Sink(Protocol):
     """Delivers batches of events somewhere.
@@ -156,8 +193,10 @@ def as_sink(sink: Sink | Handler) -> Sink:
     """`sink` itself when it has `deliver`, else the async callable wrapped in a `CallableSink`."""
     if isinstance(sink, Sink):
         return sink
-    if callable(sink) and (inspect.iscoroutinefunction(sink)
-                           or inspect.iscoroutinefunction(type(sink).__call__)):
+    if callable(sink) and (
+        inspect.iscoroutinefunction(sink) or inspect.iscoroutinefunction(type(sink).__call__)
+    ):
         return CallableSink(sink)
-    raise TypeError(f"a sink must have an async deliver(events) or be an async callable, "
-                    f"got {sink!r}")
+    raise TypeError(
+        f"a sink must have an async deliver(events) or be an async callable, got {sink!r}"
+    )

@@ -13,10 +13,10 @@ import attrs
 import trio
 
 from .config import Config
-from .drainer import Drainer
+from .drainer import BatchObserver, Drainer
 from .errors import RestartIntensityExceeded
 from .listener import Listener
-from .ports import Handler, Outbox, Sink, as_sink
+from .ports import Backlog, Handler, Outbox, ReportsBacklog, Sink, as_sink
 from .supervisor import ChildSpec, RestartPolicy, StartedOnce, Supervisor
 from .ticker import DrainReport, Ticker
 from .wakeups import WakeReason, Wakeups
@@ -67,6 +67,7 @@ class RelayHandle:
     _listener: Listener
     _drainer: Drainer
     _supervisor: Supervisor
+    _outbox: Outbox
 
     def statistics(self) -> RelayStatistics:
         """A frozen snapshot of the relay's counters."""
@@ -74,12 +75,38 @@ class RelayHandle:
         woken = self._wakeups.statistics()
         listener = self._listener.statistics()
         return RelayStatistics(
-            delivered=drained.delivered, retried=drained.retried, dead=drained.dead,
-            held=drained.held, batches=drained.batches, claims=drained.claims,
-            empty_claims=drained.empty_claims, wakeups=woken.sent, coalesced=woken.coalesced,
+            delivered=drained.delivered,
+            retried=drained.retried,
+            dead=drained.dead,
+            held=drained.held,
+            batches=drained.batches,
+            claims=drained.claims,
+            empty_claims=drained.empty_claims,
+            wakeups=woken.sent,
+            coalesced=woken.coalesced,
             restarts=self._supervisor.statistics().restarts,
-            listener_recycles=listener.recycles, listener_connected=listener.connected,
-            last_drain_at=drained.last_drain_at)
+            listener_recycles=listener.recycles,
+            listener_connected=listener.connected,
+            last_drain_at=drained.last_drain_at,
+        )
+
+    async def backlog(self) -> Backlog | None:
+        """The outbox's backlog now, or None if this outbox cannot tell (see `ReportsBacklog`).
+
+        Raises:
+            OutboxUnavailable: the outbox could not be asked.
+        """
+        if isinstance(self._outbox, ReportsBacklog):
+            return await self._outbox.backlog()
+        return None
+
+    def add_batch_observer(self, observer: BatchObserver) -> None:
+        """Call `observer(report)` after every settled batch; it must neither block nor raise."""
+        self._drainer.add_observer(observer)
+
+    def remove_batch_observer(self, observer: BatchObserver) -> None:
+        """Stop calling `observer`."""
+        self._drainer.remove_observer(observer)
 
     async def stop_claiming(self) -> None:
         """Begin a graceful stop: claim no more batches, and return once the batch in flight (if
@@ -131,8 +158,13 @@ async def run_relay(
     raise AssertionError("unreachable: the relay only ends by raising")
 
 
-async def _serve(config: Config, sink: Sink, outbox: Outbox, rng: random.Random,
-                 task_status: trio.TaskStatus[RelayHandle]) -> NoReturn:
+async def _serve(
+    config: Config,
+    sink: Sink,
+    outbox: Outbox,
+    rng: random.Random,
+    task_status: trio.TaskStatus[RelayHandle],
+) -> NoReturn:
     # The drainer must never wait for the ticker, which takes each report at once: the buffer
     # never holds more than a few.
     send_reports, receive_reports = trio.open_memory_channel[DrainReport](math.inf)
@@ -143,14 +175,22 @@ async def _serve(config: Config, sink: Sink, outbox: Outbox, rng: random.Random,
         supervisor = Supervisor(
             # Listener first: the drainer's first drain must come after LISTEN, or an event
             # committed in between would wait for the next poll.
-            [ChildSpec("listener", listener.run), ChildSpec("ticker", ticker.run),
-             ChildSpec("drainer", drainer.run)],
-            RestartPolicy.from_config(config), rng)
-        handle = RelayHandle(wakeups, listener, drainer, supervisor)
+            [
+                ChildSpec("listener", listener.run),
+                ChildSpec("ticker", ticker.run),
+                ChildSpec("drainer", drainer.run),
+            ],
+            RestartPolicy.from_config(config),
+            rng,
+        )
+        handle = RelayHandle(wakeups, listener, drainer, supervisor, outbox)
 
         def started(_: None) -> None:
-            logger.info("relay running (batch size %d, poll every %ss)",
-                        config.batch_size, config.poll_interval)
+            logger.info(
+                "relay running (batch size %d, poll every %ss)",
+                config.batch_size,
+                config.poll_interval,
+            )
             task_status.started(handle)
 
         await supervisor.run(task_status=StartedOnce(started))

@@ -28,7 +28,7 @@ import attrs
 import trio
 
 from .errors import OutboxUnavailable, PartialDelivery
-from .ports import OutboxEvent, Retry, Sink
+from .ports import Backlog, OutboxEvent, Retry, Sink
 
 Operation = Literal["claim", "settle", "next_due", "listen"]
 _OPERATIONS: frozenset[str] = frozenset({"claim", "settle", "next_due", "listen"})
@@ -82,6 +82,7 @@ class _Row:
     event: OutboxEvent
     available_at: float
     last_error: str | None = None
+    enqueued_at: float = -math.inf  # trio time; -inf: enqueued before `trio.run`, age unknown
 
 
 @attrs.define(eq=False)
@@ -93,8 +94,9 @@ class MemoryBatch:
     settled: bool = False
     contended: bool = False  # one process owns a MemoryOutbox: no other relay holds keys
 
-    async def settle(self, *, retry: Mapping[int, Retry], bury: Mapping[int, str],
-                     hold: Collection[int] = ()) -> None:
+    async def settle(
+        self, *, retry: Mapping[int, Retry], bury: Mapping[int, str], hold: Collection[int] = ()
+    ) -> None:
         """Commit the outcome; see `relay.ports.ClaimedBatch.settle`."""
         await self._outbox._operation("settle")
         self._outbox._settle(self, retry, bury, hold)
@@ -162,13 +164,20 @@ class MemoryOutbox:
 
     # -- the writer's side and inspection ---------------------------------------------------------
 
-    def enqueue(self, topic: str, payload: Any, *, key: str | None = None,
-                headers: Mapping[str, Any] | None = None) -> int:
+    def enqueue(
+        self,
+        topic: str,
+        payload: Any,
+        *,
+        key: str | None = None,
+        headers: Mapping[str, Any] | None = None,
+    ) -> int:
         """Insert one event, available now, and notify the listeners. Returns its id."""
         id = self._next_id
         self._next_id += 1
         event = OutboxEvent.create(id, topic, payload, key=key, headers=headers)
-        self._rows[id] = _Row(event, available_at=_now())
+        now = _now()
+        self._rows[id] = _Row(event, available_at=now, enqueued_at=now)
         for connection in self._connections:
             connection.notify()
         return id
@@ -179,8 +188,9 @@ class MemoryOutbox:
 
     def pending_rows(self) -> list[PendingRow]:
         """Every row still in the outbox with its schedule, oldest first."""
-        return [PendingRow(row.event, row.available_at, row.last_error)
-                for row in self._rows.values()]
+        return [
+            PendingRow(row.event, row.available_at, row.last_error) for row in self._rows.values()
+        ]
 
     def dead(self) -> list[DeadEvent]:
         """The dead table, in the order events died."""
@@ -189,9 +199,11 @@ class MemoryOutbox:
     def statistics(self) -> MemoryOutboxStatistics:
         """Counts useful to tests."""
         return MemoryOutboxStatistics(
-            claims=self._claims, open_claims=self._open_claims,
+            claims=self._claims,
+            open_claims=self._open_claims,
             listening=sum(1 for c in self._connections if not c.dropped),
-            listen_attempts=tuple(self._listen_attempts))
+            listen_attempts=tuple(self._listen_attempts),
+        )
 
     # -- fault injection ---------------------------------------------------------------------------
 
@@ -201,7 +213,8 @@ class MemoryOutbox:
         Faults queue up: call it twice to fail the next two. A failing "listen" is a failed connect.
         """
         self._queue(operation).append(
-            error if error is not None else OutboxUnavailable(f"{operation}: injected failure"))
+            error if error is not None else OutboxUnavailable(f"{operation}: injected failure")
+        )
 
     def hang_next(self, operation: Operation) -> None:
         """Make the next `operation` hang until it is cancelled."""
@@ -272,8 +285,13 @@ class MemoryOutbox:
             chosen.append(row)
         return chosen
 
-    def _settle(self, batch: MemoryBatch, retry: Mapping[int, Retry], bury: Mapping[int, str],
-                hold: Collection[int]) -> None:
+    def _settle(
+        self,
+        batch: MemoryBatch,
+        retry: Mapping[int, Retry],
+        bury: Mapping[int, str],
+        hold: Collection[int],
+    ) -> None:
         if batch.settled:
             raise RuntimeError("this batch is already settled")
         claimed = {event.id for event in batch.events}
@@ -289,8 +307,9 @@ class MemoryOutbox:
                 row.last_error = retry[event.id].reason
             elif event.id in bury:
                 del self._rows[event.id]
-                self._dead.append(DeadEvent(attrs.evolve(event, attempts=event.attempts + 1),
-                                            bury[event.id], now))
+                self._dead.append(
+                    DeadEvent(attrs.evolve(event, attempts=event.attempts + 1), bury[event.id], now)
+                )
             elif event.id not in hold:
                 del self._rows[event.id]
         batch.settled = True
@@ -299,9 +318,22 @@ class MemoryOutbox:
         """Seconds until the earliest scheduled retry, or None if none is scheduled."""
         await self._operation("next_due")
         now = trio.current_time()
-        due = [row.available_at for row in self._rows.values()
-               if row.event.attempts > 0 and row.available_at > now]
+        due = [
+            row.available_at
+            for row in self._rows.values()
+            if row.event.attempts > 0 and row.available_at > now
+        ]
         return min(due) - now if due else None
+
+    async def backlog(self) -> Backlog:
+        """Rows in the outbox (claimed ones too) and the trio time since the oldest was enqueued.
+
+        A row enqueued before `trio.run` has no known age: it counts, but has no `oldest_age`.
+        """
+        await trio.lowlevel.checkpoint()
+        oldest = min((row.enqueued_at for row in self._rows.values()), default=None)
+        age = None if oldest is None or oldest == -math.inf else trio.current_time() - oldest
+        return Backlog(pending=len(self._rows), oldest_age=age)
 
     @asynccontextmanager
     async def listen(self) -> AsyncIterator[AsyncIterator[None]]:

@@ -23,7 +23,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from ..config import Config
 from ..errors import ListenerLost
-from ..ports import OutboxEvent, Retry
+from ..ports import Backlog, OutboxEvent, Retry
 from .connect import connection_kwargs, translate
 from .queries import Queries
 
@@ -142,6 +142,7 @@ class PostgresOutbox:
     config: Config
     pool: AsyncConnectionPool[psycopg.AsyncConnection[Any]]
     queries: Queries
+    loop: Any = None  # the trio-asyncio loop the pool lives on; None: the caller's current one
 
     async def _aio(
         self, doing: str, fn: Callable[P, Awaitable[T]], *args: P.args, **kwargs: P.kwargs
@@ -204,6 +205,27 @@ class PostgresOutbox:
             row = await cursor.fetchone()
             await conn.rollback()
         return max(0.0, row[0]) if row and row[0] is not None else None
+
+    async def backlog(self) -> Backlog:
+        """Pending events, the oldest one's age and the NOTIFY queue's usage (`ReportsBacklog`).
+
+        Runs on the outbox's own loop, so any trio task can ask (a metrics server outside the
+        relay's task tree too). Counting is O(n) in the pending events: see `Queries.backlog`.
+        """
+        try:
+            pending, age, usage = await trio_asyncio.aio_as_trio(self._backlog, loop=self.loop)()
+        except psycopg.Error as exc:
+            raise translate(exc, self.config, "backlog") from None
+        return Backlog(pending=pending, oldest_age=age, notification_queue_usage=usage)
+
+    async def _backlog(self) -> tuple[int, float | None, float]:
+        async with self.pool.connection() as conn, conn.cursor() as cursor:
+            await cursor.execute(self.queries.backlog)
+            row = await cursor.fetchone()
+            await conn.rollback()
+        assert row is not None
+        pending, age, usage = row
+        return int(pending), None if age is None else max(0.0, age), float(usage)
 
     @asynccontextmanager
     async def listen(self) -> AsyncIterator[AsyncIterator[None]]:
@@ -278,7 +300,7 @@ async def open_postgres_outbox(config: Config) -> AsyncIterator[PostgresOutbox]:
             configure=_configure,
             name=f"relay-{config.schema}",
         )
-        outbox = PostgresOutbox(config, pool, queries)
+        outbox = PostgresOutbox(config, pool, queries, loop=trio_asyncio.current_loop.get())
         # A direct first connection gives the user the server's own words for a bad DSN, where
         # the pool would only time out; it also checks that the schema was migrated.
         await outbox._aio("connect", _check_reachable, config, kwargs, queries)

@@ -117,6 +117,21 @@ class Queries:
         ).format(outbox=self._table("outbox"))
 
     @property
+    def backlog(self) -> sql.Composed:
+        """Pending events, seconds since the oldest was written, and the NOTIFY queue's usage.
+
+        `count(*)` reads the whole table, O(n): it runs once per metrics scrape, never on the
+        delivery path, and `statement_timeout` bounds it on a huge backlog.
+        """
+        return sql.SQL(
+            """
+            SELECT count(*), extract(epoch FROM now() - min(created_at))::float8,
+                   pg_notification_queue_usage()
+            FROM {outbox}
+            """
+        ).format(outbox=self._table("outbox"))
+
+    @property
     def quiet(self) -> sql.SQL:
         """Silence the NOTIFY trigger for this transaction: relay's own re-inserts wake nobody."""
         return sql.SQL("SET LOCAL relay.quiet = 'on'")
