@@ -87,8 +87,10 @@ def test_the_server_restarted_mid_run(
         logs = [relay.log for relay in running]
         wait_until(lambda: account(logs, events).delivered_ids > 1000, "the first deliveries")
         server.stop("fast")
-        time.sleep(1.0)
-        server.start()
+        try:
+            time.sleep(1.0)
+        finally:
+            server.start()  # the session's other tests need it back, whatever happens here
         wait_until(all_ids_delivered(logs, events), "every event")
     assert outbox_count(database_dsn) == 0
     check("server-restart", logs, events, started, relays=2)
