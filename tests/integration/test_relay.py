@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Sequence
 
 import psycopg
@@ -9,7 +10,14 @@ import pytest
 import trio
 from psycopg import conninfo, sql
 
-from relay import Config, OutboxEvent, RestartIntensityExceeded, open_relay
+from relay import (
+    Backoff,
+    Config,
+    OutboxEvent,
+    PartialDelivery,
+    RestartIntensityExceeded,
+    open_relay,
+)
 from relay.testing import RecordingSink
 
 from ..conftest import PostgresServer
@@ -150,3 +158,40 @@ async def test_a_table_altered_under_the_relay_stops_it_and_loses_nothing(
     assert "headers" in str(caught.value.__cause__)
     assert sink.ids == []
     assert remaining(database_dsn) == 10
+
+
+async def test_a_poison_event_dies_after_max_attempts_without_blocking_other_keys(
+    database_dsn: str,
+) -> None:
+    """And `relay dead retry` brings it back, to be delivered once the sink accepts it."""
+    poison_fixed = False
+    delivered: list[tuple[str | None, int]] = []
+
+    async def handler(events: Sequence[OutboxEvent]) -> None:
+        failed = {e.id: "cannot handle" for e in events if e.key == "A" and not poison_fixed}
+        delivered.extend((e.key, e.id) for e in events if e.id not in failed and e.key != "A")
+        delivered.extend((e.key, e.id) for e in events if e.key == "A" and poison_fixed)
+        if failed:
+            raise PartialDelivery(failed)
+
+    with psycopg.connect(database_dsn) as conn:
+        conn.execute(
+            "INSERT INTO relay.outbox (topic, key, payload) VALUES"
+            " ('t', 'A', '1'), ('t', 'B', '2'), ('t', 'B', '3')"
+        )
+    config = Config(dsn=database_dsn, max_attempts=3, retry_backoff=Backoff(base=0.05, cap=0.1))
+    with trio.fail_after(GUARD):
+        async with open_relay(config, handler) as handle:
+            await wait_until(lambda: handle.statistics().dead == 1)
+            assert delivered == [("B", 2), ("B", 3)]  # B never waited for A
+            with psycopg.connect(database_dsn) as conn:
+                dead = conn.execute("SELECT id, attempts, last_error FROM relay.outbox_dead")
+                assert dead.fetchall() == [(1, 3, "cannot handle")]
+            poison_fixed = True
+            retried = await trio.run_process(
+                [sys.executable, "-m", "relay.cli", "dead", "retry", "--dsn", database_dsn],
+                capture_stdout=True,
+            )
+            assert b"moved 1" in retried.stdout
+            await wait_until(lambda: ("A", 1) in delivered)
+    assert remaining(database_dsn) == 0
