@@ -298,6 +298,10 @@ async def open_postgres_outbox(config: Config) -> AsyncIterator[PostgresOutbox]:
             max_size=config.pool_size,
             open=False,
             configure=_configure,
+            # One round trip per claim buys a live connection: a pooled connection that died
+            # while idle (terminated backend, restarted server) is replaced instead of failing
+            # the claim and costing the drainer a restart.
+            check=AsyncConnectionPool.check_connection,
             name=f"relay-{config.schema}",
         )
         outbox = PostgresOutbox(config, pool, queries, loop=trio_asyncio.current_loop.get())
@@ -312,6 +316,23 @@ async def open_postgres_outbox(config: Config) -> AsyncIterator[PostgresOutbox]:
                 await trio_asyncio.aio_as_trio(pool.close)()
 
 
+_CHECK_ATTEMPTS = 5
+
+
 async def _check_reachable(config: Config, kwargs: dict[str, Any], queries: Queries) -> None:
-    async with await psycopg.AsyncConnection.connect(config.dsn, **kwargs) as conn:
-        await conn.execute(queries.check_schema)
+    """Connect once and look for the outbox.
+
+    A refused connection or bad credentials fail at once: that is the user's DSN. A connection
+    lost after it was made (a terminated backend, a server shutting down) is tried again a few
+    times, so a relay starting during a hiccup does not exit.
+    """
+    for attempt in range(_CHECK_ATTEMPTS):
+        async with await psycopg.AsyncConnection.connect(config.dsn, **kwargs) as conn:
+            try:
+                await conn.execute(queries.check_schema)
+                return
+            except psycopg.OperationalError:
+                if attempt == _CHECK_ATTEMPTS - 1:
+                    raise
+                log.info("connection lost while starting; trying again")
+        await asyncio.sleep(0.1 * 2**attempt)

@@ -62,6 +62,9 @@ def test_three_relays_four_producers_and_connections_killed_every_200ms(
                     kills += 1
 
     with relays(database_dsn, tmp_path, 3) as running:
+        # Faults begin once every relay runs: a relay that cannot start exits 2, by design.
+        for relay in running:
+            wait_until(lambda r=relay: "relay running" in r.stderr.read_text(), "the relays")
         killer = threading.Thread(target=chaos)
         killer.start()
         try:
