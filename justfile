@@ -27,6 +27,7 @@ fmt:
     {{python}} -m ruff format relay tests benchmarks examples
     {{python}} -m ruff check --fix relay tests benchmarks examples
 
-# Benchmarks: figures printed side by side, never asserted.
+# Benchmarks: figures printed side by side, never asserted (installs the peers first).
 bench *args:
+    {{venv}}/bin/pip install -q -e '.[bench]'
     {{python}} -m benchmarks {{args}}

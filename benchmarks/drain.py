@@ -1,0 +1,231 @@
+"""Drain: a pre-filled outbox emptied by pgbench, a bare psycopg loop and relay, side by side."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import attrs
+import trio
+
+from relay import OutboxEvent, open_relay
+
+from .report import Result
+from .server import Bench, pgbench_path
+
+# What the DESIGN calls the limit: one statement per batch, no key bookkeeping.
+SIMPLE_CLAIM = """DELETE FROM relay.outbox WHERE id IN (
+    SELECT id FROM relay.outbox ORDER BY id LIMIT :limit FOR UPDATE SKIP LOCKED)
+RETURNING id, topic, key, payload, headers, created_at, attempts"""
+
+_PLACEHOLDER = re.compile(r"%\((\w+)\)s")
+
+
+class RelayClaim:
+    """relay's own claim, statement for statement, rendered from `relay.postgres.queries`.
+
+    relay's claim is a key-lock statement followed by the claim-and-delete (as in
+    `PostgresOutbox._claim_rows`); an older relay without `lock_keys` is one statement.
+    """
+
+    def __init__(self, bench: Bench) -> None:
+        queries = bench.queries
+        self.lock_keys = getattr(queries, "lock_keys", None)
+        self.namespace = getattr(queries, "lock_namespace", 0)
+        self.claim = queries.claim
+        self.bench = bench
+
+    def run(self, cursor: Any, limit: int) -> list[tuple[Any, ...]]:
+        keys = None
+        if self.lock_keys is not None:
+            cursor.execute(self.lock_keys, {"scan": 2 * limit, "namespace": self.namespace})
+            keys = cursor.fetchone()[0]
+        cursor.execute(self.claim, {"limit": limit, "keys": keys})
+        rows: list[tuple[Any, ...]] = cursor.fetchall()
+        return rows
+
+    def pgbench_script(self) -> str:
+        claim = _PLACEHOLDER.sub(r":\1", self.bench.sql(self.claim)).replace("%%", "%")
+        if self.lock_keys is None:
+            return claim + ";\n"
+        lock = _PLACEHOLDER.sub(r":\1", self.bench.sql(self.lock_keys)).replace("%%", "%")
+        # \gset names variables after the columns; read the first one's name from the server.
+        with self.bench.connect() as conn, conn.cursor() as cursor:
+            cursor.execute(self.lock_keys, {"scan": 1, "namespace": self.namespace})
+            assert cursor.description is not None
+            column = cursor.description[0].name
+            conn.rollback()
+        claim = claim.replace(":keys", f":lk_{column}")
+        return f"BEGIN;\n{lock.strip()} \\gset lk_\n{claim.strip()};\nCOMMIT;\n"
+
+    def pgbench_vars(self, limit: int) -> dict[str, int]:
+        return {"limit": limit, "scan": 2 * limit, "namespace": self.namespace}
+
+
+def pgbench(bench: Bench, n: int, batch: int, script: str, variables: dict[str, int]) -> float:
+    """Run `script` N/batch times from one client; returns events/s (N / elapsed)."""
+    bench.fill(n)
+    with tempfile.NamedTemporaryFile("w", suffix=".sql", delete=False) as file:
+        file.write(script)
+    try:
+        args: list[str] = [
+            str(pgbench_path()),
+            "-n",
+            "-M",
+            "prepared",
+            "-c",
+            "1",
+            "-j",
+            "1",
+            "-t",
+            str(n // batch),
+            "-f",
+            file.name,
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(bench.server.port),
+            "-U",
+            "postgres",
+        ]
+        for name, value in variables.items():
+            args += ["-D", f"{name}={value}"]
+        started = time.perf_counter()
+        done = subprocess.run([*args, "postgres"], capture_output=True, text=True, check=False)
+        elapsed = time.perf_counter() - started
+    finally:
+        Path(file.name).unlink()
+    if done.returncode != 0:
+        raise RuntimeError(f"pgbench failed: {done.stderr.strip()[-500:]}")
+    tps = re.search(r"tps = ([\d.]+) \(without initial connection time\)", done.stdout)
+    left = bench.pending()
+    if left:
+        raise RuntimeError(f"pgbench left {left} events behind")
+    # pgbench's own clock leaves out its connection set-up; fall back to the wall clock.
+    return float(tps.group(1)) * batch if tps else n / elapsed
+
+
+def bare_loop(bench: Bench, n: int, batch: int, *, decode: bool) -> float:
+    """A synchronous psycopg loop doing relay's claim-and-delete; payloads as bytes or decoded."""
+    claim = RelayClaim(bench)
+    bench.fill(n)
+    seen = 0
+    with bench.connect() as conn:
+        started = time.perf_counter()
+        while True:
+            with conn.cursor() as cursor:
+                rows = claim.run(cursor, batch)
+            if decode:
+                for row in rows:
+                    json.loads(row[3])
+            conn.commit()
+            seen += len(rows)
+            if len(rows) < batch:
+                break
+        elapsed = time.perf_counter() - started
+    _check(bench, n, seen)
+    return n / elapsed
+
+
+def _check(bench: Bench, n: int, seen: int) -> None:
+    left = bench.pending()
+    if seen != n or left:
+        raise RuntimeError(f"processed {seen} of {n} events, {left} left in the outbox")
+
+
+class _Counting:
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.seen = 0
+        self.done = trio.Event()
+
+    def add(self, count: int) -> None:
+        self.seen += count
+        if self.seen >= self.n:
+            self.done.set()
+
+
+class BytesSink(_Counting):
+    """A byte-level no-op sink: touches each event's raw JSON, never decodes it."""
+
+    async def deliver(self, events: Sequence[OutboxEvent]) -> None:
+        for event in events:
+            event.payload_json  # noqa: B018
+        self.add(len(events))
+
+
+class DecodingHandler(_Counting):
+    """A callback sink that reads every event's decoded payload."""
+
+    async def __call__(self, events: Sequence[OutboxEvent]) -> None:
+        for event in events:
+            event.payload  # noqa: B018
+        self.add(len(events))
+
+
+async def _relay_drain(bench: Bench, n: int, batch: int, decode: bool) -> tuple[float, int]:
+    sink = DecodingHandler(n) if decode else BytesSink(n)
+    # A poll far away: the listener's CONNECT wakeup is what starts the drain.
+    config = attrs.evolve(bench.config, batch_size=batch, poll_interval=3600.0)
+    started = time.perf_counter()
+    async with open_relay(config, sink) as handle:
+        with trio.fail_after(600):
+            await sink.done.wait()
+            # The last batch counts once its transaction has committed.
+            await handle.stop_claiming()
+        elapsed = time.perf_counter() - started
+    return elapsed, sink.seen
+
+
+def relay_drain(bench: Bench, n: int, batch: int, *, decode: bool) -> float:
+    """relay in this process, from `open_relay` until N events are delivered and committed."""
+    bench.fill(n)
+    elapsed, seen = trio.run(_relay_drain, bench, n, batch, decode)
+    _check(bench, n, seen)
+    return n / elapsed
+
+
+def run(bench: Bench, n: int, batches: Sequence[int], log: Any) -> list[Result]:
+    relay_claim = RelayClaim(bench)
+    relay_script = relay_claim.pgbench_script()
+    contenders: list[tuple[str, str, Callable[[int], float]]] = [
+        (
+            "pgbench, relay's claim SQL",
+            "limit",
+            lambda b: pgbench(bench, n, b, relay_script, relay_claim.pgbench_vars(b)),
+        ),
+        (
+            "pgbench, simple DELETE ... SKIP LOCKED",
+            "sql",
+            lambda b: pgbench(bench, n, b, SIMPLE_CLAIM + ";\n", {"limit": b}),
+        ),
+        (
+            "bare psycopg loop, payload bytes",
+            "bare-bytes",
+            lambda b: bare_loop(bench, n, b, decode=False),
+        ),
+        (
+            "bare psycopg loop, payload decoded",
+            "bare-decoded",
+            lambda b: bare_loop(bench, n, b, decode=True),
+        ),
+        ("relay, byte-level sink", "relay-bytes", lambda b: relay_drain(bench, n, b, decode=False)),
+        (
+            "relay, callback reading .payload",
+            "relay-decoded",
+            lambda b: relay_drain(bench, n, b, decode=True),
+        ),
+    ]
+    results = []
+    for batch in batches:
+        for name, tag, measure in contenders:
+            rate = measure(batch)
+            log(f"  drain batch {batch}: {name}: {rate:,.0f} events/s")
+            results.append(Result("drain", name, tag, batch=batch, n=n, rate=rate))
+    return results

@@ -1,0 +1,95 @@
+"""Latency: commit-to-sink time for single-row producer transactions at a steady rate."""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from relay import OutboxEvent, open_relay
+
+from .report import Table, percentile
+from .server import Bench
+
+
+class _Receipts:
+    """The sink: records the wall-clock time each event id arrived."""
+
+    def __init__(self) -> None:
+        self.received: dict[int, float] = {}
+
+    async def deliver(self, events: Sequence[OutboxEvent]) -> None:
+        now = time.time()
+        for event in events:
+            self.received.setdefault(event.id, now)
+
+
+async def _measure(bench: Bench, rate: int, seconds: float, out: Path) -> dict[int, float]:
+    sink = _Receipts()
+    async with open_relay(bench.config, sink):
+        threads = max(1, min(8, rate // 1000 + 1))
+        await trio.run_process(
+            [
+                sys.executable,
+                "-m",
+                "benchmarks._producer",
+                bench.dsn,
+                str(rate),
+                str(seconds),
+                str(threads),
+                str(out),
+            ],
+            check=True,
+        )
+        committed = json.loads(await trio.Path(out).read_text())
+        with trio.move_on_after(30):
+            while len(sink.received) < len(committed):  # noqa: ASYNC110 (a deadline, not an event)
+                await trio.sleep(0.05)
+    return {int(id): sink.received.get(int(id), float("nan")) - t for id, t in committed.items()}
+
+
+def run(bench: Bench, rates: Sequence[int], seconds: float, log: Any) -> Table:
+    rows = []
+    for rate in rates:
+        bench.fill(0)
+        with tempfile.TemporaryDirectory() as folder:
+            delays = trio.run(_measure, bench, rate, seconds, Path(folder) / "commits.json")
+        missing = sum(1 for d in delays.values() if d != d)
+        ms = sorted(d * 1000 for d in delays.values() if d == d)
+        achieved = len(delays) / seconds
+        row = [
+            f"{rate:,}",
+            f"{achieved:,.0f}",
+            f"{len(delays):,}",
+            *(f"{percentile(ms, q):.2f}" for q in (50, 95, 99)),
+            f"{ms[-1]:.2f}" if ms else "n/a",
+            str(missing),
+        ]
+        log(f"  latency {rate}/s: p50 {row[3]} ms, p99 {row[5]} ms, max {row[6]} ms")
+        rows.append(row)
+    return Table(
+        f"latency: commit-to-sink, single-row producer transactions for {seconds:g} s",
+        [
+            "target events/s",
+            "achieved/s",
+            "events",
+            "p50 ms",
+            "p95 ms",
+            "p99 ms",
+            "max ms",
+            "missing",
+        ],
+        rows,
+        [
+            "commit time: time.time() when the producer's commit returned (a separate process, "
+            "relay.postgres.producer.Producer, one connection per thread); receipt: time.time() "
+            "when the sink's deliver() was called; relay in-process with default settings "
+            f"(batch {bench.config.batch_size}, LISTEN/NOTIFY wakeups).",
+        ],
+    )
