@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import functools
+import itertools
 import json
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import attrs
 import h11
+import psycopg
 import pytest
 import trio
 
-from relay import OutboxEvent, PartialDelivery
+from relay import Backoff, Config, OutboxEvent, PartialDelivery, enqueue, open_relay
 from relay.sinks import SinkOptions, WebhookSink, encode_event, verify_signature
 
 GUARD = 10  # seconds any one test may take before it counts as hung
@@ -243,3 +245,52 @@ async def test_connections_are_kept_alive_across_batches(server: Server) -> None
                 await sink.deliver([ev(id)])
     assert [r.event_id for r in server.received] == [1, 2, 3]
     assert server.connections == 1
+
+
+async def test_through_the_relay_a_500_is_retried_with_backoff_then_delivered(
+    server: Server, database_dsn: str
+) -> None:
+    attempts_at: list[float] = []
+
+    async def fail_twice(request: Request) -> int:
+        attempts_at.append(trio.current_time())
+        return 500 if len(attempts_at) <= 2 else 200
+
+    server.respond = fail_twice
+    config = Config(
+        dsn=database_dsn, max_attempts=5, retry_backoff=Backoff(base=0.2, cap=1.0, jitter=0)
+    )
+    with psycopg.connect(database_dsn) as conn:
+        enqueue(conn, "orders", {"n": 1}, key="k")
+    with trio.fail_after(GUARD):
+        async with open_relay(config, WebhookSink(server.url)) as handle:
+            while handle.statistics().delivered < 1:  # noqa: ASYNC110 (bounded by the guard)
+                await trio.sleep(0.05)
+    assert len(attempts_at) == 3
+    gaps = [later - earlier for earlier, later in itertools.pairwise(attempts_at)]
+    assert gaps[0] >= 0.2 and gaps[1] >= 0.4  # backoff base 0.2, doubling
+    with psycopg.connect(database_dsn) as conn:
+        assert conn.execute("SELECT count(*) FROM relay.outbox").fetchone() == (0,)
+
+
+async def test_through_the_relay_an_always_failing_endpoint_ends_in_outbox_dead(
+    server: Server, database_dsn: str
+) -> None:
+    async def always_500(request: Request) -> int:
+        return 500
+
+    server.respond = always_500
+    config = Config(
+        dsn=database_dsn, max_attempts=3, retry_backoff=Backoff(base=0.05, cap=0.1, jitter=0)
+    )
+    with psycopg.connect(database_dsn) as conn:
+        id = enqueue(conn, "orders", {"n": 1}, key="k")
+    with trio.fail_after(GUARD):
+        async with open_relay(config, WebhookSink(server.url)) as handle:
+            while handle.statistics().dead < 1:  # noqa: ASYNC110 (bounded by the guard)
+                await trio.sleep(0.05)
+    assert len(server.received) == 3
+    with psycopg.connect(database_dsn) as conn:
+        dead = conn.execute("SELECT id, attempts, last_error FROM relay.outbox_dead").fetchall()
+    assert [(row[0], row[1]) for row in dead] == [(id, 3)]
+    assert dead[0][2].startswith("HTTP 500")
