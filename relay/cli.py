@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import os
 import re
 import sys
 from collections.abc import Callable, Sequence
@@ -43,7 +44,11 @@ def _database_options(parser: argparse.ArgumentParser) -> None:
         "--dsn",
         help="libpq DSN or URL (default: $RELAY_DSN, then $DATABASE_URL, then libpq's PG*)",
     )
-    parser.add_argument("--schema", default="relay", help="the outbox schema (default: relay)")
+    parser.add_argument(
+        "--schema",
+        default=os.environ.get("RELAY_SCHEMA", "relay"),
+        help="the outbox schema (default: $RELAY_SCHEMA, else relay)",
+    )
 
 
 def _parser() -> argparse.ArgumentParser:

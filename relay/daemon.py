@@ -15,7 +15,7 @@ import trio
 from .errors import RelayError, RestartIntensityExceeded
 from .logs import configure
 from .ports import Sink
-from .runtime import run_relay
+from .runtime import RelayHandle, run_relay
 from .settings import Settings
 from .sinks import SinkOptions, open_sink
 
@@ -36,29 +36,40 @@ def _sink(settings: Settings) -> Sink:
 async def _serve(settings: Settings, sink: Sink) -> None:
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
+            handle: RelayHandle | None = None
+
+            async def on_signals() -> None:
+                # Watched from the start: a relay still starting (say, retrying its listener)
+                # has no batch in flight and stops at once.
+                first = await signals.__anext__()
+                if handle is None:
+                    log.info("%s while starting: stopping", signal.Signals(first).name)
+                    nursery.cancel_scope.cancel()
+                    return
+                log.info(
+                    "%s: finishing the batch in flight (up to %ss; signal again to stop at once)",
+                    signal.Signals(first).name,
+                    settings.grace_period,
+                )
+                async with trio.open_nursery() as stopping:
+
+                    async def second_signal() -> None:
+                        await signals.__anext__()
+                        log.warning("second signal: stopping now")
+                        stopping.cancel_scope.cancel()
+
+                    stopping.start_soon(second_signal)
+                    with trio.move_on_after(settings.grace_period):
+                        await handle.stop_claiming()
+                    stopping.cancel_scope.cancel()
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(on_signals)
             handle = await nursery.start(run_relay, settings.config, sink)
             if settings.metrics_addr is not None:
                 from .observability import serve_observability
 
                 await nursery.start(serve_observability, handle, settings, settings.metrics_addr)
-            first = await signals.__anext__()
-            log.info(
-                "%s: finishing the batch in flight (up to %ss; signal again to stop at once)",
-                signal.Signals(first).name,
-                settings.grace_period,
-            )
-            async with trio.open_nursery() as stopping:
-
-                async def second_signal() -> None:
-                    await signals.__anext__()
-                    log.warning("second signal: stopping now")
-                    stopping.cancel_scope.cancel()
-
-                stopping.start_soon(second_signal)
-                with trio.move_on_after(settings.grace_period):
-                    await handle.stop_claiming()
-                stopping.cancel_scope.cancel()
-            nursery.cancel_scope.cancel()
     log.info("stopped")
 
 

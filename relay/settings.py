@@ -75,13 +75,18 @@ class Settings:
 
     config: Config
     sink: str = "stdout"
-    grace_period: float = 10.0
+    grace_period: float = attrs.field(default=10.0, validator=lambda _, __, v: _non_negative(v))
     webhook_secret: str | None = attrs.field(default=None, repr=False)
     webhook_timeout: float = 10.0
     webhook_concurrency: int = 16
     log_level: str = "info"
     log_format: str = "text"
     metrics_addr: tuple[str, int] | None = None
+
+
+def _non_negative(value: float) -> None:
+    if value < 0:
+        raise ConfigError("grace_period", f"must be >= 0, got {value!r}")
 
 
 def add_run_options(parser: argparse.ArgumentParser) -> None:

@@ -37,6 +37,11 @@ def describe_dsn(dsn: str) -> str:
     return f"{host}:{port}/{params.get('dbname') or '(default database)'}"
 
 
+def _idle_timeout(config: Config) -> float:
+    """The server-side bound on an idle claim: never shorter than a delivery may take."""
+    return max(config.idle_in_transaction_timeout, config.delivery_timeout + 30.0)
+
+
 def connection_kwargs(config: Config) -> dict[str, Any]:
     """Arguments every relay connection gets, on top of the user's DSN.
 
@@ -45,10 +50,13 @@ def connection_kwargs(config: Config) -> dict[str, Any]:
     """
     try:
         given = conninfo.conninfo_to_dict(config.dsn)
-    except psycopg.ProgrammingError as exc:
-        raise OutboxUnavailable(f"invalid DSN: {redact(str(exc), config.dsn)}") from None
+    except psycopg.ProgrammingError:
+        # libpq's message quotes the part it could not parse, which may hold the password.
+        raise OutboxUnavailable(
+            "invalid DSN: it cannot be parsed as a URL or key=value pairs"
+        ) from None
     settings = (
-        f"-c idle_in_transaction_session_timeout={int(config.idle_in_transaction_timeout * 1000)}"
+        f"-c idle_in_transaction_session_timeout={int(_idle_timeout(config) * 1000)}"
         f" -c statement_timeout={int(config.statement_timeout * 1000)}"
     )
     options = f"{given['options']} {settings}" if given.get("options") else settings

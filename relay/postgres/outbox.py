@@ -185,16 +185,20 @@ class PostgresOutbox:
 
     async def _release(self, conn: psycopg.AsyncConnection[Any], *, clean: bool) -> None:
         """Give `conn` back to the pool, rolled back; close it if that cannot be done quickly."""
-        with trio.move_on_after(_CLEANUP_SECONDS) as scope:
-            try:
-                if not clean:
-                    await trio_asyncio.aio_as_trio(conn.rollback)()
-            except psycopg.Error:
-                scope.cancel()
-        if scope.cancelled_caught:
-            await trio_asyncio.aio_as_trio(conn.close)()
-        with trio.move_on_after(_CLEANUP_SECONDS):
-            await trio_asyncio.aio_as_trio(self.pool.putconn)(conn)
+        try:
+            with trio.move_on_after(_CLEANUP_SECONDS) as scope:
+                try:
+                    if not clean:
+                        await trio_asyncio.aio_as_trio(conn.rollback)()
+                except psycopg.Error:
+                    scope.cancel()
+            if scope.cancelled_caught:
+                with trio.move_on_after(_CLEANUP_SECONDS):
+                    await trio_asyncio.aio_as_trio(conn.close)()
+        finally:
+            # Closed or not, it goes back: the pool replaces a closed connection.
+            with trio.move_on_after(_CLEANUP_SECONDS):
+                await trio_asyncio.aio_as_trio(self.pool.putconn)(conn)
 
     async def next_due(self) -> float | None:
         return await self._aio("next_due", self._next_due)

@@ -37,9 +37,14 @@ class Queries:
             FROM (
                 SELECT h, pg_try_advisory_xact_lock(%(namespace)s, h) AS locked FROM (
                     SELECT DISTINCT hashtext(key) AS h FROM (
-                        SELECT key FROM {outbox}
-                        WHERE available_at <= now() AND key IS NOT NULL
-                        ORDER BY id LIMIT %(scan)s) head
+                        SELECT o.key FROM {outbox} o
+                        WHERE o.available_at <= now() AND o.key IS NOT NULL
+                          -- rows held behind a retry must not fill the window
+                          AND NOT EXISTS (
+                            SELECT 1 FROM {outbox} w
+                            WHERE w.attempts > 0 AND w.key = o.key AND w.id < o.id
+                              AND w.available_at > now())
+                        ORDER BY o.id LIMIT %(scan)s) head
                 ) keys
             ) heads
             """

@@ -105,3 +105,10 @@ def test_a_dsn_pointing_at_a_server_that_is_not_postgresql_exits_2() -> None:
             secret="s3cr3t-pw",
         )
     assert f"127.0.0.1:{port}/db" in line
+
+
+def test_an_unparsable_dsn_never_echoes_its_parts() -> None:
+    line = assert_one_clear_line(
+        relay("migrate", "--dsn", "postgresql://app:hunter2 x@db/app"), secret="hunter2"
+    )
+    assert "invalid DSN" in line

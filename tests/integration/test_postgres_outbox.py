@@ -191,3 +191,22 @@ async def test_opening_an_unreachable_database_raises_outbox_unavailable() -> No
             pass
     assert "hunter2" not in str(caught.value)
     assert "127.0.0.1:1/nowhere" in str(caught.value)
+
+
+async def test_events_held_behind_a_retry_do_not_crowd_other_keys_out_of_a_claim(
+    relay_config: Config,
+) -> None:
+    """The key-lock window skips held rows, so a long-blocked key cannot starve the others."""
+    with psycopg.connect(relay_config.dsn) as conn:
+        conn.execute(
+            "INSERT INTO relay.outbox (topic, key, payload, attempts, available_at)"
+            " VALUES ('t', 'A', '0', 1, now() + interval '1 hour')"
+        )
+        conn.execute(
+            "INSERT INTO relay.outbox (topic, key, payload) SELECT 't', 'A', '1'"
+            " FROM generate_series(1, 50)"
+        )
+        conn.execute("INSERT INTO relay.outbox (topic, key, payload) VALUES ('t', 'B', '2')")
+    with trio.fail_after(GUARD):
+        async with open_postgres_outbox(relay_config) as outbox, outbox.claim(10) as batch:
+            assert [e.key for e in batch.events] == ["B"]

@@ -93,3 +93,9 @@ def test_a_bad_secret_is_never_echoed(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="webhook_secret") as caught:
         load_settings(parse("--config", str(file)), {})
     assert "987654321" not in str(caught.value)
+
+
+def test_a_negative_grace_period_is_an_error() -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(parse("--grace-period", "-1"), {})
+    assert caught.value.field == "grace_period"
