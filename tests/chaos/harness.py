@@ -108,19 +108,24 @@ def _tails(started: list[RelayProcess]) -> str:
 def produce(
     dsn: str, *, producers: int, events: int, keys: int, per_statement: int = 5, pause: float = 0.0
 ) -> None:
-    """`producers` threads write `events` in all, by plain SQL, over `keys` keys."""
+    """`producers` threads write `events` in all, by plain SQL, over `keys` keys.
 
-    def write(share: int, seed: int) -> None:
-        rng = random.Random(seed)
+    Each producer owns its own keys, as one aggregate's writes are serialised in an application:
+    ids come from a sequence at insert time, so two writers racing on one key could commit a
+    later id first, and no relay could then deliver that key in id order.
+    """
+
+    def write(share: int, producer: int) -> None:
+        rng = random.Random(producer)
         with psycopg.connect(dsn, autocommit=True) as conn:
             written = 0
             while written < share:
                 n = min(per_statement, share - written)
                 conn.execute(
                     "INSERT INTO relay.outbox (topic, key, payload) SELECT 'chaos',"
-                    " 'k' || (floor(random() * %s))::int, jsonb_build_object('s', %s)"
-                    " FROM generate_series(1, %s)",
-                    [keys, rng.random(), n],
+                    " 'p' || %s || '-k' || (floor(random() * %s))::int,"
+                    " jsonb_build_object('s', %s) FROM generate_series(1, %s)",
+                    [producer, max(1, keys // producers), rng.random(), n],
                 )
                 written += n
                 if pause:
