@@ -37,6 +37,8 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 _CLEANUP_SECONDS = 5.0
+# The key-lock window is 2x the batch, and grows up to this factor while other relays crowd it.
+_MAX_SCAN_FACTOR = 16
 
 
 class _JsonbAsBytes(Loader):
@@ -143,6 +145,7 @@ class PostgresOutbox:
     pool: AsyncConnectionPool[psycopg.AsyncConnection[Any]]
     queries: Queries
     loop: Any = None  # the trio-asyncio loop the pool lives on; None: the caller's current one
+    _scan_factor: int = 2  # see _MAX_SCAN_FACTOR
 
     async def _aio(
         self, doing: str, fn: Callable[P, Awaitable[T]], *args: P.args, **kwargs: P.kwargs
@@ -172,8 +175,7 @@ class PostgresOutbox:
         async with conn.cursor() as cursor:
             await cursor.execute(
                 self.queries.lock_keys,
-                # Twice the batch: room to find keys no other relay holds.
-                {"scan": 2 * limit, "namespace": self.queries.lock_namespace},
+                {"scan": self._scan_factor * limit, "namespace": self.queries.lock_namespace},
             )
             locked = await cursor.fetchone()
             assert locked is not None
@@ -181,6 +183,9 @@ class PostgresOutbox:
             await cursor.execute(self.queries.claim, {"limit": limit, "keys": keys})
             rows = await cursor.fetchall()
         rows.sort(key=lambda row: row[0])  # DELETE ... RETURNING promises no order
+        # Other relays hold the keys at the head of the queue: look further next time.
+        crowded = held_elsewhere > 0 and len(rows) < limit
+        self._scan_factor = min(_MAX_SCAN_FACTOR, 2 * self._scan_factor) if crowded else 2
         return rows, held_elsewhere > 0
 
     async def _release(self, conn: psycopg.AsyncConnection[Any], *, clean: bool) -> None:
