@@ -10,11 +10,6 @@ import random
 import attrs
 
 
-def _positive(instance: object, attribute: attrs.Attribute[float], value: float) -> None:
-    if value <= 0:
-        raise ValueError(f"{attribute.name} must be > 0, got {value!r}")
-
-
 @attrs.frozen
 class Backoff:
     """`delay(n)` is `min(cap, base * factor**n)`, scaled down by up to `jitter` of itself.
@@ -26,9 +21,9 @@ class Backoff:
         jitter: the fraction of each delay that is random (0 = exact, 1 = "full jitter").
     """
 
-    base: float = attrs.field(default=1.0, validator=_positive)
-    cap: float = attrs.field(default=300.0, validator=_positive)
-    factor: float = attrs.field(default=2.0, validator=_positive)
+    base: float = attrs.field(default=1.0, validator=attrs.validators.gt(0.0))
+    cap: float = attrs.field(default=300.0, validator=attrs.validators.gt(0.0))
+    factor: float = attrs.field(default=2.0, validator=attrs.validators.gt(0.0))
     jitter: float = attrs.field(
         default=0.1,
         validator=attrs.validators.and_(attrs.validators.ge(0.0), attrs.validators.le(1.0)),

@@ -56,16 +56,6 @@ class ChildSpec:
     restart: Restart = Restart.PERMANENT
 
 
-def _non_negative(instance: object, attribute: attrs.Attribute[int], value: int) -> None:
-    if value < 0:
-        raise ValueError(f"{attribute.name} must be >= 0, got {value!r}")
-
-
-def _positive(instance: object, attribute: attrs.Attribute[float], value: float) -> None:
-    if value <= 0:
-        raise ValueError(f"{attribute.name} must be > 0, got {value!r}")
-
-
 @attrs.frozen
 class RestartPolicy:
     """How much restarting a supervisor tolerates, and how fast it restarts.
@@ -77,8 +67,8 @@ class RestartPolicy:
         backoff: delay before a restart; `n` is how often that child restarted within `period`.
     """
 
-    intensity: int = attrs.field(default=10, validator=_non_negative)
-    period: float = attrs.field(default=60.0, validator=_positive)
+    intensity: int = attrs.field(default=10, validator=attrs.validators.ge(0))
+    period: float = attrs.field(default=60.0, validator=attrs.validators.gt(0))
     backoff: Backoff = attrs.field(factory=lambda: Backoff(base=0.1, cap=5.0))
 
     @classmethod
