@@ -81,7 +81,7 @@ class Bench:
         self.processes = processes
         self.dsn = server.dsn()
         self.config = Config(dsn=self.dsn, schema=SCHEMA)
-        self.queries = Queries(schema=SCHEMA, channel=self.config.channel)
+        self.queries = Queries(SCHEMA)
 
     def connect(
         self, *, raw_jsonb: bool = True, autocommit: bool = False

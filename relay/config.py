@@ -32,6 +32,11 @@ _positive_int = _check(
 )
 
 
+def notify_channel(schema: str) -> str:
+    """The NOTIFY channel of the outbox in `schema` (the migration's trigger signals on it)."""
+    return f"{schema}_outbox"
+
+
 def resolve_dsn(explicit: str | None = None, environ: Mapping[str, str] | None = None) -> str:
     """The DSN to use: `explicit`, else `RELAY_DSN`, else `DATABASE_URL`, else "" (libpq's PG*)."""
     env = os.environ if environ is None else environ
@@ -88,4 +93,4 @@ class Config:
     @property
     def channel(self) -> str:
         """The NOTIFY channel the outbox trigger signals on."""
-        return f"{self.schema}_outbox"
+        return notify_channel(self.schema)

@@ -26,7 +26,7 @@ class NewEvent:
 
 
 def _queries(schema: str) -> Queries:
-    return Queries(schema=schema, channel=f"{schema}_outbox")
+    return Queries(schema)
 
 
 def _params(events: Sequence[NewEvent]) -> list[Any]:

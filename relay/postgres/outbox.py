@@ -298,7 +298,7 @@ async def open_postgres_outbox(config: Config) -> AsyncIterator[PostgresOutbox]:
         SchemaMissing: the outbox tables are not there (run `relay migrate`).
     """
     async with _asyncio_loop():
-        queries = Queries(schema=config.schema, channel=config.channel)
+        queries = Queries(config.schema)
         kwargs = connection_kwargs(config)
         pool: AsyncConnectionPool[psycopg.AsyncConnection[Any]] = AsyncConnectionPool(
             config.dsn,

@@ -2,25 +2,37 @@
 
 from __future__ import annotations
 
+import functools
 import zlib
 
 import attrs
 from psycopg import sql
 
+from ..config import notify_channel
+
 _EVENT_COLUMNS = "id, topic, key, payload, headers::json, created_at, attempts"
+
+# True for an outbox row `o` while an earlier event of its key waits for a retry. Only retried
+# rows (attempts > 0) can be waiting, and a partial index holds just those, so it stays cheap.
+_HELD_BEHIND_A_RETRY = """EXISTS (
+    SELECT 1 FROM {outbox} w
+    WHERE w.attempts > 0 AND w.key = o.key AND w.id < o.id AND w.available_at > now())"""
 
 
 @attrs.frozen
 class Queries:
-    """The statements for one schema."""
+    """The statements for one schema, each composed once."""
 
     schema: str
-    channel: str
+
+    @property
+    def channel(self) -> str:
+        return notify_channel(self.schema)
 
     def _table(self, name: str) -> sql.Identifier:
         return sql.Identifier(self.schema, name)
 
-    @property
+    @functools.cached_property
     def lock_keys(self) -> sql.Composed:
         """Take this transaction's advisory locks on the keys at the head of the queue.
 
@@ -40,34 +52,31 @@ class Queries:
                         SELECT o.key FROM {outbox} o
                         WHERE o.available_at <= now() AND o.key IS NOT NULL
                           -- rows held behind a retry must not fill the window
-                          AND NOT EXISTS (
-                            SELECT 1 FROM {outbox} w
-                            WHERE w.attempts > 0 AND w.key = o.key AND w.id < o.id
-                              AND w.available_at > now())
+                          AND NOT """
+            + _HELD_BEHIND_A_RETRY
+            + """
                         ORDER BY o.id LIMIT %(scan)s) head
                 ) keys
             ) heads
             """
         ).format(outbox=self._table("outbox"))
 
-    @property
+    @functools.cached_property
     def claim(self) -> sql.Composed:
         """Delete up to %(limit)s available events, oldest first, returning them.
 
         Keyed events are taken only for the keys this transaction locked (`lock_keys`); events
         without a key go to whoever is free. An event is not handed out while an earlier event of
-        its key waits for a retry: that keeps key order across retries. Only retried rows
-        (attempts > 0) can be waiting, and a partial index holds just those, so the check is cheap.
+        its key waits for a retry: that keeps key order across retries.
         """
         return sql.SQL(
             """
             DELETE FROM {outbox} WHERE id IN (
                 SELECT o.id FROM {outbox} o
                 WHERE o.available_at <= now()
-                  AND (o.key IS NULL OR (hashtext(o.key) = ANY(%(keys)s) AND NOT EXISTS (
-                        SELECT 1 FROM {outbox} w
-                        WHERE w.attempts > 0 AND w.key = o.key AND w.id < o.id
-                          AND w.available_at > now())))
+                  AND (o.key IS NULL OR (hashtext(o.key) = ANY(%(keys)s) AND NOT """
+            + _HELD_BEHIND_A_RETRY
+            + """))
                 ORDER BY o.id
                 LIMIT %(limit)s
                 FOR UPDATE OF o SKIP LOCKED)
@@ -75,13 +84,13 @@ class Queries:
             + _EVENT_COLUMNS
         ).format(outbox=self._table("outbox"))
 
-    @property
+    @functools.cached_property
     def lock_namespace(self) -> int:
         """The first half of every key lock: one namespace per schema (a signed 32-bit int)."""
         digest = zlib.crc32(f"relay.keys:{self.schema}".encode())
         return digest - (1 << 32) if digest >= 1 << 31 else digest
 
-    @property
+    @functools.cached_property
     def put_back(self) -> sql.Composed:
         """Re-insert a claimed event with its own id, so it keeps its place in key order.
 
@@ -99,7 +108,7 @@ class Queries:
             """
         ).format(outbox=self._table("outbox"))
 
-    @property
+    @functools.cached_property
     def bury(self) -> sql.Composed:
         """Move a claimed event to the dead table."""
         return sql.SQL(
@@ -111,7 +120,7 @@ class Queries:
             """
         ).format(dead=self._table("outbox_dead"))
 
-    @property
+    @functools.cached_property
     def next_due(self) -> sql.Composed:
         """Seconds until the earliest scheduled retry, or NULL."""
         return sql.SQL(
@@ -121,7 +130,7 @@ class Queries:
             """
         ).format(outbox=self._table("outbox"))
 
-    @property
+    @functools.cached_property
     def backlog(self) -> sql.Composed:
         """Pending events, seconds since the oldest was written, and the NOTIFY queue's usage.
 
@@ -136,16 +145,16 @@ class Queries:
             """
         ).format(outbox=self._table("outbox"))
 
-    @property
+    @functools.cached_property
     def quiet(self) -> sql.SQL:
         """Silence the NOTIFY trigger for this transaction: relay's own re-inserts wake nobody."""
         return sql.SQL("SET LOCAL relay.quiet = 'on'")
 
-    @property
+    @functools.cached_property
     def listen(self) -> sql.Composed:
         return sql.SQL("LISTEN {}").format(sql.Identifier(self.channel))
 
-    @property
+    @functools.cached_property
     def check_schema(self) -> sql.Composed:
         """Fails with UndefinedTable when the outbox is missing."""
         return sql.SQL("SELECT 1 FROM {outbox} LIMIT 0").format(outbox=self._table("outbox"))
