@@ -12,6 +12,7 @@ import sys
 
 import trio
 
+from .cli import EXIT_GAVE_UP, EXIT_OK, EXIT_USAGE
 from .errors import RelayError, RestartIntensityExceeded
 from .logs import configure
 from .ports import Sink
@@ -20,8 +21,6 @@ from .settings import Settings
 from .sinks import SinkOptions, open_sink
 
 log = logging.getLogger("relay.daemon")
-
-EXIT_OK, EXIT_GAVE_UP, EXIT_USAGE = 0, 1, 2
 
 
 def _sink(settings: Settings) -> Sink:

@@ -151,11 +151,11 @@ async def run_relay(
     the_rng = rng if rng is not None else random.Random()
     if outbox is not None:
         await _serve(config, the_sink, outbox, the_rng, task_status)
-    from .postgres import open_postgres_outbox
+    else:
+        from .postgres import open_postgres_outbox
 
-    async with open_postgres_outbox(config) as postgres:
-        await _serve(config, the_sink, postgres, the_rng, task_status)
-    raise AssertionError("unreachable: the relay only ends by raising")
+        async with open_postgres_outbox(config) as postgres:
+            await _serve(config, the_sink, postgres, the_rng, task_status)
 
 
 async def _serve(

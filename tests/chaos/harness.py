@@ -140,13 +140,6 @@ def produce(
         thread.join()
 
 
-def outbox_count(dsn: str) -> int:
-    with psycopg.connect(dsn) as conn:
-        row = conn.execute("SELECT count(*) FROM relay.outbox").fetchone()
-    assert row is not None
-    return int(row[0])
-
-
 def wait_until(condition: Callable[[], bool], what: str, timeout: float = 180.0) -> None:
     deadline = time.monotonic() + timeout
     while not condition():

@@ -15,11 +15,10 @@ import psycopg
 import pytest
 from psycopg import conninfo
 
-from ..conftest import PostgresServer
+from ..conftest import PostgresServer, pending_count
 from .harness import (
     account,
     all_ids_delivered,
-    outbox_count,
     produce,
     record,
     relays,
@@ -74,7 +73,7 @@ def test_three_relays_four_producers_and_connections_killed_every_200ms(
         finally:
             stop.set()
             killer.join()
-        wait_until(lambda: outbox_count(database_dsn) == 0, "an empty outbox")
+        wait_until(lambda: pending_count(database_dsn) == 0, "an empty outbox")
     check("killed-connections", logs, events, started, relays=3, kills=kills)
 
 
@@ -95,7 +94,7 @@ def test_the_server_restarted_mid_run(
         finally:
             server.start()  # the session's other tests need it back, whatever happens here
         wait_until(all_ids_delivered(logs, events), "every event")
-    assert outbox_count(database_dsn) == 0
+    assert pending_count(database_dsn) == 0
     check("server-restart", logs, events, started, relays=2)
 
 
@@ -111,7 +110,7 @@ def test_a_relay_killed_with_sigkill_mid_batch_then_restarted(
         victim.kill()
         victim.start()  # same log file: its earlier deliveries still count
         wait_until(all_ids_delivered(logs, events), "every event")
-    assert outbox_count(database_dsn) == 0
+    assert pending_count(database_dsn) == 0
     check("sigkill", logs, events, started, relays=2)
 
 
@@ -124,7 +123,7 @@ def test_a_sink_failing_10_percent_of_events_and_hanging_on_1_percent_of_batches
         produce(database_dsn, producers=4, events=events, keys=200)
         logs = [relay.log for relay in running]
         wait_until(all_ids_delivered(logs, events), "every event", timeout=240)
-        wait_until(lambda: outbox_count(database_dsn) == 0, "an empty outbox")
+        wait_until(lambda: pending_count(database_dsn) == 0, "an empty outbox")
     check("flaky-sink", logs, events, started, relays=3)
 
 

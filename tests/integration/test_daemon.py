@@ -15,6 +15,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from ..conftest import pending_count
+
 GUARD = 60.0
 
 
@@ -25,13 +27,6 @@ def insert(dsn: str, count: int) -> None:
             " jsonb_build_object('n', g) FROM generate_series(1, %s) g",
             [count],
         )
-
-
-def remaining(dsn: str) -> int:
-    with psycopg.connect(dsn) as conn:
-        row = conn.execute("SELECT count(*) FROM relay.outbox").fetchone()
-    assert row is not None
-    return int(row[0])
 
 
 def wait_for(condition: Callable[[], bool], what: str) -> None:
@@ -68,7 +63,7 @@ def test_run_prints_each_of_5000_events_exactly_once(database_dsn: str, tmp_path
     process, out = start_relay(tmp_path, "relay", "--dsn", database_dsn, "--sink", "stdout")
     try:
         insert(database_dsn, 5000)
-        wait_for(lambda: remaining(database_dsn) == 0, "the outbox to drain")
+        wait_for(lambda: pending_count(database_dsn) == 0, "the outbox to drain")
     finally:
         assert stop(process) == 0, (tmp_path / "relay.err").read_text()
     ids = delivered_ids(out)
@@ -86,11 +81,11 @@ def test_sigterm_mid_stream_exits_0_and_a_second_run_delivers_the_rest(
     first, first_out = start_relay(tmp_path, "first", "--dsn", database_dsn, "--batch-size", "10")
     wait_for(lambda: first_out.stat().st_size > 0, "the first events")
     assert stop(first) == 0, (tmp_path / "first.err").read_text()
-    left = remaining(database_dsn)
+    left = pending_count(database_dsn)
     assert 0 < left < 20_000, "the stop was not mid-stream"
     second, second_out = start_relay(tmp_path, "second", "--dsn", database_dsn)
     try:
-        wait_for(lambda: remaining(database_dsn) == 0, "the rest")
+        wait_for(lambda: pending_count(database_dsn) == 0, "the rest")
     finally:
         assert stop(second) == 0
     first_ids, second_ids = delivered_ids(first_out), delivered_ids(second_out)

@@ -20,7 +20,7 @@ from relay import (
 )
 from relay.testing import RecordingSink
 
-from ..conftest import PostgresServer
+from ..conftest import PostgresServer, pending_count
 
 GUARD = 60
 NEVER = 3600.0  # a poll interval no test waits for: delivery must come from NOTIFY or a reconnect
@@ -52,13 +52,6 @@ def terminate(server: PostgresServer, pids: list[int]) -> None:
             conn.execute("SELECT pg_terminate_backend(%s)", [pid])
 
 
-def remaining(dsn: str) -> int:
-    with psycopg.connect(dsn) as conn:
-        row = conn.execute("SELECT count(*) FROM relay.outbox").fetchone()
-    assert row is not None
-    return int(row[0])
-
-
 async def wait_until(condition: Callable[[], bool], interval: float = 0.05) -> None:
     """Poll `condition`: what it watches (another process, the database) cannot signal us."""
     while not condition():  # noqa: ASYNC110
@@ -77,7 +70,7 @@ async def test_events_written_by_plain_sql_reach_an_embedded_callback(database_d
             await trio.to_thread.run_sync(insert, database_dsn, 120, "order-1")
             await wait_until(lambda: len(received) == 120)
     assert [event.payload["n"] for event in received] == list(range(1, 121))
-    assert remaining(database_dsn) == 0
+    assert pending_count(database_dsn) == 0
 
 
 async def test_after_the_listener_is_killed_events_written_meanwhile_arrive_without_polling(
@@ -134,7 +127,7 @@ async def test_killing_the_drainers_connection_mid_batch_loses_nothing(
             assert len(drainer) == 1
             terminate(postgres_server, drainer)
             release.set()
-            await wait_until(lambda: remaining(database_dsn) == 0, interval=0.1)
+            await wait_until(lambda: pending_count(database_dsn) == 0, interval=0.1)
             assert handle.statistics().restarts >= 1
     with psycopg.connect(database_dsn) as conn:
         ids = [row[0] for row in conn.execute("SELECT g FROM generate_series(1, 300) g")]
@@ -157,7 +150,7 @@ async def test_a_table_altered_under_the_relay_stops_it_and_loses_nothing(
             await trio.sleep_forever()
     assert "headers" in str(caught.value.__cause__)
     assert sink.ids == []
-    assert remaining(database_dsn) == 10
+    assert pending_count(database_dsn) == 10
 
 
 async def test_a_poison_event_dies_after_max_attempts_without_blocking_other_keys(
@@ -194,4 +187,4 @@ async def test_a_poison_event_dies_after_max_attempts_without_blocking_other_key
             )
             assert b"moved 1" in retried.stdout
             await wait_until(lambda: ("A", 1) in delivered)
-    assert remaining(database_dsn) == 0
+    assert pending_count(database_dsn) == 0
