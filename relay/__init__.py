@@ -10,6 +10,7 @@ from .errors import RelayError as RelayError
 from .errors import RestartIntensityExceeded as RestartIntensityExceeded
 from .errors import SchemaMissing as SchemaMissing
 from .errors import SinkFailed as SinkFailed
+from .errors import SinkUnavailable as SinkUnavailable
 from .ports import OutboxEvent as OutboxEvent
 from .ports import Sink as Sink
 from .postgres.enqueue import NewEvent as NewEvent
@@ -39,6 +40,7 @@ __all__ = [
     "SchemaMissing",
     "Sink",
     "SinkFailed",
+    "SinkUnavailable",
     "WakeReason",
     "enqueue",
     "enqueue_async",

@@ -12,7 +12,7 @@ import attrs
 import trio
 
 from .config import Config
-from .errors import PartialDelivery
+from .errors import PartialDelivery, SinkUnavailable
 from .ports import ClaimedBatch, Outbox, OutboxEvent, Retry, Sink
 from .ticker import DrainReport
 from .wakeups import WakeReason, Wakeups
@@ -148,6 +148,7 @@ class Drainer:
 
         Raises:
             OutboxUnavailable: claiming, settling or asking for the next due time failed.
+            SinkUnavailable: the sink lost its destination; the batch was settled as failed.
             Exception: whatever entering or leaving the sink raised.
         """
         # A clone per run: a restarted drainer must not find its channel end closed.
@@ -197,14 +198,20 @@ class Drainer:
     async def _claim_and_deliver(self) -> tuple[Sequence[OutboxEvent], bool]:
         started = trio.current_time()
         delivered: tuple[OutboxEvent, ...] = ()
+        lost: SinkUnavailable | None = None
         async with self.outbox.claim(self.config.batch_size) as batch:
             self._claims += 1
             events = batch.events
             if events:
                 self._batches += 1
-                delivered = await self._deliver(batch)
+                delivered, lost = await self._deliver(batch)
             else:
                 self._empty_claims += 1
+        if lost is not None:
+            # The batch is settled as failed, so nothing is lost; the supervisor restarts the
+            # drainer, which enters the sink again: that reconnects it.
+            logger.warning("sink unavailable, reconnecting: %s", lost)
+            raise lost
         if events and self._observers:
             self._notify(BatchReport(trio.current_time() - started, len(events), delivered))
         return events, batch.contended
@@ -230,10 +237,13 @@ class Drainer:
         if self._batch_settled is not None:
             await self._batch_settled.wait()
 
-    async def _deliver(self, batch: ClaimedBatch) -> tuple[OutboxEvent, ...]:
+    async def _deliver(
+        self, batch: ClaimedBatch
+    ) -> tuple[tuple[OutboxEvent, ...], SinkUnavailable | None]:
         events = batch.events
         failures: dict[int, str] = {}
         permanent: Collection[int] = ()
+        lost: SinkUnavailable | None = None
         # The claim holds a transaction open: a hanging sink must not keep it open for ever.
         with trio.move_on_after(self.config.delivery_timeout) as scope:
             try:
@@ -243,6 +253,9 @@ class Drainer:
                 failures = {id: reason for id, reason in partial.failures.items() if id in claimed}
                 permanent = partial.permanent
                 logger.warning("sink failed %d of %d events", len(failures), len(events))
+            except SinkUnavailable as exc:
+                lost = exc
+                failures = dict.fromkeys((event.id for event in events), f"sink unavailable: {exc}")
             except Exception as exc:  # any sink error fails the whole batch, the relay goes on
                 logger.warning("sink failed a batch of %d events", len(events), exc_info=True)
                 failures = dict.fromkeys(
@@ -269,7 +282,7 @@ class Drainer:
         for id, reason in outcome.bury.items():
             logger.error("event %d moved to the dead table: %s", id, reason)
         failed = outcome.retry.keys() | outcome.bury.keys() | outcome.hold
-        return tuple(event for event in events if event.id not in failed)
+        return tuple(event for event in events if event.id not in failed), lost
 
     def statistics(self) -> DrainerStatistics:
         """Counts since the drainer was created (they survive restarts)."""

@@ -39,6 +39,15 @@ class SinkFailed(RelayError):
         self.reason = reason
 
 
+class SinkUnavailable(RelayError):
+    """Raised by a sink whose connection to its destination is lost (say, a broker went away).
+
+    The drainer settles the batch as failed (every event retried, nothing lost), then lets the error
+    escape: the supervisor restarts the drainer after its backoff, and the restarted drainer enters
+    the sink again, which reconnects.
+    """
+
+
 class PartialDelivery(RelayError):
     """Raised by a sink when some events of a batch failed and the rest were delivered.
 

@@ -21,6 +21,7 @@ from psycopg.adapt import Loader
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
+from ..aio import asyncio_loop
 from ..config import Config
 from ..errors import ListenerLost
 from ..ports import Backlog, OutboxEvent, Retry
@@ -50,24 +51,6 @@ class _JsonbAsBytes(Loader):
 
 async def _configure(conn: psycopg.AsyncConnection[Any]) -> None:
     conn.adapters.register_loader("jsonb", _JsonbAsBytes)
-
-
-@asynccontextmanager
-async def _asyncio_loop() -> AsyncIterator[None]:
-    """Use the caller's trio-asyncio loop, or open one for as long as the outbox is open."""
-    if trio_asyncio.current_loop.get() is not None:
-        yield
-        return
-    failure: Exception | None = None
-    async with trio_asyncio.open_loop():
-        try:
-            yield
-        except Exception as exc:
-            # Carried past the loop's own nursery, so the caller sees the error itself
-            # (say, SchemaMissing) rather than a group around it.
-            failure = exc
-    if failure is not None:
-        raise failure
 
 
 def _event(row: tuple[Any, ...]) -> OutboxEvent:
@@ -297,7 +280,7 @@ async def open_postgres_outbox(config: Config) -> AsyncIterator[PostgresOutbox]:
         OutboxUnavailable: the server cannot be reached or refuses the DSN's credentials.
         SchemaMissing: the outbox tables are not there (run `relay migrate`).
     """
-    async with _asyncio_loop():
+    async with asyncio_loop():
         queries = Queries(config.schema)
         kwargs = connection_kwargs(config)
         pool: AsyncConnectionPool[psycopg.AsyncConnection[Any]] = AsyncConnectionPool(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+
 from ..errors import ConfigError
 from ..ports import Sink
 from .options import SinkOptions
@@ -9,7 +11,18 @@ from .python import load_python_sink
 from .stdout import StdoutSink
 from .webhook import WebhookSink
 
-_EXPECTED = "stdout, http://..., https://... or python:package.module:callable"
+_EXPECTED = (
+    "stdout, http://..., https://..., nats://..., redis://..., amqp://... "
+    "or python:package.module:callable"
+)
+# scheme: (module, class, extra); loaded on use, as each needs its optional client library
+_BROKERS = {
+    "nats": ("nats_jetstream", "JetStreamSink", "nats"),
+    "redis": ("redis_streams", "RedisStreamSink", "redis"),
+    "rediss": ("redis_streams", "RedisStreamSink", "redis"),
+    "amqp": ("rabbitmq", "RabbitMQSink", "amqp"),
+    "amqps": ("rabbitmq", "RabbitMQSink", "amqp"),
+}
 
 
 def open_sink(url: str = "stdout", options: SinkOptions | None = None) -> Sink:
@@ -17,6 +30,9 @@ def open_sink(url: str = "stdout", options: SinkOptions | None = None) -> Sink:
 
     - `stdout` (also the empty string): `StdoutSink`, one JSON line per event;
     - `http://...`, `https://...`: `WebhookSink`, one POST per event;
+    - `nats://...`: `JetStreamSink`, see `relay.sinks.nats_jetstream`;
+    - `redis://...`, `rediss://...`: `RedisStreamSink`, see `relay.sinks.redis_streams`;
+    - `amqp://...`, `amqps://...`: `RabbitMQSink`, see `relay.sinks.rabbitmq`;
     - `python:package.module:callable`: user code, see `load_python_sink` for what it may be.
 
     Nothing is connected yet: a sink that holds connections opens them when the drainer enters it
@@ -38,10 +54,21 @@ def open_sink(url: str = "stdout", options: SinkOptions | None = None) -> Sink:
             return WebhookSink(text, options)
         case "python":
             return load_python_sink(rest)
-        case "nats" | "redis":
-            raise ConfigError(
-                "sink", f"{scheme.lower()}:// sinks are not available in this version"
-            )
+        case broker if broker in _BROKERS:
+            return _open_broker_sink(broker, text, options)
         case _:
             # Only the scheme: the rest of an unknown URL may hold a password.
             raise ConfigError("sink", f"unknown sink scheme {scheme + ':'!r}: expected {_EXPECTED}")
+
+
+def _open_broker_sink(scheme: str, url: str, options: SinkOptions) -> Sink:
+    module_name, class_name, extra = _BROKERS[scheme]
+    try:
+        module = importlib.import_module(f"{__package__}.{module_name}")
+    except ImportError as exc:
+        raise ConfigError(
+            "sink",
+            f"{scheme}:// needs the {exc.name} package: pip install 'relay[{extra}]'",
+        ) from None
+    sink: Sink = getattr(module, class_name)(url, options)
+    return sink

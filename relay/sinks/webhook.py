@@ -21,6 +21,7 @@ and can be fixed before the event runs out of attempts.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import hmac
 import ssl
@@ -33,9 +34,10 @@ import attrs
 import httpx
 import trio
 
-from ..errors import ConfigError, PartialDelivery
+from ..errors import ConfigError
 from ..ports import OutboxEvent
 from .encoding import encode_event
+from .lanes import Failure, deliver_in_lanes
 from .options import SinkOptions
 
 SIGNATURE_HEADER = "Relay-Signature"
@@ -123,12 +125,6 @@ def _check_url(instance: object, attribute: attrs.Attribute[str], value: str) ->
         raise ConfigError(
             "sink", f"a webhook needs an http:// or https:// URL with a host, got {redact(value)!r}"
         )
-
-
-@attrs.frozen
-class _Failure:
-    reason: str
-    permanent: bool = False
 
 
 @attrs.define(eq=False)
@@ -221,33 +217,9 @@ class WebhookSink:
         )
 
     async def _deliver(self, client: httpx.AsyncClient, events: Sequence[OutboxEvent]) -> None:
-        failures: dict[int, str] = {}
-        permanent: set[int] = set()
-        async with trio.open_nursery() as nursery:
-            for lane in _lanes(events):
-                nursery.start_soon(self._send_lane, client, lane, failures, permanent)
-        if failures:
-            raise PartialDelivery(failures, permanent=permanent)
+        await deliver_in_lanes(events, functools.partial(self._post, client), self._limiter)
 
-    async def _send_lane(
-        self,
-        client: httpx.AsyncClient,
-        lane: list[OutboxEvent],
-        failures: dict[int, str],
-        permanent: set[int],
-    ) -> None:
-        for index, event in enumerate(lane):
-            async with self._limiter:
-                failure = await self._post(client, event)
-            if failure is not None:
-                failures[event.id] = failure.reason
-                if failure.permanent:
-                    permanent.add(event.id)
-                for later in lane[index + 1 :]:
-                    failures[later.id] = f"held behind event {event.id}"
-                return
-
-    async def _post(self, client: httpx.AsyncClient, event: OutboxEvent) -> _Failure | None:
+    async def _post(self, client: httpx.AsyncClient, event: OutboxEvent) -> Failure | None:
         body = encode_event(event)
         headers = {IDEMPOTENCY_HEADER: str(event.id)}
         if self.options.secret is not None:
@@ -260,24 +232,9 @@ class WebhookSink:
                     detail = b""  # the status is the endpoint's answer; the body only explains it
                 return _judge(response.status_code, detail, response.headers.get("Retry-After"))
         except httpx.TimeoutException as exc:
-            return _Failure(f"no answer within {self.options.timeout:g}s ({type(exc).__name__})")
+            return Failure(f"no answer within {self.options.timeout:g}s ({type(exc).__name__})")
         except httpx.TransportError as exc:
-            return _Failure(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
-
-
-def _lanes(events: Sequence[OutboxEvent]) -> list[list[OutboxEvent]]:
-    """The events split into runs that must go in order: one per key, one per keyless event."""
-    lanes: list[list[OutboxEvent]] = []
-    by_key: dict[str, list[OutboxEvent]] = {}
-    for event in events:
-        if event.key is None:
-            lanes.append([event])
-        elif (lane := by_key.get(event.key)) is not None:
-            lane.append(event)
-        else:
-            by_key[event.key] = lane = [event]
-            lanes.append(lane)
-    return lanes
+            return Failure(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
 
 
 async def _read_detail(response: httpx.Response) -> bytes:
@@ -296,7 +253,7 @@ async def _read_detail(response: httpx.Response) -> bytes:
     return kept
 
 
-def _judge(status: int, detail: bytes, retry_after: str | None) -> _Failure | None:
+def _judge(status: int, detail: bytes, retry_after: str | None) -> Failure | None:
     if 200 <= status < 300:
         return None
     reason = f"HTTP {status}"
@@ -304,4 +261,4 @@ def _judge(status: int, detail: bytes, retry_after: str | None) -> _Failure | No
         reason += f": {text}"
     if retry_after:
         reason += f" (Retry-After: {retry_after})"
-    return _Failure(reason, permanent=400 <= status < 500 and status not in (408, 429))
+    return Failure(reason, permanent=400 <= status < 500 and status not in (408, 429))

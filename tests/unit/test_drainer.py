@@ -9,7 +9,15 @@ from types import TracebackType
 import attrs
 import trio
 
-from relay import Backoff, Config, OutboxEvent, PartialDelivery, WakeReason, open_relay
+from relay import (
+    Backoff,
+    Config,
+    OutboxEvent,
+    PartialDelivery,
+    SinkUnavailable,
+    WakeReason,
+    open_relay,
+)
 from relay.drainer import settle_plan
 from relay.ports import Retry
 from relay.testing import FlakySink, MemoryOutbox, RecordingSink
@@ -297,3 +305,33 @@ def test_settle_plan_backs_off_by_the_events_attempts() -> None:
         rng=random.Random(0),
     )
     assert plan.retry[1].delay == 4.0
+
+
+@attrs.define
+class BrokerSink(ConnectingSink):
+    """Loses its broker on the first batch it is given."""
+
+    lost: bool = False
+
+    async def deliver(self, events: Sequence[OutboxEvent]) -> None:
+        if not self.lost:
+            self.lost = True
+            raise SinkUnavailable("connection reset")
+        await super().deliver(events)
+
+
+async def test_a_sink_that_lost_its_broker_fails_the_batch_then_is_entered_again(
+    autojump_clock: trio.testing.MockClock, config: Config
+) -> None:
+    """SinkUnavailable: the batch is retried, the drainer restarts and the sink reconnects."""
+    outbox = MemoryOutbox()
+    sink = BrokerSink(RecordingSink())
+    event_id = outbox.enqueue("t", 1)
+    async with open_relay(config, sink, outbox=outbox) as handle:
+        await sink.sink.wait_for(1)
+        stats = handle.statistics()
+        assert (sink.entered, sink.exited) == (2, 1)
+    assert (stats.retried, stats.restarts, stats.delivered) == (1, 1, 1)
+    assert [row.last_error for row in outbox.pending_rows()] == []
+    # failed at 0, retried 1 s later (the backoff) by the restarted drainer
+    assert timeline(sink.sink) == [(1.0, [event_id])]
