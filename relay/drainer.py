@@ -172,7 +172,7 @@ class Drainer:
         while not self._stopping:
             self._batch_settled = trio.Event()
             try:
-                events, contended = await self._claim_and_deliver()
+                events, contended, held = await self._claim_and_deliver()
             finally:
                 self._batch_settled.set()
                 self._batch_settled = None
@@ -180,7 +180,9 @@ class Drainer:
             if contended and not events:
                 # Other relays hold every key at the head of the queue: let them move on.
                 await trio.sleep(CONTENTION_PAUSE)
-            elif len(events) < self.config.batch_size and not contended:
+            elif len(events) < self.config.batch_size and not contended and not held:
+                # Held events are claimed again at once: behind a retry the claim skips them,
+                # behind a burial they are free, and no notification would announce them.
                 break
         if self._stopping:
             return
@@ -195,16 +197,22 @@ class Drainer:
             )
         )
 
-    async def _claim_and_deliver(self) -> tuple[Sequence[OutboxEvent], bool]:
+    async def _claim_and_deliver(self) -> tuple[Sequence[OutboxEvent], bool, bool]:
+        """Claim and deliver one batch.
+
+        Returns the events claimed, whether other relays crowded the claim, and whether an event
+        was held back behind a failure of its key.
+        """
         started = trio.current_time()
         delivered: tuple[OutboxEvent, ...] = ()
+        held = False
         lost: SinkUnavailable | None = None
         async with self.outbox.claim(self.config.batch_size) as batch:
             self._claims += 1
             events = batch.events
             if events:
                 self._batches += 1
-                delivered, lost = await self._deliver(batch)
+                delivered, held, lost = await self._deliver(batch)
             else:
                 self._empty_claims += 1
         if lost is not None:
@@ -214,7 +222,7 @@ class Drainer:
             raise lost
         if events and self._observers:
             self._notify(BatchReport(trio.current_time() - started, len(events), delivered))
-        return events, batch.contended
+        return events, batch.contended, held
 
     def add_observer(self, observer: BatchObserver) -> None:
         """Call `observer(report)` after every settled batch; it must neither block nor raise."""
@@ -239,7 +247,7 @@ class Drainer:
 
     async def _deliver(
         self, batch: ClaimedBatch
-    ) -> tuple[tuple[OutboxEvent, ...], SinkUnavailable | None]:
+    ) -> tuple[tuple[OutboxEvent, ...], bool, SinkUnavailable | None]:
         events = batch.events
         failures: dict[int, str] = {}
         permanent: Collection[int] = ()
@@ -282,7 +290,8 @@ class Drainer:
         for id, reason in outcome.bury.items():
             logger.error("event %d moved to the dead table: %s", id, reason)
         failed = outcome.retry.keys() | outcome.bury.keys() | outcome.hold
-        return tuple(event for event in events if event.id not in failed), lost
+        delivered = tuple(event for event in events if event.id not in failed)
+        return delivered, bool(outcome.hold), lost
 
     def statistics(self) -> DrainerStatistics:
         """Counts since the drainer was created (they survive restarts)."""

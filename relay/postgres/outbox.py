@@ -38,7 +38,9 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 _CLEANUP_SECONDS = 5.0
-# The key-lock window is 2x the batch, and grows up to this factor while other relays crowd it.
+# The key-lock window is one batch of rows, and grows up to this factor while other relays crowd
+# it. One batch, not more: every key in the window stays locked until the claim commits, so a wider
+# window only takes keys from the other relays.
 _MAX_SCAN_FACTOR = 16
 
 
@@ -128,7 +130,7 @@ class PostgresOutbox:
     pool: AsyncConnectionPool[psycopg.AsyncConnection[Any]]
     queries: Queries
     loop: Any = None  # the trio-asyncio loop the pool lives on; None: the caller's current one
-    _scan_factor: int = 2  # see _MAX_SCAN_FACTOR
+    _scan_factor: int = 1  # see _MAX_SCAN_FACTOR
 
     async def _aio(
         self, doing: str, fn: Callable[P, Awaitable[T]], *args: P.args, **kwargs: P.kwargs
@@ -168,7 +170,7 @@ class PostgresOutbox:
         rows.sort(key=lambda row: row[0])  # DELETE ... RETURNING promises no order
         # Other relays hold the keys at the head of the queue: look further next time.
         crowded = held_elsewhere > 0 and len(rows) < limit
-        self._scan_factor = min(_MAX_SCAN_FACTOR, 2 * self._scan_factor) if crowded else 2
+        self._scan_factor = min(_MAX_SCAN_FACTOR, 2 * self._scan_factor) if crowded else 1
         return rows, held_elsewhere > 0
 
     async def _release(self, conn: psycopg.AsyncConnection[Any], *, clean: bool) -> None:

@@ -131,6 +131,25 @@ async def test_a_permanent_partial_failure_is_buried_at_once(
     ]
 
 
+async def test_events_held_behind_a_buried_event_are_delivered_at_once(
+    autojump_clock: trio.testing.MockClock, config: Config
+) -> None:
+    """Not at the next poll: once their key's failed event is dead, nothing holds them."""
+    outbox, sink = MemoryOutbox(), RecordingSink()
+
+    async def reject_the_first(events: Sequence[OutboxEvent]) -> None:
+        if events[0].id == first:
+            raise PartialDelivery({first: "400 Bad Request"}, permanent=[first])
+        await sink.deliver(events)
+
+    first = outbox.enqueue("t", 1, key="k")
+    second = outbox.enqueue("t", 2, key="k")
+    async with open_relay(config, reject_the_first, outbox=outbox):
+        await sink.wait_for(1)
+    assert timeline(sink) == [(0.0, [second])]
+    assert [dead.event.id for dead in outbox.dead()] == [first]
+
+
 async def test_a_sink_error_fails_the_whole_batch(
     autojump_clock: trio.testing.MockClock, config: Config
 ) -> None:
@@ -329,6 +348,7 @@ async def test_a_sink_that_lost_its_broker_fails_the_batch_then_is_entered_again
     event_id = outbox.enqueue("t", 1)
     async with open_relay(config, sink, outbox=outbox) as handle:
         await sink.sink.wait_for(1)
+        await trio.sleep(0.5)  # settled
         stats = handle.statistics()
         assert (sink.entered, sink.exited) == (2, 1)
     assert (stats.retried, stats.restarts, stats.delivered) == (1, 1, 1)
