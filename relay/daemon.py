@@ -26,8 +26,8 @@ log = logging.getLogger("relay.daemon")
 def _sink(settings: Settings) -> Sink:
     options = SinkOptions(
         secret=settings.webhook_secret,
-        timeout=settings.webhook_timeout,
-        max_concurrency=settings.webhook_concurrency,
+        timeout=settings.sink_timeout,
+        max_concurrency=settings.sink_concurrency,
     )
     return open_sink(settings.sink, options)
 

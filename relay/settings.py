@@ -50,7 +50,12 @@ def _address(text: str) -> tuple[str, int]:
 
 RUN_OPTIONS: tuple[Option, ...] = (
     Option("schema", str, "the outbox schema (default: relay)"),
-    Option("sink", str, "where events go: stdout, http(s)://..., python:module:callable"),
+    Option(
+        "sink",
+        str,
+        "where events go: stdout, http(s)://..., nats://..., redis(s)://..., amqp(s)://...,"
+        " python:module:callable",
+    ),
     Option("batch_size", int, "events claimed per transaction (default: 500)"),
     Option("poll_interval", float, "seconds between fallback polls (default: 5)"),
     Option("max_attempts", int, "deliveries before an event is dead (default: 10)"),
@@ -61,8 +66,8 @@ RUN_OPTIONS: tuple[Option, ...] = (
     Option("restart_period", float, "seconds over which restarts are counted (default: 60)"),
     Option("grace_period", float, "seconds the in-flight batch gets on SIGTERM (default: 10)"),
     Option("webhook_secret", str, "HMAC-SHA256 secret for webhook signatures", secret=True),
-    Option("webhook_timeout", float, "seconds per webhook request (default: 10)"),
-    Option("webhook_concurrency", int, "webhook requests in flight across keys (default: 16)"),
+    Option("sink_timeout", float, "seconds per request or publish to the sink (default: 10)"),
+    Option("sink_concurrency", int, "sink requests in flight across keys (default: 16)"),
     Option("log_level", str, "debug, info, warning or error (default: info)", LOG_LEVELS),
     Option("log_format", str, "text or json (default: text)", LOG_FORMATS),
     Option("metrics_addr", _address, "HOST:PORT to serve /metrics, /healthz and /readyz"),
@@ -77,8 +82,8 @@ class Settings:
     sink: str = "stdout"
     grace_period: float = attrs.field(default=10.0, validator=lambda _, __, v: _non_negative(v))
     webhook_secret: str | None = attrs.field(default=None, repr=False)
-    webhook_timeout: float = 10.0
-    webhook_concurrency: int = 16
+    sink_timeout: float = 10.0
+    sink_concurrency: int = 16
     log_level: str = "info"
     log_format: str = "text"
     metrics_addr: tuple[str, int] | None = None
@@ -185,8 +190,8 @@ def load_settings(args: argparse.Namespace, environ: Mapping[str, str] | None = 
                 "sink",
                 "grace_period",
                 "webhook_secret",
-                "webhook_timeout",
-                "webhook_concurrency",
+                "sink_timeout",
+                "sink_concurrency",
                 "log_level",
                 "log_format",
                 "metrics_addr",

@@ -59,19 +59,20 @@ def _check_positive_int(instance: object, attribute: attrs.Attribute[Any], value
 
 @attrs.frozen(kw_only=True)
 class SinkOptions:
-    """How the sinks behave; every field has a default. Only the webhook sink reads them today.
+    """How the sinks behave; every field has a default. Each sink reads the fields that apply to it.
 
     Attributes:
         secret: the key that signs each webhook request (the `Relay-Signature` header, see
             `relay.sinks.webhook`); None sends no signature.
         timeout: seconds each phase of one webhook request may take (connect, send, wait for the
-            answer); past it the event counts as failed and is retried.
-        max_concurrency: webhook requests in flight at once, across keys (events of one key are
-            always sent one after the other).
+            answer), or a broker's publish or acknowledgement; past it the event counts as failed
+            and is retried.
+        max_concurrency: webhook requests or broker publishes in flight at once, across keys
+            (events of one key are always sent one after the other).
         headers: extra headers on every webhook request, e.g. `Authorization`; a mapping or
             (name, value) pairs. `Content-Type`, `Idempotency-Key` and `Relay-Signature` are
             relay's own.
-        verify_tls: check the certificate of an `https://` endpoint.
+        verify_tls: check the certificate of an `https://` endpoint or a TLS broker.
         ca_file: a PEM file of the certificate authorities to trust instead of the system's.
     """
 

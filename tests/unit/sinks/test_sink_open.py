@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import pytest
@@ -38,11 +39,9 @@ def test_python_urls_load_the_named_callable() -> None:
 @pytest.mark.parametrize(
     ("url", "reason"),
     [
-        ("amqp://guest:hunter2@broker/", "unknown sink scheme 'amqp:'"),
+        ("mqtt://guest:hunter2@broker/", "unknown sink scheme 'mqtt:'"),
         ("file:/tmp/out", "unknown sink scheme 'file:'"),
         ("stdot", "unknown sink 'stdot'"),
-        ("nats://localhost:4222", "nats:// sinks are not available"),
-        ("redis://localhost", "redis:// sinks are not available"),
         ("http://", "a webhook needs an http:// or https:// URL with a host"),
         ("https://user:hunter2@", "a webhook needs"),
         ("http://exa mple.com/", "not a valid URL"),
@@ -58,6 +57,32 @@ def test_a_bad_sink_url_is_a_config_error_on_the_sink_field(url: str, reason: st
         open_sink(url)
     assert caught.value.field == "sink"
     assert reason in caught.value.reason
+    assert "hunter2" not in str(caught.value)
+
+
+BROKER_MODULES = ("relay.sinks.nats_jetstream", "relay.sinks.redis_streams", "relay.sinks.rabbitmq")
+
+
+@pytest.mark.parametrize(
+    ("url", "package", "extra"),
+    [
+        ("nats://127.0.0.1:4222", "nats", "nats"),
+        ("redis://127.0.0.1:6379", "redis", "redis"),
+        ("amqp://guest:hunter2@127.0.0.1/", "aio_pika", "amqp"),
+    ],
+)
+def test_a_broker_sink_without_its_client_library_names_the_extra_to_install(
+    url: str, package: str, extra: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in list(sys.modules):
+        if name == package or name.startswith(f"{package}.") or name in BROKER_MODULES:
+            monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, package, None)  # makes `import package` fail
+    with pytest.raises(ConfigError) as caught:
+        open_sink(url)
+    assert caught.value.reason == (
+        f"{url.split(':')[0]}:// needs the {package} package: pip install 'relay[{extra}]'"
+    )
     assert "hunter2" not in str(caught.value)
 
 

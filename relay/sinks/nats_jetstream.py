@@ -1,0 +1,465 @@
+"""The NATS JetStream sink: one JetStream publish per event, deduplicated by the event's id.
+
+URL: `nats://[user:password@]host[:port][,host[:port]...][?subject=...&stream=...&max_inflight=N]`
+
+- hosts: tried in the order given, the first that answers is used; port 4222 by default, IPv6 in
+  brackets. `user:password@` (percent-encoded) logs in with a password, a lone `token@` with a
+  token. Plain TCP only, no TLS.
+- `subject` (default `{topic}`): where each event is published; `{topic}` and `{key}` are replaced
+  by the event's, `{{` and `}}` are literal braces.
+- `stream` (default none): the stream that must store each event, a template like `subject`, sent
+  as `Nats-Expected-Stream`: a subject captured by another stream fails rather than misroutes.
+- `max_inflight` (default 64): publishes awaiting their ack at once, across keys.
+
+Relay creates no stream (operators own them): until one captures the subject, its events fail,
+retryably, with `no JetStream stream captures subject ...`.
+
+A message holds the payload's bytes as PostgreSQL sent them (never decoded), and as headers the
+event's own (strings as they are, other values as compact JSON; NATS trims a value and turns line
+breaks into spaces) plus `Relay-Topic`, `Relay-Key` (keyed events only), `Relay-Created-At` (ISO
+8601) and `Nats-Msg-Id: <event id>`: within the stream's duplicate window (2 minutes by default)
+JetStream stores one message per id and acks a repeat as a duplicate, which makes relay's
+at-least-once exactly-once in the stream for retries within the window. These names and
+`Nats-Expected-Stream` are relay's: an event's headers of those names (in any case) are dropped;
+its other `Nats-*` headers pass through and take effect (say `Nats-TTL`).
+
+The events of one key are published one at a time, each after the previous one's ack; keys and
+keyless events are in flight side by side (`deliver_in_lanes`). An ack with `duplicate: true`
+counts as delivered: that is the deduplication at work.
+
+An event that can never be stored fails permanently, so it is buried at once: too big (the
+client's `MaxPayloadError`, JetStream's error 10054), a topic or key that makes no valid subject or
+stream name, `{key}` for a keyless event, a header name NATS refuses. Any other failure is retried:
+no stream, a wrong expected stream, a full stream, no ack within `SinkOptions.timeout`. A lost
+connection makes `deliver` raise `SinkUnavailable` at once; the client never reconnects by itself
+(nothing is published behind relay's back): the drainer's restart enters the sink again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import math
+import string
+import urllib.parse
+from collections.abc import Awaitable, Callable, Sequence
+from types import TracebackType
+from typing import Self
+
+import attrs
+import nats  # first: a missing client then names the package, `nats`, not `nats.errors`
+import nats.errors
+import nats.js.errors
+import trio
+from nats.aio.client import Client
+from nats.js.api import PubAck
+
+from ..aio import aio_as_trio, asyncio_loop
+from ..errors import ConfigError, PartialDelivery, SinkUnavailable
+from ..ports import OutboxEvent
+from .lanes import Failure, deliver_in_lanes
+from .options import SinkOptions
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_PORT = 4222
+DEFAULT_MAX_INFLIGHT = 64  # one connection pipelines requests: acks in flight cost little
+MSG_ID_HEADER = "Nats-Msg-Id"
+EXPECTED_STREAM_HEADER = "Nats-Expected-Stream"
+TOPIC_HEADER = "Relay-Topic"
+KEY_HEADER = "Relay-Key"
+CREATED_AT_HEADER = "Relay-Created-At"
+_OWN_HEADERS = frozenset(
+    name.lower()
+    for name in (MSG_ID_HEADER, EXPECTED_STREAM_HEADER, TOPIC_HEADER, KEY_HEADER, CREATED_AT_HEADER)
+)
+_PARAMETERS = ("subject", "stream", "max_inflight")
+_MESSAGE_TOO_BIG = 10054  # JetStream's err_code for a message over the stream's max_msg_size
+_CLOSE_TIMEOUT = 5.0
+_WATCH_INTERVAL = 0.05  # how often a delivery checks that the connection is still up
+_CLIENT_TIMEOUT_MARGIN = 1.0  # trio bounds each ack wait; the client's own bound only backs it up
+# A connection that goes silent without closing is declared lost after about a minute.
+_PING_INTERVAL = 20
+_MAX_OUTSTANDING_PINGS = 2
+_json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+
+class Unroutable(ValueError):
+    """An event's topic or key makes no valid subject or stream name."""
+
+
+def redact(url: str) -> str:
+    """`url` with its password (or token) replaced by `***`."""
+    scheme, sep, rest = url.partition("://")
+    userinfo, at, hosts = rest.rpartition("@")
+    if not sep or not at:
+        return url
+    user, colon, _ = userinfo.partition(":")
+    return f"{scheme}://{user + ':***' if colon else '***'}@{hosts}"
+
+
+def _printable(text: str) -> bool:
+    return not any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in text)
+
+
+def check_subject(subject: str) -> str:
+    """`subject` if NATS can publish to it: dot-separated tokens, none empty or a wildcard."""
+    if any(not t or t in ("*", ">") or not _printable(t) for t in subject.split(".")):
+        raise Unroutable(f"not a valid NATS subject: {subject!r}")
+    return subject
+
+
+def check_stream_name(name: str) -> str:
+    """`name` if it can name a JetStream stream."""
+    if not name or not _printable(name) or any(c in name for c in ".*>/\\"):
+        raise Unroutable(f"not a valid JetStream stream name: {name!r}")
+    return name
+
+
+@attrs.frozen
+class Template:
+    """A subject or stream name with `{topic}` and `{key}` to fill from each event."""
+
+    text: str
+    check: Callable[[str], str] = attrs.field(eq=False, repr=False)
+    needs_key: bool = False
+
+    @classmethod
+    def parse(cls, name: str, text: str, check: Callable[[str], str]) -> Template:
+        """The template of URL parameter `name`, checked once.
+
+        Raises:
+            ConfigError: an unknown placeholder or a format spec, unbalanced braces, or fixed text
+                that makes every name invalid.
+        """
+        try:
+            fields = [part[1:] for part in string.Formatter().parse(text) if part[1] is not None]
+        except ValueError as exc:
+            raise ConfigError("sink", f"{name} template {text!r}: {exc}") from None
+        for field, spec, conversion in fields:
+            if field not in ("topic", "key") or spec or conversion:
+                reason = f"unknown placeholder {{{field}}} (only {{topic}} and {{key}})"
+                raise ConfigError("sink", f"{name} template {text!r}: {reason}")
+        template = cls(text, check, needs_key=any(field == "key" for field, _, _ in fields))
+        try:
+            template.render("topic", "key")
+        except Unroutable as exc:
+            raise ConfigError("sink", f"{name} template {text!r}: {exc}") from None
+        return template
+
+    def render(self, topic: str, key: str | None) -> str:
+        """The name for an event of `topic` and `key`; raises `Unroutable` if it is invalid."""
+        if key is None and self.needs_key:
+            raise Unroutable(f"{self.text!r} needs a key and the event has none")
+        return self.check(self.text.format(topic=topic, key=key))
+
+
+@attrs.frozen
+class Target:
+    """What a `nats://` URL says: where to connect, what to log in with, how to name things."""
+
+    servers: tuple[str, ...]
+    subject: Template
+    stream: Template | None = None
+    max_inflight: int = DEFAULT_MAX_INFLIGHT
+    user: str | None = attrs.field(default=None, repr=False)
+    password: str | None = attrs.field(default=None, repr=False)
+    token: str | None = attrs.field(default=None, repr=False)
+
+
+def parse_url(url: str) -> Target:
+    """The target a `nats://` URL names.
+
+    Raises:
+        ConfigError: (field "sink") a malformed URL, an unknown or invalid parameter. No message
+            holds the password or token.
+    """
+
+    def fail(reason: str) -> ConfigError:
+        return ConfigError("sink", f"{reason} in {redact(url)!r}")
+
+    scheme, sep, rest = url.partition("://")
+    if scheme.lower() != "nats" or not sep:
+        raise fail("a NATS sink needs a nats:// URL")
+    authority, _, query = rest.partition("?")
+    if any(c in authority for c in "/#") or "#" in query:
+        raise fail("no path or fragment allowed (percent-encode these characters in a password)")
+    userinfo, at, hosts = authority.rpartition("@")
+    credentials: dict[str, str] = {}
+    if at:
+        user, colon, password = userinfo.partition(":")
+        if colon:
+            credentials = {"user": user, "password": password}
+        elif userinfo:
+            credentials = {"token": userinfo}
+        else:
+            raise fail("empty user information")
+    try:
+        pairs = urllib.parse.parse_qsl(query, keep_blank_values=True, strict_parsing=bool(query))
+    except ValueError:
+        raise fail("malformed query") from None
+    params: dict[str, str] = {}
+    for name, value in pairs:
+        if name not in _PARAMETERS:
+            raise fail(f"unknown parameter {name!r} (expected {', '.join(_PARAMETERS)})")
+        if name in params:
+            raise fail(f"parameter {name!r} given twice")
+        params[name] = value
+    inflight = params.get("max_inflight", str(DEFAULT_MAX_INFLIGHT))
+    if not (inflight.isascii() and inflight.isdigit() and int(inflight) > 0):
+        raise fail(f"max_inflight must be an integer > 0, got {inflight!r}")
+    stream = params.get("stream")
+    return Target(
+        servers=tuple(_server(host, fail) for host in hosts.split(",")),
+        subject=Template.parse("subject", params.get("subject", "{topic}"), check_subject),
+        stream=None if stream is None else Template.parse("stream", stream, check_stream_name),
+        max_inflight=int(inflight),
+        **{name: urllib.parse.unquote(value) for name, value in credentials.items()},
+    )
+
+
+def _server(text: str, fail: Callable[[str], ConfigError]) -> str:
+    if text.startswith("["):  # an IPv6 address
+        address, bracket, rest = text[1:].partition("]")
+        host, colon, port = f"[{address}]", rest[:1], rest[1:]
+        if not bracket or not address or rest[:1] not in ("", ":"):
+            raise fail(f"malformed IPv6 host {text!r}")
+    else:
+        host, colon, port = text.partition(":")
+    if not host or not _printable(host) or any(c in host for c in "@?"):
+        raise fail(f"missing or malformed host {text!r}")
+    if colon and not (port.isascii() and port.isdigit() and 0 < int(port) < 65536):
+        raise fail(f"port must be 1-65535 in {text!r}")
+    return f"nats://{host}:{port or DEFAULT_PORT}"
+
+
+@attrs.frozen
+class JetStreamStatistics:
+    """What a sink has published since it was created.
+
+    Attributes:
+        stored: publishes JetStream acked as new messages.
+        duplicates: publishes JetStream acked as duplicates of a message it held already.
+        connects: connections opened.
+    """
+
+    stored: int
+    duplicates: int
+    connects: int
+
+
+@attrs.define(eq=False)
+class JetStreamSink:
+    """Publishes each event to JetStream: the keys side by side, each key in order.
+
+    Enter it (`async with sink`) to connect; leaving closes the connection. The drainer does both,
+    and enters it again after a `SinkUnavailable`.
+
+    Attributes:
+        url: the `nats://` URL; see the module's documentation.
+        options: its `timeout` bounds each connection attempt and each wait for an ack.
+    """
+
+    url: str = attrs.field(repr=lambda url: repr(redact(url)))
+    options: SinkOptions = attrs.field(factory=SinkOptions)
+    _target: Target = attrs.field(init=False, repr=False)
+    _limiter: trio.CapacityLimiter = attrs.field(init=False, repr=False)
+    _stack: contextlib.AsyncExitStack | None = attrs.field(default=None, init=False, repr=False)
+    _client: Client | None = attrs.field(default=None, init=False, repr=False)
+    _publish: Callable[..., Awaitable[PubAck]] | None = attrs.field(
+        default=None, init=False, repr=False
+    )
+    _counts: dict[str, int] = attrs.field(init=False, repr=False)
+
+    def __attrs_post_init__(self) -> None:
+        self._target = parse_url(self.url)
+        self._limiter = trio.CapacityLimiter(self._target.max_inflight)
+        self._counts = {"stored": 0, "duplicates": 0, "connects": 0}
+
+    def statistics(self) -> JetStreamStatistics:
+        """A frozen snapshot of the sink's counters."""
+        return JetStreamStatistics(**self._counts)
+
+    async def __aenter__(self) -> Self:
+        if self._stack is not None:
+            raise RuntimeError("this JetStreamSink is already open")
+        async with contextlib.AsyncExitStack() as stack:
+            await stack.enter_async_context(asyncio_loop())
+            client = await self._connect()
+            stack.push_async_callback(_close, client)
+            self._client = client
+            self._publish = aio_as_trio(client.jetstream().publish)
+            self._stack = stack.pop_all()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        stack, self._stack = self._stack, None
+        self._client = self._publish = None
+        if stack is not None:
+            await stack.__aexit__(exc_type, exc, traceback)
+
+    async def deliver(self, events: Sequence[OutboxEvent]) -> None:
+        """Publish the events; raise `PartialDelivery` if any was not stored.
+
+        Raises:
+            PartialDelivery: some events were not stored (the others were).
+            SinkUnavailable: the connection is lost; the whole batch counts as failed.
+            RuntimeError: the sink was not entered.
+        """
+        client = self._client
+        if client is None:
+            raise RuntimeError("this JetStreamSink is not open: enter it first: async with sink")
+        if not client.is_connected:
+            raise SinkUnavailable(_lost_reason(client))
+        failed: PartialDelivery | None = None
+        lost = False
+        async with trio.open_nursery() as nursery:
+
+            async def watch() -> None:
+                # Polled: nats-py skips its closed callback when its close fails halfway (as it
+                # does when the connection drops with data buffered), and the acks in flight
+                # would only time out.
+                nonlocal lost
+                while client.is_connected:  # noqa: ASYNC110 (asyncio state: no trio event)
+                    await trio.sleep(_WATCH_INTERVAL)
+                lost = True
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(watch)
+            try:
+                await deliver_in_lanes(events, self._send, self._limiter)
+            except PartialDelivery as exc:
+                failed = exc
+            nursery.cancel_scope.cancel()
+        if lost or (failed is not None and not client.is_connected):
+            raise SinkUnavailable(_lost_reason(client)) from failed
+        if failed is not None:
+            raise failed
+
+    async def _connect(self) -> Client:
+        target, failures = self._target, []
+        for server in target.servers:
+            client, seen = Client(), list[Exception]()
+
+            async def on_error(exc: Exception, seen: list[Exception] = seen) -> None:
+                # In place of the client's own callback, which logs each error with a traceback:
+                # relay reports the failures that matter itself.
+                seen[:] = [exc]
+                logger.debug("nats client: %s", _describe(exc))
+
+            with trio.move_on_after(self.options.timeout):
+                try:
+                    await aio_as_trio(client.connect)(
+                        servers=[server],
+                        name="relay",
+                        user=target.user,
+                        password=target.password,
+                        token=target.token,
+                        allow_reconnect=False,
+                        # Else its own loop retries a server that refuses, every 2 s, 60 times.
+                        max_reconnect_attempts=1,
+                        reconnect_time_wait=0,
+                        connect_timeout=math.ceil(self.options.timeout),
+                        ping_interval=_PING_INTERVAL,
+                        max_outstanding_pings=_MAX_OUTSTANDING_PINGS,
+                        error_cb=on_error,
+                    )
+                except Exception as exc:  # whatever it is, the next server may answer
+                    gave_up = isinstance(exc, nats.errors.NoServersError) and seen
+                    failures.append(f"{server}: {_describe(seen[-1] if gave_up else exc)}")
+                    await _close(client)
+                    continue
+                self._counts["connects"] += 1
+                return client
+            failures.append(f"{server}: no answer within {self.options.timeout:g}s")
+            await _close(client)
+        raise SinkUnavailable(f"cannot connect to NATS ({'; '.join(failures)})")
+
+    async def _send(self, event: OutboxEvent) -> Failure | None:
+        publish, target, timeout = self._publish, self._target, self.options.timeout
+        if publish is None:
+            return Failure("the sink was closed")
+        try:
+            subject = target.subject.render(event.topic, event.key)
+            stream = None if target.stream is None else target.stream.render(event.topic, event.key)
+        except Unroutable as exc:
+            return Failure(str(exc), permanent=True)
+        with trio.move_on_after(timeout):
+            try:
+                ack = await publish(
+                    subject,
+                    event.payload_json,
+                    timeout=timeout + _CLIENT_TIMEOUT_MARGIN,
+                    stream=stream,
+                    headers=_headers(event),
+                )
+            except Exception as exc:  # every client error becomes this event's failure
+                return _judge(exc, subject, stream, timeout)
+            self._counts["duplicates" if ack.duplicate else "stored"] += 1
+            return None
+        return Failure(f"no ack for subject {subject!r} within {timeout:g}s")
+
+
+def _headers(event: OutboxEvent) -> dict[str, str]:
+    headers = {
+        name: value if isinstance(value, str) else _json(value)
+        for name, value in event.headers.items()
+        if name.lower() not in _OWN_HEADERS
+    }
+    headers[MSG_ID_HEADER] = str(event.id)
+    headers[TOPIC_HEADER] = event.topic
+    if event.key is not None:
+        headers[KEY_HEADER] = event.key
+    headers[CREATED_AT_HEADER] = event.created_at.isoformat()
+    return headers
+
+
+def _judge(exc: Exception, subject: str, stream: str | None, timeout: float) -> Failure:
+    if isinstance(exc, nats.js.errors.NoStreamResponseError):
+        return Failure(f"no JetStream stream captures subject {subject!r}")
+    if isinstance(exc, nats.js.errors.APIError):
+        expected = "" if stream is None else f" (expected stream {stream!r})"
+        return Failure(
+            f"JetStream refused subject {subject!r}{expected}: {exc.description}"
+            f" (error {exc.err_code})",
+            permanent=exc.err_code == _MESSAGE_TOO_BIG,
+        )
+    if isinstance(exc, nats.errors.TimeoutError):
+        return Failure(f"no ack for subject {subject!r} within {timeout:g}s")
+    permanent = (
+        nats.errors.MaxPayloadError | nats.errors.BadSubjectError | nats.errors.BadHeaderError
+    )
+    return Failure(_describe(exc), permanent=isinstance(exc, permanent))
+
+
+def _lost_reason(client: Client) -> str:
+    cause = f": {_describe(client.last_error)}" if client.last_error else ""
+    return f"lost the connection to NATS{cause}"
+
+
+def _describe(exc: object) -> str:
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+async def _close(client: Client) -> None:
+    with trio.move_on_after(_CLOSE_TIMEOUT, shield=True):
+        with contextlib.suppress(Exception):  # best effort: no publish is left waiting
+            await aio_as_trio(client.close)()
+        await aio_as_trio(_stop_subscriptions)(client)
+
+
+async def _stop_subscriptions(client: Client) -> None:
+    # nats-py (2.16) leaves the tasks of its subscriptions pending for ever when its close fails
+    # halfway (see `deliver`); on a loop relay opened itself, that fails the loop's exit.
+    subscriptions = getattr(client, "_subs", {})
+    for subscription in list(subscriptions.values()):
+        subscription._stop_processing()
+    subscriptions.clear()
+    await asyncio.sleep(0)  # let the cancelled tasks finish

@@ -1,0 +1,411 @@
+"""The RabbitMQ sink: publish each event to an exchange, with publisher confirms.
+
+    amqp[s]://[user[:password]@]host[:port][/vhost][?parameter=value&...]
+
+- user and password default to `guest`, the port to 5672 (`amqp`) or 5671 (`amqps`, which checks
+  the broker's certificate as `SinkOptions.verify_tls` and `ca_file` say); the vhost is the
+  percent-decoded path without its leading `/` (an empty path and `/%2F` both mean `/`).
+- `exchange` (default `relay`): where events are published. Entering the sink checks that it exists
+  (a passive declare) and raises `SinkUnavailable` naming it when it does not. `exchange=` (empty)
+  is the broker's default exchange, which routes to the queue named by the routing key.
+- `declare` (default: none): an exchange type, `direct`, `fanout`, `topic` or `headers`: the sink
+  declares the exchange, durable, on every connect. One that exists with another type or
+  durability makes the broker refuse (`PRECONDITION_FAILED`), raised as `SinkUnavailable`.
+- `routing_key` (default `{topic}`): a template of `{topic}` and `{key}` (empty for a keyless
+  event); `{{` and `}}` are literal braces.
+- `max_message_size` (default 16777216, RabbitMQ 4's default): a payload of more bytes fails
+  permanently, unsent. Keep it at most the broker's own limit: a message the broker finds too big
+  makes it close the channel, which fails the whole batch instead.
+
+Each event is one message: the body is the payload's JSON bytes exactly as PostgreSQL sent them;
+`content_type` `application/json`, `delivery_mode` persistent, `message_id` the event's id,
+`timestamp` its `created_at` (whole seconds), `app_id` `relay`; the headers are the event's own
+plus `relay-topic`, `relay-key` (void when keyless) and `relay-attempts`, which win over writer
+headers of those names. Every message is `mandatory`.
+
+An event is delivered once the broker confirmed it (publisher confirms). An unroutable message
+(returned: no queue bound for its routing key), a nack, or no confirm within `SinkOptions.timeout`
+is a retryable failure. Headers that are no AMQP table, a routing key over 255 bytes and a payload
+over `max_message_size` are permanent failures. A lost connection or a channel the broker closed
+raises `SinkUnavailable`: the drainer retries the batch and enters the sink again, which
+reconnects; the sink never reconnects by itself (no `connect_robust`), the supervisor owns that.
+
+The events of one key are published one after the other, each once the previous one is
+confirmed; keys go concurrently, up to `SinkOptions.max_concurrency` unconfirmed messages at once.
+RabbitMQ does not deduplicate: a message whose confirm was lost (a timeout, a cut connection) is
+published again on retry, so consumers deduplicate on `message_id`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import ssl
+import string
+import urllib.parse
+from collections.abc import Awaitable, Callable, Sequence
+from types import TracebackType
+from typing import Self
+
+import aio_pika
+import attrs
+import trio
+from aio_pika import exceptions as amqp
+from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractExchange
+from pamqp.encode import field_table
+
+from ..aio import aio_as_trio, asyncio_loop
+from ..errors import ConfigError, PartialDelivery, SinkUnavailable
+from ..ports import OutboxEvent
+from .lanes import Failure, deliver_in_lanes
+from .options import SinkOptions
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_EXCHANGE = "relay"
+DEFAULT_ROUTING_KEY = "{topic}"
+DEFAULT_MAX_MESSAGE_SIZE = 16 * 1024 * 1024
+EXCHANGE_TYPES = ("direct", "fanout", "topic", "headers")
+_PARAMETERS = ("exchange", "declare", "routing_key", "max_message_size")
+_SHORTSTR = 255  # bytes: the longest exchange name or routing key AMQP carries
+_CLOSE_TIMEOUT = 5.0
+# What the client raises when the connection or the channel is gone (StopAsyncIteration and
+# RuntimeError included): the sink must reconnect.
+_LOST = (*amqp.CONNECTION_EXCEPTIONS, EOFError)
+
+
+@attrs.frozen
+class _Session:
+    connection: AbstractConnection
+    channel: AbstractChannel
+    exchange: AbstractExchange
+
+
+def redact(url: str) -> str:
+    """`url` with the password of its user information, if any, replaced by `***`."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        password = parts.password
+    except ValueError:
+        return "<invalid URL>"
+    if password is None:
+        return url
+    userinfo, _, hostport = parts.netloc.rpartition("@")
+    user = userinfo.partition(":")[0]
+    return urllib.parse.urlunsplit(parts._replace(netloc=f"{user}:***@{hostport}"))
+
+
+@attrs.frozen
+class AmqpTarget:
+    """What a sink URL says, parsed and checked (see the module's docstring)."""
+
+    tls: bool
+    host: str
+    port: int
+    user: str
+    password: str = attrs.field(repr=False)
+    vhost: str
+    exchange: str
+    declare: str | None
+    routing_key: str
+    max_message_size: int
+
+    @property
+    def where(self) -> str:
+        """The broker and vhost, with no user information, for messages."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        vhost = urllib.parse.quote(self.vhost, safe="")
+        return f"amqp{'s' if self.tls else ''}://{host}:{self.port}/{vhost}"
+
+    def route(self, event: OutboxEvent) -> str:
+        """The routing key of `event`."""
+        if self.routing_key == DEFAULT_ROUTING_KEY:
+            return event.topic
+        return self.routing_key.format(topic=event.topic, key=event.key or "")
+
+
+def parse_url(url: str) -> AmqpTarget:
+    """The target an `amqp://` or `amqps://` sink URL names.
+
+    Raises:
+        ConfigError: (field "sink") the URL is malformed or a query parameter is unknown, repeated
+            or invalid. The message never holds the password.
+    """
+
+    def bad(reason: str) -> ConfigError:
+        return ConfigError("sink", f"{reason} in {redact(url)!r}")
+
+    try:
+        parts = urllib.parse.urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise ConfigError("sink", f"not a valid URL: {redact(url)!r} ({exc})") from None
+    scheme = parts.scheme.lower()
+    if scheme not in ("amqp", "amqps"):
+        raise bad("expected an amqp:// or amqps:// URL")
+    if any(c.isspace() for c in url) or not parts.hostname:
+        raise bad("expected a host and no spaces")
+    if parts.fragment:
+        raise bad("a fragment (#...) has no meaning")
+    query: dict[str, str] = {}
+    try:
+        pairs = urllib.parse.parse_qsl(parts.query, keep_blank_values=True, strict_parsing=True)
+    except ValueError:
+        raise bad("the query must be name=value pairs joined by &") from None
+    for name, value in pairs:
+        if name not in _PARAMETERS:
+            raise bad(f"unknown parameter {name!r} (known: {', '.join(_PARAMETERS)})")
+        if name in query:
+            raise bad(f"parameter {name!r} given twice")
+        query[name] = value
+    exchange = query.get("exchange", DEFAULT_EXCHANGE)
+    if len(exchange.encode()) > _SHORTSTR:
+        raise bad(f"an exchange name is at most {_SHORTSTR} bytes")
+    declare = query.get("declare")
+    if declare is not None:
+        if declare not in EXCHANGE_TYPES:
+            raise bad(f"declare must be one of {', '.join(EXCHANGE_TYPES)}, got {declare!r}")
+        if exchange == "" or exchange.startswith("amq."):
+            raise bad(f"the exchange {exchange!r} is the broker's own: it cannot be declared")
+    routing_key = query.get("routing_key", DEFAULT_ROUTING_KEY)
+    try:
+        fields = list(string.Formatter().parse(routing_key))
+    except ValueError as exc:
+        raise bad(f"routing_key is not a valid template ({exc})") from None
+    for _, field, spec, conversion in fields:
+        if field is not None and (field not in ("topic", "key") or spec or conversion):
+            raise bad(f"routing_key may use only {{topic}} and {{key}}, got {{{field}}}")
+    size = query.get("max_message_size", str(DEFAULT_MAX_MESSAGE_SIZE))
+    if not (size.isascii() and size.isdigit() and int(size) > 0):
+        raise bad(f"max_message_size must be a number of bytes > 0, got {size!r}")
+    path = urllib.parse.unquote(parts.path)
+    return AmqpTarget(
+        tls=scheme == "amqps",
+        host=parts.hostname,
+        port=port or (5671 if scheme == "amqps" else 5672),
+        user=urllib.parse.unquote(parts.username or "guest"),
+        password=urllib.parse.unquote(parts.password or "guest"),
+        vhost=path[1:] if len(path) > 1 else "/",
+        exchange=exchange,
+        declare=declare,
+        routing_key=routing_key,
+        max_message_size=int(size),
+    )
+
+
+@attrs.define(eq=False)
+class RabbitMQSink:
+    """Publishes each event to a RabbitMQ exchange; of one key in order, keys concurrently.
+
+    Enter it (`async with sink`) before `deliver`: entering connects, opens a channel in
+    publisher-confirm mode and checks (or declares) the exchange; leaving closes the connection.
+    The drainer does both, and enters again after a `SinkUnavailable`.
+
+    Attributes:
+        url: `amqp://...` or `amqps://...`, see the module's docstring for its parameters.
+        options: `timeout` (seconds to connect, and to wait for each confirm), `max_concurrency`
+            (unconfirmed messages at once), `verify_tls` and `ca_file` (for `amqps`).
+        target: what `url` says, parsed once.
+    """
+
+    url: str = attrs.field(repr=lambda url: repr(redact(url)))
+    options: SinkOptions = attrs.field(factory=SinkOptions)
+    target: AmqpTarget = attrs.field(init=False, repr=False)
+    _ssl: ssl.SSLContext | None = attrs.field(init=False, repr=False)
+    _limiter: trio.CapacityLimiter = attrs.field(init=False, repr=False)
+    _stack: contextlib.AsyncExitStack | None = attrs.field(default=None, init=False, repr=False)
+    _session: _Session | None = attrs.field(default=None, init=False, repr=False)
+
+    @target.default
+    def _parse(self) -> AmqpTarget:
+        return parse_url(self.url)
+
+    @_ssl.default
+    def _load_certificates(self) -> ssl.SSLContext | None:
+        # Here rather than on connect: a bad file is a configuration error.
+        if not self.target.tls:
+            return None
+        ca_file = self.options.ca_file
+        try:
+            context = ssl.create_default_context(cafile=ca_file)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError("sink.ca_file", f"cannot load {ca_file}: {exc}") from None
+        if not self.options.verify_tls:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        return context
+
+    @_limiter.default
+    def _make_limiter(self) -> trio.CapacityLimiter:
+        return trio.CapacityLimiter(self.options.max_concurrency)
+
+    async def __aenter__(self) -> Self:
+        if self._stack is not None:
+            raise RuntimeError("this RabbitMQSink is already open")
+        async with contextlib.AsyncExitStack() as stack:
+            await stack.enter_async_context(asyncio_loop())
+            with trio.move_on_after(self.options.timeout) as scope:
+                try:
+                    connection = await aio_as_trio(self._connect)()
+                    stack.push_async_callback(self._close, connection)
+                    channel, exchange = await aio_as_trio(self._open_channel)(connection)
+                except _LOST as exc:
+                    raise SinkUnavailable(self._cannot_connect(exc)) from None
+            if scope.cancelled_caught:
+                raise SinkUnavailable(
+                    f"cannot connect to {self.target.where}: "
+                    f"no answer within {self.options.timeout:g}s"
+                )
+            self._session = _Session(connection, channel, exchange)
+            self._stack = stack.pop_all()
+        logger.info("publishing to exchange %r on %s", self.target.exchange, self.target.where)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self._session = None
+        stack, self._stack = self._stack, None
+        if stack is not None:
+            # Closes the connection (bounded in `_close`), then the asyncio loop if it is ours,
+            # outside any cancel scope of our own: the loop's nursery must be left in the scope
+            # it was entered in.
+            await stack.aclose()
+
+    async def deliver(self, events: Sequence[OutboxEvent]) -> None:
+        """Publish the events and wait for the broker's confirms.
+
+        Raises:
+            PartialDelivery: some events were not confirmed (a failed event holds back the later
+                events of its key, which are named too); the permanent failures among them.
+            SinkUnavailable: the connection or the channel is lost; reconnect by entering again.
+            RuntimeError: the sink was not entered.
+        """
+        session = self._session
+        if session is None:
+            raise RuntimeError("this RabbitMQSink is not open: enter it first: async with sink")
+        if session.connection.is_closed or session.channel.is_closed:
+            raise SinkUnavailable(f"the connection or channel to {self.target.where} is closed")
+        lost: list[str] = []
+        send = functools.partial(self._send, aio_as_trio(session.exchange.publish), lost)
+        try:
+            await deliver_in_lanes(events, send, self._limiter)
+        except PartialDelivery:
+            if lost:
+                raise SinkUnavailable(lost[0]) from None
+            raise
+
+    async def _connect(self) -> AbstractConnection:
+        target = self.target
+        return await aio_pika.connect(
+            host=target.host,
+            port=target.port,
+            login=target.user,
+            password=target.password,
+            virtualhost=target.vhost,
+            ssl=target.tls,
+            ssl_context=self._ssl,
+            client_properties={"connection_name": "relay"},
+        )
+
+    async def _open_channel(
+        self, connection: AbstractConnection
+    ) -> tuple[AbstractChannel, AbstractExchange]:
+        """On asyncio: open a channel in confirm mode, then find or declare the exchange."""
+        target = self.target
+        # on_return_raises: a message the broker returns as unroutable fails its publish.
+        channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
+        if target.declare is not None:
+            exchange = await channel.declare_exchange(target.exchange, target.declare, durable=True)
+        elif target.exchange == "":
+            exchange = channel.default_exchange
+        else:
+            exchange = await channel.get_exchange(target.exchange, ensure=True)
+        return channel, exchange
+
+    @staticmethod
+    async def _close(connection: AbstractConnection) -> None:
+        # A connection already lost may fail to close: closing is all we wanted.
+        with trio.move_on_after(_CLOSE_TIMEOUT, shield=True), contextlib.suppress(*_LOST):
+            await aio_as_trio(connection.close)()
+
+    async def _send(
+        self, publish: Callable[..., Awaitable[object]], lost: list[str], event: OutboxEvent
+    ) -> Failure | None:
+        if lost:  # the channel is gone: the rest of the batch cannot be confirmed either
+            return Failure(f"not sent: {lost[0]}")
+        target = self.target
+        body = event.payload_json
+        if len(body) > target.max_message_size:
+            return Failure(
+                f"the payload is {len(body)} bytes, over max_message_size="
+                f"{target.max_message_size} (raise it in the sink URL if the broker allows more)",
+                permanent=True,
+            )
+        routing_key = target.route(event)
+        if len(routing_key.encode()) > _SHORTSTR:
+            return Failure(f"routing key {routing_key[:64]!r}... is over 255 bytes", permanent=True)
+        headers = {
+            **event.headers,
+            "relay-topic": event.topic,
+            "relay-key": event.key,
+            "relay-attempts": event.attempts,
+        }
+        try:
+            field_table(headers)  # as the client would encode them, but before anything is sent
+        except (TypeError, ValueError) as exc:
+            return Failure(f"the headers cannot be sent as an AMQP table: {exc}", permanent=True)
+        message = aio_pika.Message(
+            body,
+            headers=headers,
+            content_type="application/json",
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            message_id=str(event.id),
+            timestamp=event.created_at,
+            app_id="relay",
+        )
+        with trio.move_on_after(self.options.timeout):
+            try:
+                await publish(message, routing_key, mandatory=True)
+            except amqp.PublishError:
+                return Failure(
+                    f"unroutable: no queue bound to exchange {target.exchange!r} for routing key "
+                    f"{routing_key!r}"
+                )
+            except amqp.DeliveryError as exc:
+                return Failure(f"the broker did not take it (nack): {self._describe(exc)}")
+            except amqp.ChannelClosed as exc:
+                reason = f"the broker closed the channel: {self._describe(exc)}"
+                if "max size" in str(exc):
+                    reason += " (set max_message_size in the sink URL to the broker's limit)"
+                lost.append(reason)
+                return Failure(reason)
+            except _LOST as exc:
+                lost.append(f"connection to {target.where} lost: {self._describe(exc)}")
+                return Failure(lost[-1])
+            return None
+        return Failure(f"no confirm within {self.options.timeout:g}s")
+
+    def _cannot_connect(self, exc: BaseException) -> str:
+        exchange, where = self.target.exchange, self.target.where
+        if isinstance(exc, amqp.ChannelNotFoundEntity):
+            return (
+                f"exchange {exchange!r} does not exist on {where}: create it, or add "
+                "declare=topic (or direct, fanout, headers) to the sink URL"
+            )
+        if isinstance(exc, amqp.ChannelClosed):  # say, declared before with another type
+            return f"cannot use exchange {exchange!r} on {where}: {self._describe(exc)}"
+        return f"cannot connect to {where}: {self._describe(exc)}"
+
+    def _describe(self, exc: BaseException) -> str:
+        text = str(exc)
+        if not text and isinstance(exc, StopAsyncIteration | EOFError):
+            text = "the connection was closed"  # how the client reports a refused handshake
+        # A client error may quote its URL; never let the password through.
+        if self.target.password and self.target.password != "guest":
+            text = text.replace(self.target.password, "***")
+        return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -1,0 +1,421 @@
+"""The Redis Streams sink: `XADD` each event to a stream named from its topic, without duplicates.
+
+URL: `redis://[user:password@]host[:port][/db][?param=value&...]`, or `rediss://` for TLS (checked
+against `SinkOptions.verify_tls` and `ca_file`). Port 6379 and db 0 by default. The parameters:
+
+- `stream`: the stream's name, a template whose only placeholder is `{topic}` (`{{` and `}}` for
+  literal braces); default `{topic}`.
+- `maxlen`: trim each stream to about this many entries (`XADD ... MAXLEN ~ n`); default none.
+- `dedup_ttl`: seconds an event's id is remembered, default 86400; 0 turns deduplication off.
+- `dedup_prefix`: where those ids are remembered, default `relay:dedup:`.
+
+Any other parameter is a configuration error. Each entry holds the fields `id` (decimal), `topic`,
+`key` (left out when the event has none, so that None and "" stay apart), `headers` (compact JSON),
+`payload` (the payload's JSON bytes exactly as PostgreSQL sent them, never decoded) and
+`created_at` (ISO 8601).
+
+Duplicates: a Lua script adds an event only when the key `<dedup_prefix><stream>:<id>` does not
+exist, and sets it (expiring after `dedup_ttl`) in the same atomic step. So a batch redelivered
+after a lost commit or a lost answer adds nothing twice: exactly once within that window, and a
+redelivery later than `dedup_ttl` can add a second copy. Two outboxes (two id sequences) writing
+to one stream need different `dedup_prefix`es. Each key costs roughly 100 bytes while it lives.
+With `dedup_ttl=0` delivery is at least once: a redelivered event is added again.
+
+Key order: one script call takes the batch (cut into calls of about 4 MiB, sent one after the
+other) and adds its events in the order given. Redis runs a script alone, its commands in order,
+and keeps what it wrote even if it stops half-way. So whatever a call leaves in a stream is, for
+each key, a prefix of that key's events in the call: when one `XADD` fails (say WRONGTYPE: the
+stream's key holds a string), the script skips the later events of that key; when the call fails
+as a whole (the connection lost, no answer in time, a script error), every event from that call
+on counts as failed, though a prefix may be in. The relay retries a key from its first failed
+event, in order; the script finds the ones already in marked as duplicates, and the rest land
+after them. The script touches several streams in one call: a single Redis server (with or
+without replicas), not Redis Cluster. `SinkOptions.max_concurrency` is unused: one call at a time.
+
+Delivered means the server answered; whether an entry survives a crash or a failover is up to its
+persistence (`appendfsync`) and its asynchronous replication.
+
+Errors: a lost connection (or one that cannot be opened, a failed login included) raises
+`SinkUnavailable`, and the relay reconnects through its restart policy; no answer within
+`SinkOptions.timeout`, an error of the whole call (OOM, READONLY, NOPERM) or of one `XADD` is a
+retryable failure carrying Redis's message; a payload or headers larger than the server's
+`proto-max-bulk-len` is a permanent one, as Redis would drop the connection on every try.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import ssl
+import string
+import urllib.parse
+from collections.abc import Sequence
+from types import TracebackType
+from typing import Any, Self
+
+import attrs
+import redis  # before its submodules: missing, it is what the ImportError names
+import redis.asyncio
+import redis.exceptions
+import trio
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
+from ..aio import aio_as_trio, asyncio_loop
+from ..errors import ConfigError, PartialDelivery, SinkUnavailable
+from ..ports import OutboxEvent
+from .options import SinkOptions
+
+DEFAULT_STREAM = "{topic}"
+DEFAULT_DEDUP_TTL = 86_400
+DEFAULT_DEDUP_PREFIX = "relay:dedup:"
+_PARAMETERS = ("stream", "maxlen", "dedup_ttl", "dedup_prefix")
+_CHUNK_BYTES = 4 * 1024 * 1024  # per script call: Redis serves nobody else while a script runs
+_BULK_LIMIT = 512 * 1024 * 1024  # proto-max-bulk-len's default, when CONFIG GET is not allowed
+_CLOSE_TIMEOUT = 5.0
+_HELD = -1
+
+# KEYS: stream, marker, per event. ARGV: ttl, maxlen or "", then per event id, topic, key,
+# keyed ("1"/"0"), headers, payload, created_at. Returns per event 1 added, 0 duplicate,
+# -1 held behind an earlier failure of its key, or the error of its XADD.
+_SCRIPT = """
+local ttl = tonumber(ARGV[1])
+local results, failed = {}, {}
+for i = 1, #KEYS / 2 do
+  local stream, marker = KEYS[2 * i - 1], KEYS[2 * i]
+  local a = 2 + (i - 1) * 7
+  local key, keyed = ARGV[a + 3], ARGV[a + 4] == '1'
+  if keyed and failed[key] then
+    results[i] = -1
+  elseif ttl > 0 and redis.call('EXISTS', marker) == 1 then
+    results[i] = 0
+  else
+    local args = {stream}
+    if ARGV[2] ~= '' then args = {stream, 'MAXLEN', '~', ARGV[2]} end
+    for _, v in ipairs({'*', 'id', ARGV[a + 1], 'topic', ARGV[a + 2]}) do args[#args + 1] = v end
+    if keyed then args[#args + 1] = 'key'; args[#args + 1] = key end
+    for _, v in ipairs({'headers', ARGV[a + 5], 'payload', ARGV[a + 6], 'created_at',
+                        ARGV[a + 7]}) do args[#args + 1] = v end
+    local reply = redis.pcall('XADD', unpack(args))
+    if type(reply) == 'table' and reply.err then
+      results[i] = reply.err
+      if keyed then failed[key] = true end
+    else
+      if ttl > 0 then redis.call('SET', marker, ARGV[a + 1], 'EX', ttl) end
+      results[i] = 1
+    end
+  end
+end
+return results
+"""
+
+
+def redact(url: str) -> str:
+    """`url` with the password of its user information, if any, replaced by `***`."""
+    scheme, sep, rest = url.partition("://")
+    # The last "@" before the query, else the last one at all: a password may hold "?" or "@",
+    # and hiding too much (a query's "@") is the safe mistake.
+    before_query = rest.partition("?")[0]
+    source = before_query if "@" in before_query else rest
+    userinfo, at, hostpart = source.rpartition("@")
+    if not at or ":" not in userinfo:
+        return url
+    return f"{scheme}{sep}{userinfo.partition(':')[0]}:***@{hostpart}{rest[len(source) :]}"
+
+
+def _fail(url: str, reason: str) -> ConfigError:
+    return ConfigError("sink", f"{reason} in {redact(url)!r}")
+
+
+@attrs.frozen
+class RedisTarget:
+    """What a `redis://` URL says: where the server is and how events are written."""
+
+    host: str
+    port: int = 6379
+    db: int = 0
+    username: str | None = None
+    password: str | None = attrs.field(default=None, repr=False)
+    tls: bool = False
+    stream: str = DEFAULT_STREAM
+    maxlen: int | None = None
+    dedup_ttl: int = DEFAULT_DEDUP_TTL
+    dedup_prefix: str = DEFAULT_DEDUP_PREFIX
+
+    @classmethod
+    def from_url(cls, url: str) -> RedisTarget:
+        """Parse and check `url`; a ConfigError (field "sink") names what is wrong."""
+        try:
+            parts = urllib.parse.urlsplit(url)
+            port = parts.port
+        except ValueError:
+            # Not the error's text: it quotes what it could not parse, maybe the password.
+            raise _fail(url, "not a valid URL (a port that is not a number?)") from None
+        if parts.scheme not in ("redis", "rediss") or not parts.hostname or port == 0:
+            raise _fail(url, "expected redis:// or rediss:// with a host (and a port > 0)")
+        if any(c.isspace() for c in url) or parts.fragment:
+            raise _fail(url, "a space or a #fragment")
+        path = parts.path.strip("/")
+        if path and not (path.isascii() and path.isdigit()):
+            raise _fail(url, f"the path must be a database number, got {path!r}")
+        params: dict[str, str] = {}
+        for name, value in urllib.parse.parse_qsl(parts.query, keep_blank_values=True):
+            if name not in _PARAMETERS:
+                raise _fail(url, f"unknown parameter {name!r} (known: {', '.join(_PARAMETERS)})")
+            if name in params:
+                raise _fail(url, f"parameter {name!r} given twice")
+            params[name] = value
+        stream = params.get("stream", DEFAULT_STREAM)
+        _check_template(url, stream)
+        if not params.get("dedup_prefix", DEFAULT_DEDUP_PREFIX):
+            raise _fail(url, "dedup_prefix must not be empty")
+        maxlen = params.get("maxlen")
+        return cls(
+            host=parts.hostname,
+            port=6379 if port is None else port,
+            db=int(path or 0),
+            username=urllib.parse.unquote(parts.username) if parts.username else None,
+            password=urllib.parse.unquote(parts.password) if parts.password else None,
+            tls=parts.scheme == "rediss",
+            stream=stream,
+            maxlen=None if maxlen is None else _integer(url, "maxlen", maxlen, least=1),
+            dedup_ttl=_integer(url, "dedup_ttl", params.get("dedup_ttl", DEFAULT_DEDUP_TTL)),
+            dedup_prefix=params.get("dedup_prefix", DEFAULT_DEDUP_PREFIX),
+        )
+
+    def stream_for(self, topic: str) -> str:
+        """The stream an event of `topic` goes to."""
+        return self.stream.format(topic=topic)
+
+
+def _integer(url: str, name: str, value: str | int, *, least: int = 0) -> int:
+    text = str(value)
+    if not (text.isascii() and text.isdigit()) or int(text) < least:
+        raise _fail(url, f"{name} must be an integer >= {least}, got {text!r}")
+    return int(text)
+
+
+def _check_template(url: str, template: str) -> None:
+    if not template:
+        raise _fail(url, "the stream template is empty")
+    try:
+        fields = [
+            parsed[1:] for parsed in string.Formatter().parse(template) if parsed[1] is not None
+        ]
+    except ValueError as exc:
+        raise _fail(url, f"stream template {template!r}: {exc}") from None
+    if any(field != ("topic", "", None) for field in fields):
+        raise _fail(url, f"stream template {template!r}: only {{topic}} may be used")
+
+
+@attrs.frozen
+class RedisSinkStatistics:
+    """Entries added and redelivered events recognised as duplicates, since the sink was made."""
+
+    added: int
+    duplicates: int
+
+
+@attrs.define
+class _Outcome:
+    """The failures of one `deliver` call, and the keys they block."""
+
+    failures: dict[int, str] = attrs.field(factory=dict)
+    permanent: set[int] = attrs.field(factory=set)
+    blocking: dict[str, int] = attrs.field(factory=dict)  # key: its first failed event
+    stopped: str | None = None  # why the rest of the batch is not sent
+
+    def held(self, event: OutboxEvent) -> bool:
+        if self.stopped is not None:
+            self.failures[event.id] = self.stopped
+        elif event.key is not None and event.key in self.blocking:
+            self.failures[event.id] = f"held behind event {self.blocking[event.key]}"
+        else:
+            return False
+        return True
+
+    def fail(self, event: OutboxEvent, reason: str, *, permanent: bool = False) -> None:
+        self.failures[event.id] = reason
+        if permanent:
+            self.permanent.add(event.id)
+        if event.key is not None:
+            self.blocking.setdefault(event.key, event.id)
+
+
+_Entry = tuple[OutboxEvent, bytes]  # an event and its headers as JSON
+
+
+@attrs.define(eq=False)
+class RedisStreamSink:
+    """Adds each event to its topic's Redis stream, once, in key order, a batch per script call.
+
+    Enter it (`async with sink`) before `deliver`: entering connects and checks the server,
+    leaving disconnects. See the module's documentation for the URL, the entries and the errors.
+
+    Attributes:
+        url: `redis://` or `rediss://`, see the module's documentation.
+        options: `timeout` bounds each call to Redis; `verify_tls` and `ca_file` apply to
+            `rediss://`.
+        max_payload: bytes a payload (or its headers' JSON) may have; None asks the server for its
+            `proto-max-bulk-len` on entering.
+    """
+
+    url: str = attrs.field(repr=lambda url: repr(redact(url)))
+    options: SinkOptions = attrs.field(factory=SinkOptions)
+    max_payload: int | None = attrs.field(default=None, repr=False)
+    target: RedisTarget = attrs.field(init=False, repr=False)
+    _client: Any = attrs.field(default=None, init=False, repr=False)
+    _script: Any = attrs.field(default=None, init=False, repr=False)
+    _stack: contextlib.AsyncExitStack | None = attrs.field(default=None, init=False, repr=False)
+    _limit: int = attrs.field(default=_BULK_LIMIT, init=False, repr=False)
+    _added: int = attrs.field(default=0, init=False, repr=False)
+    _duplicates: int = attrs.field(default=0, init=False, repr=False)
+
+    @target.default
+    def _parse(self) -> RedisTarget:
+        target = RedisTarget.from_url(self.url)
+        if target.tls and self.options.verify_tls and self.options.ca_file is not None:
+            try:  # here, not on entering: a bad file is a configuration error
+                ssl.create_default_context(cafile=self.options.ca_file)
+            except (OSError, ssl.SSLError) as exc:
+                raise ConfigError(
+                    "sink.ca_file", f"cannot load {self.options.ca_file}: {exc}"
+                ) from None
+        return target
+
+    @property
+    def _at(self) -> str:
+        return f"Redis at {self.target.host}:{self.target.port}"
+
+    def statistics(self) -> RedisSinkStatistics:
+        """What the sink has written so far."""
+        return RedisSinkStatistics(added=self._added, duplicates=self._duplicates)
+
+    async def __aenter__(self) -> Self:
+        if self._stack is not None:
+            raise RuntimeError("this RedisStreamSink is already open")
+        async with contextlib.AsyncExitStack() as stack:
+            await stack.enter_async_context(asyncio_loop())
+            target, options = self.target, self.options
+            client = redis.asyncio.Redis(
+                host=target.host,
+                port=target.port,
+                db=target.db,
+                username=target.username,
+                password=target.password,
+                ssl=target.tls,
+                ssl_cert_reqs="required" if options.verify_tls else "none",
+                ssl_check_hostname=options.verify_tls,
+                ssl_ca_certs=options.ca_file,
+                # Trio's deadline bounds each answer, so that a timeout is always ours (retryable),
+                # never a race with the client's (which would drop the connection).
+                socket_timeout=None,
+                socket_connect_timeout=options.timeout,
+                # The relay retries and reconnects; the client's own retries would only delay that.
+                retry=Retry(NoBackoff(), 0),
+                client_name="relay",
+            )
+            stack.push_async_callback(self._close, client)
+            limit = await self._ask_limit(client)
+            self._limit = limit if self.max_payload is None else self.max_payload
+            self._client, self._script = client, client.register_script(_SCRIPT)
+            self._stack = stack.pop_all()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        stack, self._stack, self._client, self._script = self._stack, None, None, None
+        if stack is not None:
+            await stack.aclose()
+
+    @staticmethod
+    async def _close(client: Any) -> None:
+        with trio.move_on_after(_CLOSE_TIMEOUT, shield=True):
+            await aio_as_trio(client.aclose)()
+
+    async def _ask_limit(self, client: Any) -> int:
+        """The server's `proto-max-bulk-len`; this first command also checks the connection."""
+        try:
+            with trio.fail_after(self.options.timeout):
+                reply = await aio_as_trio(client.config_get)("proto-max-bulk-len")
+        except trio.TooSlowError:
+            raise SinkUnavailable(
+                f"{self._at}: no answer within {self.options.timeout:g}s"
+            ) from None
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+            raise SinkUnavailable(f"{self._at}: {exc}") from None
+        except redis.exceptions.ResponseError:
+            return _BULK_LIMIT  # CONFIG is often denied on managed servers
+        # redis-py gives str keys and values (bytes in some versions and protocols).
+        found = [v for k, v in reply.items() if k in ("proto-max-bulk-len", b"proto-max-bulk-len")]
+        return int(found[0]) if found else _BULK_LIMIT
+
+    async def deliver(self, events: Sequence[OutboxEvent]) -> None:
+        """Add the events; raise `PartialDelivery` naming those not added, `SinkUnavailable` when
+        the connection is lost."""
+        if self._script is None:
+            raise RuntimeError("this RedisStreamSink is not open: enter it first: async with sink")
+        outcome = _Outcome()
+        chunk: list[_Entry] = []
+        size = 0
+        for event in events:
+            if outcome.held(event):
+                continue
+            headers = json.dumps(
+                dict(event.headers), ensure_ascii=False, separators=(",", ":")
+            ).encode()
+            if (largest := max(len(event.payload_json), len(headers))) > self._limit:
+                reason = f"too large for Redis: {largest} bytes, the limit is {self._limit}"
+                outcome.fail(event, reason, permanent=True)
+                continue
+            chunk.append((event, headers))
+            size += len(event.payload_json) + len(headers)
+            if size >= _CHUNK_BYTES:
+                await self._send(chunk, outcome)
+                chunk, size = [], 0
+        if chunk:
+            await self._send(chunk, outcome)
+        if outcome.failures:
+            raise PartialDelivery(outcome.failures, permanent=outcome.permanent)
+
+    async def _send(self, chunk: list[_Entry], outcome: _Outcome) -> None:
+        target = self.target
+        streams: dict[str, str] = {}
+        keys: list[str] = []
+        args: list[str | bytes | int] = [target.dedup_ttl, target.maxlen or ""]
+        for event, headers in chunk:
+            if (stream := streams.get(event.topic)) is None:
+                stream = streams[event.topic] = target.stream_for(event.topic)
+            keys += [stream, f"{target.dedup_prefix}{stream}:{event.id}"]
+            args += [event.id, event.topic, event.key or "", "0" if event.key is None else "1"]
+            args += [headers, event.payload_json, event.created_at.isoformat()]
+        reason: str | None = None
+        with trio.move_on_after(self.options.timeout) as scope:
+            try:
+                results = await aio_as_trio(self._script)(keys=keys, args=args)
+            except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+                raise SinkUnavailable(f"{self._at}: {exc}") from None
+            except redis.exceptions.RedisError as exc:  # OOM, READONLY, NOPERM, BUSY...
+                reason = f"Redis: {exc}"
+        if scope.cancelled_caught:
+            reason = f"no answer from Redis within {self.options.timeout:g}s"
+        if reason is not None:
+            # Some of these may be in already: a retry finds them marked and keeps their place.
+            outcome.stopped = f"not sent: an earlier call failed: {reason}"
+            for event, _ in chunk:
+                outcome.fail(event, reason)
+            return
+        for (event, _), result in zip(chunk, results, strict=True):
+            if result == 1:
+                self._added += 1
+            elif result == 0:
+                self._duplicates += 1
+            elif result == _HELD and event.key is not None:
+                outcome.failures[event.id] = f"held behind event {outcome.blocking[event.key]}"
+            else:
+                text = result.decode(errors="replace") if isinstance(result, bytes) else result
+                outcome.fail(event, f"Redis: {text}")

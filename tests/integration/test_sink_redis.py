@@ -1,0 +1,371 @@
+"""The Redis Streams sink against the Redis server on 127.0.0.1:6379, on the real clock.
+
+The server is shared: every test writes under its own `relaytest:<uuid>:` prefix (streams and
+dedup keys alike) and deletes what it finds there at the end, nothing else.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import attrs
+import psycopg
+import pytest
+import redis
+import trio
+
+from relay import Backoff, Config, OutboxEvent, PartialDelivery, SinkUnavailable, open_relay
+from relay.sinks import SinkOptions
+from relay.sinks.redis_streams import RedisStreamSink
+
+from ..conftest import pending_count
+from ..tcp_proxy import open_tcp_proxy
+
+REDIS_PORT = 6379
+GUARD = 60  # seconds any one test may take before it counts as hung
+
+
+def _redis_answers() -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", REDIS_PORT), timeout=1) as sock:
+            sock.sendall(b"PING\r\n")
+            return sock.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+if not _redis_answers():
+    pytest.skip(f"no Redis answers on 127.0.0.1:{REDIS_PORT}", allow_module_level=True)
+
+
+@attrs.frozen
+class Entry:
+    """One stream entry as a consumer reads it."""
+
+    stream: str
+    fields: dict[bytes, bytes]
+
+    @property
+    def id(self) -> int:
+        return int(self.fields[b"id"])
+
+    @property
+    def key(self) -> str | None:
+        key = self.fields.get(b"key")
+        return None if key is None else key.decode()
+
+
+@attrs.frozen
+class Namespace:
+    """This test's corner of the shared server."""
+
+    prefix: str
+    client: redis.Redis
+
+    def url(self, port: int = REDIS_PORT, query: str = "") -> str:
+        return (
+            f"redis://127.0.0.1:{port}/0?stream={self.prefix}{{topic}}"
+            f"&dedup_prefix={self.prefix}dedup:{query}"
+        )
+
+    def stream(self, topic: str) -> str:
+        return f"{self.prefix}{topic}"
+
+    def read(self, *topics: str) -> list[Entry]:
+        """Every entry of the topics' streams, each stream in its own order."""
+        return [
+            Entry(self.stream(topic), fields)
+            for topic in topics
+            for _, fields in self.client.xrange(self.stream(topic))
+        ]
+
+    def length(self, *topics: str) -> int:
+        return sum(self.client.xlen(self.stream(topic)) for topic in topics)
+
+
+@pytest.fixture
+def space() -> Iterator[Namespace]:
+    client = redis.Redis(port=REDIS_PORT)
+    space = Namespace(f"relaytest:{uuid.uuid4().hex}:", client)
+    try:
+        yield space
+    finally:
+        mine = list(client.scan_iter(match=f"{space.prefix}*", count=1000))
+        for start in range(0, len(mine), 1000):
+            client.delete(*mine[start : start + 1000])
+        client.close()
+
+
+def ev(id: int, key: str | None = None, topic: str = "orders", size: int = 0) -> OutboxEvent:
+    return OutboxEvent(
+        id=id,
+        topic=topic,
+        key=key,
+        payload_json=b'{"n": %d, "pad": "%s"}' % (id, b"x" * size),
+        headers={"trace": f"t-{id}"},
+    )
+
+
+def insert(dsn: str, count: int) -> dict[int, tuple[str, str | None, bytes, dict[str, Any]]]:
+    """`count` events over 50 keys (every tenth without a key) on two topics, a key on one topic.
+
+    Returns each event's topic, key, payload bytes as PostgreSQL sends them, and headers.
+    """
+    with psycopg.connect(dsn) as conn:
+        conn.execute(
+            "INSERT INTO relay.outbox (topic, key, payload, headers)"
+            " SELECT CASE WHEN mod(g, 2) = 0 THEN 'orders' ELSE 'payments' END,"
+            "  CASE WHEN mod(g, 10) = 0 THEN NULL ELSE 'k' || mod(g, 50) END,"
+            "  jsonb_build_object('n', g, 'text', 'é ✓ \"q\"', 'list', jsonb_build_array(g, 1.50)),"
+            "  jsonb_build_object('trace', 't-' || g)"
+            " FROM generate_series(1, %s) g",
+            [count],
+        )
+        rows = conn.execute(
+            "SELECT id, topic, key, payload::text, headers FROM relay.outbox ORDER BY id"
+        ).fetchall()
+    return {row[0]: (row[1], row[2], row[3].encode(), row[4]) for row in rows}
+
+
+def check_once_in_key_order(
+    entries: list[Entry], expected: dict[int, tuple[str, str | None, bytes, dict[str, Any]]]
+) -> None:
+    counts = Counter(entry.id for entry in entries)
+    assert set(counts) == set(expected), "lost or foreign events"
+    assert [id for id, n in counts.items() if n > 1] == [], "duplicates"
+    by_key: defaultdict[str, list[int]] = defaultdict(list)
+    for entry in entries:
+        topic, key, payload, headers = expected[entry.id]
+        assert entry.stream.endswith(f":{topic}")
+        assert entry.key == key
+        assert entry.fields[b"topic"] == topic.encode()
+        assert entry.fields[b"payload"] == payload
+        assert json.loads(entry.fields[b"headers"]) == headers
+        if key is not None:
+            by_key[key].append(entry.id)
+    assert len(by_key) == 45
+    for key, ids in by_key.items():
+        assert ids == sorted(ids), f"key {key} out of order"
+
+
+async def wait_until(condition: Callable[[], bool], interval: float = 0.02) -> None:
+    """Poll `condition`: what it watches (the database, the broker) cannot signal us."""
+    while not condition():  # noqa: ASYNC110
+        await trio.sleep(interval)
+
+
+async def test_5000_events_through_the_relay_arrive_once_each_in_key_order(
+    database_dsn: str, space: Namespace
+) -> None:
+    expected = insert(database_dsn, 5000)
+    sink = RedisStreamSink(space.url(), SinkOptions())
+    with trio.fail_after(GUARD):
+        async with open_relay(Config(dsn=database_dsn), sink) as handle:
+            await wait_until(lambda: pending_count(database_dsn) == 0, interval=0.1)
+            assert handle.statistics().delivered == 5000
+    check_once_in_key_order(space.read("orders", "payments"), expected)
+    assert sink.statistics().added == 5000
+    [(_, first)] = space.client.xrange(space.stream("orders"), count=1)
+    assert set(first) == {b"id", b"topic", b"key", b"headers", b"payload", b"created_at"}
+
+
+async def test_a_redelivered_batch_adds_nothing_twice(space: Namespace) -> None:
+    events = [ev(id, key=f"k{id % 3}" if id % 4 else None) for id in range(1, 41)]
+    sink = RedisStreamSink(space.url(), SinkOptions())
+    with trio.fail_after(GUARD):
+        async with sink:
+            await sink.deliver(events[:25])  # say the commit after this was lost
+            await sink.deliver(events)
+        async with sink:  # a new connection, as after a restart
+            await sink.deliver(events)
+    assert [entry.id for entry in space.read("orders")] == list(range(1, 41))
+    assert sink.statistics().added == 40
+    assert sink.statistics().duplicates == 25 + 40
+
+
+async def test_without_dedup_a_redelivery_adds_again(space: Namespace) -> None:
+    sink = RedisStreamSink(space.url(query="&dedup_ttl=0&maxlen=1000"), SinkOptions())
+    with trio.fail_after(GUARD):
+        async with sink:
+            await sink.deliver([ev(1), ev(2)])
+            await sink.deliver([ev(1), ev(2)])
+    assert [entry.id for entry in space.read("orders")] == [1, 2, 1, 2]
+    assert list(space.client.scan_iter(match=f"{space.prefix}dedup:*")) == []
+
+
+async def test_a_wrong_type_at_the_stream_is_retryable_and_holds_back_its_key(
+    space: Namespace,
+) -> None:
+    space.client.set(space.stream("broken"), "not a stream")
+    sink = RedisStreamSink(space.url(), SinkOptions())
+    events = [ev(1, "a", "broken"), ev(2, "b"), ev(3, "a"), ev(4, None, "broken"), ev(5, "b")]
+    with trio.fail_after(GUARD), pytest.raises(PartialDelivery) as caught:
+        async with sink:
+            await sink.deliver(events)
+    wrongtype = "Redis: WRONGTYPE Operation against a key holding the wrong kind of value"
+    assert caught.value.failures == {1: wrongtype, 3: "held behind event 1", 4: wrongtype}
+    assert caught.value.permanent == frozenset()
+    assert [entry.id for entry in space.read("orders")] == [2, 5]
+
+    space.client.delete(space.stream("broken"))  # fixed: the retry adds the rest, in order
+    with trio.fail_after(GUARD):
+        async with sink:
+            await sink.deliver(events)
+    assert [entry.id for entry in space.read("broken", "orders")] == [1, 4, 2, 5, 3]
+
+
+async def test_a_payload_too_large_for_redis_is_buried_and_its_key_goes_on(
+    database_dsn: str, space: Namespace
+) -> None:
+    with psycopg.connect(database_dsn) as conn:
+        conn.execute(
+            "INSERT INTO relay.outbox (topic, key, payload) VALUES"
+            " ('orders', 'k', jsonb_build_object('big', repeat('x', 100))),"
+            " ('orders', 'k', '{\"small\": 1}'), ('orders', 'j', '{\"small\": 2}')"
+        )
+    sink = RedisStreamSink(space.url(), SinkOptions(), max_payload=64)
+    # Event 2, held behind the buried event 1, is next claimed by the poll, not a due wakeup.
+    config = Config(dsn=database_dsn, poll_interval=0.2)
+    with trio.fail_after(GUARD):
+        async with open_relay(config, sink) as handle:
+            await wait_until(lambda: pending_count(database_dsn) == 0)
+            assert handle.statistics().dead == 1
+    with psycopg.connect(database_dsn) as conn:
+        dead = conn.execute("SELECT id, last_error FROM relay.outbox_dead").fetchall()
+    assert dead == [(1, "too large for Redis: 111 bytes, the limit is 64")]
+    # Event 2 waited behind event 1's burial; event 3, of another key, did not.
+    assert sorted(entry.id for entry in space.read("orders")) == [2, 3]
+
+
+async def test_a_server_not_there_makes_entering_raise_sink_unavailable() -> None:
+    with socket.socket() as closed:  # a port just freed: nothing listens there
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    with trio.fail_after(GUARD), pytest.raises(SinkUnavailable, match=f"127.0.0.1:{port}"):
+        async with RedisStreamSink(f"redis://app:hunter2@127.0.0.1:{port}", SinkOptions()):
+            pass
+
+
+async def _silent_after_config(stream: trio.SocketStream) -> None:
+    """A Redis that answers the handshake and CONFIG GET, then never answers again."""
+    buffer = b""
+    async with stream:
+        while data := await stream.receive_some(65536):
+            buffer += data
+            while buffer.startswith(b"*") and b"\r\n" in buffer:
+                command, buffer = _split_command(buffer)
+                if command is None:
+                    break
+                if command[0].upper() == b"CONFIG":
+                    await stream.send_all(b"%1\r\n$18\r\nproto-max-bulk-len\r\n$3\r\n512\r\n")
+                elif command[0].upper() == b"EVALSHA":
+                    await trio.sleep_forever()
+                else:
+                    await stream.send_all(b"+OK\r\n")
+
+
+def _split_command(buffer: bytes) -> tuple[list[bytes] | None, bytes]:
+    header, _, rest = buffer.partition(b"\r\n")
+    parts: list[bytes] = []
+    for _ in range(int(header[1:])):
+        length_line, sep, rest = rest.partition(b"\r\n")
+        length = int(length_line[1:]) if sep else -1
+        if length < 0 or len(rest) < length + 2:
+            return None, buffer  # not all here yet
+        parts.append(rest[:length])
+        rest = rest[length + 2 :]
+    return parts, rest
+
+
+async def test_no_answer_within_the_timeout_is_a_retryable_failure(
+    nursery: trio.Nursery,
+) -> None:
+    [listener] = await nursery.start(
+        functools.partial(trio.serve_tcp, _silent_after_config, 0, host="127.0.0.1")
+    )
+    port = listener.socket.getsockname()[1]
+    sink = RedisStreamSink(f"redis://127.0.0.1:{port}", SinkOptions(timeout=0.3))
+    with trio.fail_after(GUARD), pytest.raises(PartialDelivery) as caught:
+        async with sink:
+            await sink.deliver([ev(1, "a"), ev(2, "b"), ev(3, size=600)])
+    timeout = "no answer from Redis within 0.3s"
+    assert caught.value.failures == {
+        1: timeout,
+        2: timeout,
+        3: "too large for Redis: 619 bytes, the limit is 512",
+    }
+    assert caught.value.permanent == {3}
+
+
+async def test_cutting_the_connection_mid_run_loses_nothing_and_duplicates_nothing(
+    database_dsn: str, space: Namespace
+) -> None:
+    expected = insert(database_dsn, 2000)
+    config = Config(
+        dsn=database_dsn,
+        batch_size=20,
+        max_attempts=1000,
+        retry_backoff=Backoff(base=0.05, cap=0.2),
+        restart_backoff=Backoff(base=0.05, cap=0.2),
+        restart_intensity=1000,
+    )
+    with trio.fail_after(GUARD):
+        async with open_tcp_proxy(REDIS_PORT) as proxy:
+            sink = RedisStreamSink(space.url(proxy.port), SinkOptions(timeout=2))
+            async with open_relay(config, sink) as handle:
+                await wait_until(lambda: handle.statistics().delivered >= 200, interval=0.005)
+                proxy.go_down()
+                # More work while the broker is away, in case the first 2000 were all through.
+                expected |= insert(database_dsn, 500)
+                await trio.sleep(1.5)
+                down = handle.statistics()
+                assert down.restarts >= 1 and down.retried >= 1
+                assert pending_count(database_dsn) > 0
+                proxy.come_back()
+                await wait_until(lambda: pending_count(database_dsn) == 0, interval=0.1)
+    check_once_in_key_order(space.read("orders", "payments"), expected)
+
+
+def test_relay_run_with_a_redis_sink_url_delivers(
+    database_dsn: str, space: Namespace, tmp_path: Path
+) -> None:
+    expected = insert(database_dsn, 100)
+    err = tmp_path / "relay.err"
+    with err.open("wb") as stderr:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "relay.cli",
+                "run",
+                "--dsn",
+                database_dsn,
+                "--sink",
+                space.url(),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+        )
+    try:
+        deadline = time.monotonic() + GUARD
+        while space.length("orders", "payments") < 100 or pending_count(database_dsn) > 0:
+            assert process.poll() is None, err.read_text()
+            assert time.monotonic() < deadline, "timed out waiting for the events"
+            time.sleep(0.05)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=GUARD) == 0, err.read_text()
+    assert "Traceback" not in err.read_text()
+    entries = space.read("orders", "payments")
+    assert sorted(entry.id for entry in entries) == sorted(expected)
