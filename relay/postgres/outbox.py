@@ -246,8 +246,9 @@ class PostgresOutbox:
 class _Notifications:
     """Yields once per NOTIFY (a burst may count once); raises `ListenerLost` when it ends.
 
-    Each wait is one asyncio coroutine that closes its own generator, so nothing is left for a
-    garbage collector to finalise; psycopg keeps notifications that arrive between waits.
+    Waits for the socket in trio itself and reads notifications with libpq's own calls: nothing
+    else uses a listening connection, and psycopg's `notifies()` would wake every 0.1 s to check
+    for a timeout, which is most of what an idle relay costs.
     """
 
     conn: psycopg.AsyncConnection[Any]
@@ -257,21 +258,17 @@ class _Notifications:
         return self
 
     async def __anext__(self) -> None:
+        pgconn = self.conn.pgconn
         try:
-            received = await trio_asyncio.aio_as_trio(self._next)()
+            while pgconn.notifies() is None:
+                await trio.lowlevel.wait_readable(pgconn.socket)
+                pgconn.consume_input()  # raises once the server closed the connection
+                if pgconn.status != psycopg.pq.ConnStatus.OK:
+                    raise ListenerLost("the listening connection ended")
+            while pgconn.notifies() is not None:
+                pass  # the rest of a burst: one wakeup is enough
         except psycopg.Error as exc:
             raise ListenerLost(str(translate(exc, self.config, "listen"))) from None
-        if not received:
-            raise ListenerLost("the listening connection ended")
-
-    async def _next(self) -> bool:
-        stream = self.conn.notifies(stop_after=1)
-        try:
-            async for _ in stream:
-                return True
-            return False
-        finally:
-            await stream.aclose()
 
 
 @asynccontextmanager
