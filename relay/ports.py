@@ -10,11 +10,53 @@ import datetime
 import functools
 import inspect
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping, Sequence
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Collection,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol, runtime_checkable
 
 import attrs
+
+
+class JsonObject(Mapping[str, Any]):
+    """A read-only mapping over the text of a JSON object, decoded on first read.
+
+    The PostgreSQL outbox hands each event's headers over as one: a byte-level sink copies `json`
+    as it is, and only code that reads a header pays for decoding.
+    """
+
+    __slots__ = ("_decoded", "json")
+
+    def __init__(self, json: bytes) -> None:
+        self.json = json
+        self._decoded: dict[str, Any] | None = None
+
+    def _mapping(self) -> dict[str, Any]:
+        if self._decoded is None:
+            decoded = json.loads(self.json)
+            if not isinstance(decoded, dict):
+                raise TypeError(f"not a JSON object: {self.json[:40]!r}")
+            self._decoded = decoded
+        return self._decoded
+
+    def __getitem__(self, name: str) -> Any:
+        return self._mapping()[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._mapping())
+
+    def __len__(self) -> int:
+        return len(self._mapping())
+
+    def __repr__(self) -> str:
+        return repr(self._mapping())
 
 
 @attrs.frozen
@@ -29,7 +71,8 @@ class OutboxEvent:
         topic: the routing name (subject, stream, path).
         key: the ordering key, or None for unordered events.
         payload_json: the payload as JSON text, in bytes.
-        headers: string metadata the writer attached.
+        headers: metadata the writer attached, a JSON object (from PostgreSQL a `JsonObject`,
+            decoded on first read).
         created_at: when the writer inserted the row.
         attempts: deliveries tried before this one.
     """

@@ -24,7 +24,7 @@ from psycopg_pool import AsyncConnectionPool
 from ..aio import asyncio_loop
 from ..config import Config
 from ..errors import ListenerLost
-from ..ports import Backlog, OutboxEvent, Retry
+from ..ports import Backlog, JsonObject, OutboxEvent, Retry
 from .connect import connection_kwargs, translate
 from .queries import Queries
 
@@ -62,7 +62,7 @@ def _event(row: tuple[Any, ...]) -> OutboxEvent:
         topic=topic,
         key=key,
         payload_json=payload,
-        headers=headers,
+        headers=JsonObject(headers),
         created_at=created_at,
         attempts=attempts,
     )

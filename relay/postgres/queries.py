@@ -10,7 +10,7 @@ from psycopg import sql
 
 from ..config import notify_channel
 
-_EVENT_COLUMNS = "id, topic, key, payload, headers::json, created_at, attempts"
+_EVENT_COLUMNS = "id, topic, key, payload, headers, created_at, attempts"
 
 # True for an outbox row `o` while an earlier event of its key waits for a retry. Only retried
 # rows (attempts > 0) can be waiting, and a partial index holds just those, so it stays cheap.

@@ -1,14 +1,15 @@
 """The wire form of an event shared by the byte-level sinks: one compact JSON object.
 
 `{"id":…,"topic":…,"key":…,"payload":…,"headers":…,"created_at":…,"attempts":…}` in UTF-8, the
-payload spliced in as the bytes PostgreSQL sent, never decoded: decoding is the relay's main cost.
+payload and the headers spliced in as the bytes PostgreSQL sent, never decoded: decoding is the
+relay's main cost.
 """
 
 from __future__ import annotations
 
 import json
 
-from ..ports import OutboxEvent
+from ..ports import JsonObject, OutboxEvent
 
 _encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
 
@@ -24,7 +25,6 @@ def encode_event(event: OutboxEvent) -> bytes:
     payload = event.payload_json
     if b"\n" in payload or b"\r" in payload:
         payload = _encode(json.loads(payload)).encode()
-    headers = event.headers if isinstance(event.headers, dict) else dict(event.headers)
     return (
         b'{"id":%d,"topic":%b,"key":%b,"payload":%b,"headers":%b,"created_at":%b,"attempts":%d}'
         % (
@@ -32,8 +32,17 @@ def encode_event(event: OutboxEvent) -> bytes:
             _encode(event.topic).encode(),
             _encode(event.key).encode(),
             payload,
-            _encode(headers).encode(),
+            headers_json(event),
             _encode(event.created_at.isoformat()).encode(),
             event.attempts,
         )
     )
+
+
+def headers_json(event: OutboxEvent) -> bytes:
+    """The event's headers as one line of JSON: the bytes PostgreSQL sent, when that is where
+    they came from."""
+    headers = event.headers
+    if isinstance(headers, JsonObject) and b"\n" not in headers.json:
+        return headers.json
+    return _encode(headers if isinstance(headers, dict) else dict(headers)).encode()

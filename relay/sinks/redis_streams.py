@@ -10,7 +10,7 @@ against `SinkOptions.verify_tls` and `ca_file`). Port 6379 and db 0 by default. 
 - `dedup_prefix`: where those ids are remembered, default `relay:dedup:`.
 
 Any other parameter is a configuration error. Each entry holds the fields `id` (decimal), `topic`,
-`key` (left out when the event has none, so that None and "" stay apart), `headers` (compact JSON),
+`key` (left out when the event has none, so that None and "" stay apart), `headers` (JSON),
 `payload` (the payload's JSON bytes exactly as PostgreSQL sent them, never decoded) and
 `created_at` (ISO 8601).
 
@@ -45,7 +45,6 @@ retryable failure carrying Redis's message; a payload or headers larger than the
 from __future__ import annotations
 
 import contextlib
-import json
 import ssl
 import string
 import urllib.parse
@@ -64,6 +63,7 @@ from redis.backoff import NoBackoff
 from ..aio import aio_as_trio, asyncio_loop
 from ..errors import ConfigError, PartialDelivery, SinkUnavailable
 from ..ports import OutboxEvent
+from .encoding import headers_json
 from .options import SinkOptions
 
 DEFAULT_STREAM = "{topic}"
@@ -365,9 +365,7 @@ class RedisStreamSink:
         for event in events:
             if outcome.held(event):
                 continue
-            headers = json.dumps(
-                dict(event.headers), ensure_ascii=False, separators=(",", ":")
-            ).encode()
+            headers = headers_json(event)
             if (largest := max(len(event.payload_json), len(headers))) > self._limit:
                 reason = f"too large for Redis: {largest} bytes, the limit is {self._limit}"
                 outcome.fail(event, reason, permanent=True)

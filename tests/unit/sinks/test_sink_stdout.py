@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from relay import OutboxEvent
+from relay.ports import JsonObject
 from relay.sinks import StdoutSink, encode_event
 
 CREATED = datetime.datetime(2024, 1, 2, 3, 4, 5, 678000, tzinfo=datetime.UTC)
@@ -73,6 +74,22 @@ async def test_splices_the_payload_bytes_as_stored(no_json_decoding: None) -> No
     stream = io.BytesIO()
     await StdoutSink(stream).deliver([event(1, payload)])
     assert b'"payload":' + payload + b',"headers"' in stream.getvalue()
+
+
+async def test_splices_headers_from_postgresql_as_stored(no_json_decoding: None) -> None:
+    """Headers the outbox handed over as JSON text are copied too, never decoded."""
+    headers = b'{"trace": "abc", "tries": [1, 2]}'
+    stream = io.BytesIO()
+    await StdoutSink(stream).deliver([event(1, b"{}", headers=JsonObject(headers))])
+    assert b'"headers":' + headers + b',"created_at"' in stream.getvalue()
+
+
+def test_json_headers_decode_on_first_read_and_compare_as_a_dict() -> None:
+    headers = JsonObject(b'{"trace": "abc", "n": 2}')
+    assert headers == {"trace": "abc", "n": 2}
+    assert (headers["trace"], len(headers), list(headers)) == ("abc", 2, ["trace", "n"])
+    with pytest.raises(TypeError, match="not a JSON object"):
+        len(JsonObject(b"[1]"))
 
 
 async def test_each_line_is_the_event_as_a_json_object() -> None:
