@@ -28,33 +28,26 @@ _PLACEHOLDER = re.compile(r"%\((\w+)\)s")
 
 
 class RelayClaim:
-    """relay's own claim, statement for statement, rendered from `relay.postgres.queries`.
-
-    relay's claim is a key-lock statement followed by the claim-and-delete (as in
-    `PostgresOutbox._claim_rows`); an older relay without `lock_keys` is one statement.
-    """
+    """relay's own claim, statement for statement, rendered from `relay.postgres.queries`:
+    the key-lock statement, then the claim-and-delete (as in `PostgresOutbox._claim_rows`)."""
 
     def __init__(self, bench: Bench) -> None:
         queries = bench.queries
-        self.lock_keys = getattr(queries, "lock_keys", None)
-        self.namespace = getattr(queries, "lock_namespace", 0)
+        self.lock_keys = queries.lock_keys
+        self.namespace = queries.lock_namespace
         self.claim = queries.claim
         self.bench = bench
 
     def run(self, cursor: Any, limit: int) -> list[tuple[Any, ...]]:
-        keys = None
-        if self.lock_keys is not None:
-            cursor.execute(self.lock_keys, {"scan": 2 * limit, "namespace": self.namespace})
-            keys = cursor.fetchone()[0]
+        cursor.execute(self.lock_keys, {"scan": limit, "namespace": self.namespace})
+        keys = cursor.fetchone()[0]
         cursor.execute(self.claim, {"limit": limit, "keys": keys})
         rows: list[tuple[Any, ...]] = cursor.fetchall()
         return rows
 
     def pgbench_script(self) -> str:
-        claim = _PLACEHOLDER.sub(r":\1", self.bench.sql(self.claim)).replace("%%", "%")
-        if self.lock_keys is None:
-            return claim + ";\n"
         lock = _PLACEHOLDER.sub(r":\1", self.bench.sql(self.lock_keys)).replace("%%", "%")
+        claim = _PLACEHOLDER.sub(r":\1", self.bench.sql(self.claim)).replace("%%", "%")
         # \gset names variables after the columns; read the first one's name from the server.
         with self.bench.connect() as conn, conn.cursor() as cursor:
             cursor.execute(self.lock_keys, {"scan": 1, "namespace": self.namespace})
@@ -65,7 +58,7 @@ class RelayClaim:
         return f"BEGIN;\n{lock.strip()} \\gset lk_\n{claim.strip()};\nCOMMIT;\n"
 
     def pgbench_vars(self, limit: int) -> dict[str, int]:
-        return {"limit": limit, "scan": 2 * limit, "namespace": self.namespace}
+        return {"limit": limit, "scan": limit, "namespace": self.namespace}
 
 
 def pgbench(bench: Bench, n: int, batch: int, script: str, variables: dict[str, int]) -> float:
