@@ -158,13 +158,19 @@ class PostgresOutbox:
     ) -> tuple[list[tuple[Any, ...]], bool]:
         """Lock the keys at the head of the queue, then claim; True if another relay held some."""
         async with conn.cursor() as cursor:
-            await cursor.execute(
-                self.queries.lock_keys,
-                {"scan": self._scan_factor * limit, "namespace": self.queries.lock_namespace},
-            )
-            locked = await cursor.fetchone()
-            assert locked is not None
-            keys, held_elsewhere = locked
+            while True:
+                await cursor.execute(
+                    self.queries.lock_keys,
+                    {"scan": self._scan_factor * limit, "namespace": self.queries.lock_namespace},
+                )
+                locked = await cursor.fetchone()
+                assert locked is not None
+                keys, held_elsewhere = locked
+                if keys or not held_elsewhere or self._scan_factor == _MAX_SCAN_FACTOR:
+                    break
+                # Other relays hold every key in the window: look further at once, in the same
+                # transaction, rather than claim nothing and pause.
+                self._scan_factor = min(_MAX_SCAN_FACTOR, 2 * self._scan_factor)
             await cursor.execute(self.queries.claim, {"limit": limit, "keys": keys})
             rows = await cursor.fetchall()
         rows.sort(key=lambda row: row[0])  # DELETE ... RETURNING promises no order
