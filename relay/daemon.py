@@ -19,6 +19,7 @@ from .ports import Sink
 from .runtime import RelayHandle, run_relay
 from .settings import Settings
 from .sinks import SinkOptions, open_sink
+from .sinks.urls import url_secrets
 
 log = logging.getLogger("relay.daemon")
 
@@ -79,7 +80,11 @@ def run_daemon(settings: Settings) -> int:
     configure(
         settings.log_level,
         settings.log_format,
-        secrets=[dsn_password(settings.config.dsn) or "", settings.webhook_secret or ""],
+        secrets=[
+            dsn_password(settings.config.dsn) or "",
+            settings.webhook_secret or "",
+            *url_secrets(settings.sink),
+        ],
     )
     sink = _sink(settings)
     code = EXIT_OK

@@ -79,7 +79,7 @@ class Settings:
     """All `relay run` needs: the relay's `Config` and the daemon's own options."""
 
     config: Config
-    sink: str = "stdout"
+    sink: str = attrs.field(default="stdout", repr=False)  # a broker URL may hold a password
     grace_period: float = attrs.field(default=10.0, validator=lambda _, __, v: _non_negative(v))
     webhook_secret: str | None = attrs.field(default=None, repr=False)
     sink_timeout: float = 10.0

@@ -9,6 +9,7 @@ from ..ports import Sink
 from .options import SinkOptions
 from .python import load_python_sink
 from .stdout import StdoutSink
+from .urls import hide_secrets
 from .webhook import WebhookSink
 
 _EXPECTED = (
@@ -70,5 +71,10 @@ def _open_broker_sink(scheme: str, url: str, options: SinkOptions) -> Sink:
             "sink",
             f"{scheme}:// needs the {exc.name} package: pip install 'relay[{extra}]'",
         ) from None
-    sink: Sink = getattr(module, class_name)(url, options)
+    try:
+        sink: Sink = getattr(module, class_name)(url, options)
+    except ConfigError as exc:
+        # The sink redacts what it parsed; a password with an unencoded delimiter parses wrongly
+        # and may show in pieces. Mask those too, at this one boundary.
+        raise ConfigError(exc.field, hide_secrets(exc.reason, url)) from None
     return sink

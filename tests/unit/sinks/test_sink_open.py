@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from typing import Any
 
@@ -9,6 +10,7 @@ import pytest
 
 from relay import ConfigError
 from relay.sinks import SinkOptions, StdoutSink, WebhookSink, open_sink
+from relay.sinks.urls import url_secrets
 
 
 @pytest.mark.parametrize("url", ["stdout", "", "  stdout  "])
@@ -135,3 +137,33 @@ def test_bad_sink_options_are_config_errors(
     assert caught.value.field == field
     assert reason in caught.value.reason
     assert "X-Evil" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "amqp://relay:s3cr?etpass@127.0.0.1/",
+        "nats://alice:s3cret?subject=y@127.0.0.1",
+        "redis://u:1234?secretword@127.0.0.1",
+        "redis://u:1299/3456@127.0.0.1/0",
+    ],
+)
+def test_a_password_with_an_unencoded_delimiter_never_shows_in_the_error(url: str) -> None:
+    secret = url.split("://", 1)[1].rsplit("@", 1)[0].split(":", 1)[1]
+    with pytest.raises(ConfigError) as caught:
+        open_sink(url)
+    text = str(caught.value)
+    for piece in re.split(r"[/?#@:&=]", secret):
+        assert piece not in text, text
+
+
+def test_url_secrets_are_the_password_its_decoded_form_and_its_pieces() -> None:
+    assert url_secrets("amqp://u:a%2Fbcde/fghi@h/") == [
+        "a%2Fbcde/fghi",
+        "a/bcde/fghi",
+        "a%2Fbcde",
+        "bcde",
+        "fghi",
+    ]
+    assert url_secrets("nats://tok3n@127.0.0.1") == ["tok3n"]
+    assert url_secrets("redis://127.0.0.1:6379") == []
