@@ -148,7 +148,7 @@ class Drainer:
 
         Raises:
             OutboxUnavailable: claiming, settling or asking for the next due time failed.
-            SinkUnavailable: the sink lost its destination; the batch was settled as failed.
+            SinkUnavailable: the sink lost its destination; the batch was rolled back untouched.
             Exception: whatever entering or leaving the sink raised.
         """
         # A clone per run: a restarted drainer must not find its channel end closed.
@@ -206,20 +206,14 @@ class Drainer:
         started = trio.current_time()
         delivered: tuple[OutboxEvent, ...] = ()
         held = False
-        lost: SinkUnavailable | None = None
         async with self.outbox.claim(self.config.batch_size) as batch:
             self._claims += 1
             events = batch.events
             if events:
                 self._batches += 1
-                delivered, held, lost = await self._deliver(batch)
+                delivered, held = await self._deliver(batch)
             else:
                 self._empty_claims += 1
-        if lost is not None:
-            # The batch is settled as failed, so nothing is lost; the supervisor restarts the
-            # drainer, which enters the sink again: that reconnects it.
-            logger.warning("sink unavailable, reconnecting: %s", lost)
-            raise lost
         if events and self._observers:
             self._notify(BatchReport(trio.current_time() - started, len(events), delivered))
         return events, batch.contended, held
@@ -245,13 +239,10 @@ class Drainer:
         if self._batch_settled is not None:
             await self._batch_settled.wait()
 
-    async def _deliver(
-        self, batch: ClaimedBatch
-    ) -> tuple[tuple[OutboxEvent, ...], bool, SinkUnavailable | None]:
+    async def _deliver(self, batch: ClaimedBatch) -> tuple[tuple[OutboxEvent, ...], bool]:
         events = batch.events
         failures: dict[int, str] = {}
         permanent: Collection[int] = ()
-        lost: SinkUnavailable | None = None
         # The claim holds a transaction open: a hanging sink must not keep it open for ever.
         with trio.move_on_after(self.config.delivery_timeout) as scope:
             try:
@@ -262,8 +253,11 @@ class Drainer:
                 permanent = partial.permanent
                 logger.warning("sink failed %d of %d events", len(failures), len(events))
             except SinkUnavailable as exc:
-                lost = exc
-                failures = dict.fromkeys((event.id for event in events), f"sink unavailable: {exc}")
+                # Not the events' fault: leaving the claim unsettled puts them back as they were
+                # (no attempt counted), and the supervisor restarts the drainer, which enters the
+                # sink again: that reconnects it.
+                logger.warning("sink unavailable, reconnecting: %s", exc)
+                raise
             except Exception as exc:  # any sink error fails the whole batch, the relay goes on
                 logger.warning("sink failed a batch of %d events", len(events), exc_info=True)
                 failures = dict.fromkeys(
@@ -291,7 +285,7 @@ class Drainer:
             logger.error("event %d moved to the dead table: %s", id, reason)
         failed = outcome.retry.keys() | outcome.bury.keys() | outcome.hold
         delivered = tuple(event for event in events if event.id not in failed)
-        return delivered, bool(outcome.hold), lost
+        return delivered, bool(outcome.hold)
 
     def statistics(self) -> DrainerStatistics:
         """Counts since the drainer was created (they survive restarts)."""

@@ -42,9 +42,10 @@ class SinkFailed(RelayError):
 class SinkUnavailable(RelayError):
     """Raised by a sink whose connection to its destination is lost (say, a broker went away).
 
-    The drainer settles the batch as failed (every event retried, nothing lost), then lets the error
-    escape: the supervisor restarts the drainer after its backoff, and the restarted drainer enters
-    the sink again, which reconnects.
+    The drainer rolls the batch back (every event stays pending as it was, no attempt counted) and
+    lets the error escape: the supervisor restarts the drainer after its backoff, and the restarted
+    drainer enters the sink again, which reconnects. Raise it from `deliver` itself, not wrapped in
+    an exception group.
     """
 
 
