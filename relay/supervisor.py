@@ -20,7 +20,7 @@ import trio
 
 from .backoff import Backoff
 from .config import Config
-from .errors import RestartIntensityExceeded
+from .errors import RelayError, RestartIntensityExceeded
 
 logger = logging.getLogger(__name__)
 
@@ -171,12 +171,14 @@ class Supervisor:
             if delay is None:
                 self._give_up(spec, error)
                 await trio.sleep_forever()  # takes the cancellation _give_up requested
+            # relay's own errors say what happened in one line; anything else gets its traceback
+            expected = isinstance(error, RelayError)
             logger.warning(
                 "%s %s; restarting it in %.3gs",
                 spec.name,
-                "returned" if error is None else "crashed",
+                "returned" if error is None else f"crashed: {error}" if expected else "crashed",
                 delay,
-                exc_info=error,
+                exc_info=None if expected else error,
             )
             await trio.sleep(delay)
         status.started()  # a child that ended for good must not hold up the supervisor's start

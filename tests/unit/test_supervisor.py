@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable
 import pytest
 import trio
 
-from relay import Backoff, RestartIntensityExceeded
+from relay import Backoff, RestartIntensityExceeded, SinkUnavailable
 from relay.supervisor import ChildSpec, Restart, RestartPolicy, Supervisor
 
 POLICY = RestartPolicy(intensity=10, period=60.0, backoff=Backoff(base=0.25, cap=4.0, jitter=0.0))
@@ -212,3 +212,25 @@ async def test_an_error_raised_while_stopping_is_not_a_crash(
 def test_a_restart_policy_refuses_a_negative_intensity() -> None:
     with pytest.raises(ValueError):
         RestartPolicy(intensity=-1)
+
+
+async def test_relays_own_errors_are_logged_in_one_line_others_with_their_traceback(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def lost(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+        raise SinkUnavailable("broker gone")
+
+    async def broken(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+        raise ValueError("a bug")
+
+    supervisor = Supervisor([ChildSpec("sink", lost), ChildSpec("bug", broken)], POLICY)
+    with trio.move_on_after(0.1):
+        await supervisor.run()
+    [expected] = [r for r in caplog.records if r.getMessage().startswith("sink")]
+    [unexpected] = [r for r in caplog.records if r.getMessage().startswith("bug")]
+    assert expected.getMessage() == "sink crashed: broker gone; restarting it in 0.25s"
+    assert expected.exc_info is None
+    assert unexpected.getMessage() == "bug crashed; restarting it in 0.25s"
+    assert unexpected.exc_info is not None
