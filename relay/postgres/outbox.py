@@ -76,7 +76,12 @@ def _row_params(
         "topic": event.topic,
         "key": event.key,
         "payload": event.payload_json.decode(),
-        "headers": Jsonb(dict(event.headers)),
+        # As read, when read from here: a settle must not depend on decoding what a writer wrote.
+        "headers": (
+            event.headers.json.decode()
+            if isinstance(event.headers, JsonObject)
+            else Jsonb(dict(event.headers))
+        ),
         "created_at": event.created_at,
         "attempts": attempts,
         "delay": delay,

@@ -188,3 +188,37 @@ async def test_a_poison_event_dies_after_max_attempts_without_blocking_other_key
             assert b"moved 1" in retried.stdout
             await wait_until(lambda: ("A", 1) in delivered)
     assert pending_count(database_dsn) == 0
+
+
+async def test_headers_that_are_not_an_object_fail_their_event_not_the_relay(
+    database_dsn: str,
+) -> None:
+    """A foreign writer's `headers = '[]'`: the handler cannot read them, the event dies alone."""
+    delivered: list[int] = []
+
+    async def handler(events: Sequence[OutboxEvent]) -> None:
+        failed = {}
+        for event in events:
+            try:
+                dict(event.headers)
+            except TypeError as exc:
+                failed[event.id] = str(exc)
+            else:
+                delivered.append(event.id)
+        if failed:
+            raise PartialDelivery(failed)
+
+    with psycopg.connect(database_dsn) as conn:
+        conn.execute(
+            "INSERT INTO relay.outbox (topic, key, payload, headers) VALUES"
+            " ('t', 'A', '1', '[1, 2]'), ('t', 'B', '2', '{\"h\": 1}')"
+        )
+    config = Config(dsn=database_dsn, max_attempts=2, retry_backoff=Backoff(base=0.05, cap=0.1))
+    with trio.fail_after(GUARD):
+        async with open_relay(config, handler) as handle:
+            await wait_until(lambda: handle.statistics().dead == 1)
+            assert handle.statistics().restarts == 0
+    assert delivered == [2]
+    with psycopg.connect(database_dsn) as conn:
+        dead = conn.execute("SELECT id, headers, last_error FROM relay.outbox_dead").fetchall()
+    assert dead == [(1, [1, 2], "not a JSON object: b'[1, 2]'")]
