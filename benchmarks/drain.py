@@ -39,7 +39,7 @@ class RelayClaim:
         self.bench = bench
 
     def run(self, cursor: Any, limit: int) -> list[tuple[Any, ...]]:
-        cursor.execute(self.lock_keys, {"scan": limit, "namespace": self.namespace})
+        cursor.execute(self.lock_keys, {"skip": 0, "scan": limit, "namespace": self.namespace})
         keys = cursor.fetchone()[0]
         cursor.execute(self.claim, {"limit": limit, "keys": keys})
         rows: list[tuple[Any, ...]] = cursor.fetchall()
@@ -50,7 +50,7 @@ class RelayClaim:
         claim = _PLACEHOLDER.sub(r":\1", self.bench.sql(self.claim)).replace("%%", "%")
         # \gset names variables after the columns; read the first one's name from the server.
         with self.bench.connect() as conn, conn.cursor() as cursor:
-            cursor.execute(self.lock_keys, {"scan": 1, "namespace": self.namespace})
+            cursor.execute(self.lock_keys, {"skip": 0, "scan": 1, "namespace": self.namespace})
             assert cursor.description is not None
             column = cursor.description[0].name
             conn.rollback()
@@ -58,7 +58,7 @@ class RelayClaim:
         return f"BEGIN;\n{lock.strip()} \\gset lk_\n{claim.strip()};\nCOMMIT;\n"
 
     def pgbench_vars(self, limit: int) -> dict[str, int]:
-        return {"limit": limit, "scan": limit, "namespace": self.namespace}
+        return {"limit": limit, "skip": 0, "scan": limit, "namespace": self.namespace}
 
 
 def pgbench(bench: Bench, n: int, batch: int, script: str, variables: dict[str, int]) -> float:

@@ -38,10 +38,10 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 _CLEANUP_SECONDS = 5.0
-# The key-lock window is one batch of rows, and grows up to this factor while other relays crowd
-# it. One batch, not more: every key in the window stays locked until the claim commits, so a wider
-# window only takes keys from the other relays.
-_MAX_SCAN_FACTOR = 16
+# The key-lock window is one batch of rows: every key in it stays locked until the claim commits, so
+# a wider window would only take keys from the other relays. When they hold every key in it, the
+# window moves down the queue, 1, 2, 4 and 8 batches from the head, still one batch wide.
+_FURTHEST_WINDOW = 8
 
 
 class _JsonbAsBytes(Loader):
@@ -135,7 +135,6 @@ class PostgresOutbox:
     pool: AsyncConnectionPool[psycopg.AsyncConnection[Any]]
     queries: Queries
     loop: Any = None  # the trio-asyncio loop the pool lives on; None: the caller's current one
-    _scan_factor: int = 1  # see _MAX_SCAN_FACTOR
 
     async def _aio(
         self, doing: str, fn: Callable[P, Awaitable[T]], *args: P.args, **kwargs: P.kwargs
@@ -163,26 +162,25 @@ class PostgresOutbox:
     ) -> tuple[list[tuple[Any, ...]], bool]:
         """Lock the keys at the head of the queue, then claim; True if another relay held some."""
         async with conn.cursor() as cursor:
+            skip, contended = 0, False
             while True:
                 await cursor.execute(
                     self.queries.lock_keys,
-                    {"scan": self._scan_factor * limit, "namespace": self.queries.lock_namespace},
+                    {"skip": skip * limit, "scan": limit, "namespace": self.queries.lock_namespace},
                 )
                 locked = await cursor.fetchone()
                 assert locked is not None
                 keys, held_elsewhere = locked
-                if keys or not held_elsewhere or self._scan_factor == _MAX_SCAN_FACTOR:
+                contended = contended or held_elsewhere > 0
+                if keys or not held_elsewhere or skip == _FURTHEST_WINDOW:
                     break
-                # Other relays hold every key in the window: look further at once, in the same
-                # transaction, rather than claim nothing and pause.
-                self._scan_factor = min(_MAX_SCAN_FACTOR, 2 * self._scan_factor)
+                # Other relays hold every key in the window: look further down at once, in the
+                # same transaction, rather than claim nothing and pause.
+                skip = max(1, 2 * skip)
             await cursor.execute(self.queries.claim, {"limit": limit, "keys": keys})
             rows = await cursor.fetchall()
         rows.sort(key=lambda row: row[0])  # DELETE ... RETURNING promises no order
-        # Other relays hold the keys at the head of the queue: look further next time.
-        crowded = held_elsewhere > 0 and len(rows) < limit
-        self._scan_factor = min(_MAX_SCAN_FACTOR, 2 * self._scan_factor) if crowded else 1
-        return rows, held_elsewhere > 0
+        return rows, contended
 
     async def _release(self, conn: psycopg.AsyncConnection[Any], *, clean: bool) -> None:
         """Give `conn` back to the pool, rolled back; close it if that cannot be done quickly."""

@@ -34,7 +34,8 @@ class Queries:
 
     @functools.cached_property
     def lock_keys(self) -> sql.Composed:
-        """Take this transaction's advisory locks on the keys at the head of the queue.
+        """Take this transaction's advisory locks on the keys of %(scan)s rows, %(skip)s rows from
+        the head of the queue.
 
         Returns the hashes of the keys locked, and how many keys another relay holds. A key held by
         another relay's claim transaction fails to lock here, so two relays never hold events of
@@ -55,7 +56,7 @@ class Queries:
                           AND NOT """
             + _HELD_BEHIND_A_RETRY
             + """
-                        ORDER BY o.id LIMIT %(scan)s) head
+                        ORDER BY o.id OFFSET %(skip)s LIMIT %(scan)s) head
                 ) keys
             ) heads
             """

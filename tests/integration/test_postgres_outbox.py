@@ -12,6 +12,7 @@ from relay import Config, OutboxUnavailable, SchemaMissing
 from relay.backoff import Backoff
 from relay.ports import Retry
 from relay.postgres import enqueue, open_postgres_outbox
+from relay.postgres.queries import Queries
 
 GUARD = 30  # seconds: a hang fails the test instead of stalling CI
 
@@ -210,3 +211,31 @@ async def test_events_held_behind_a_retry_do_not_crowd_other_keys_out_of_a_claim
     with trio.fail_after(GUARD):
         async with open_postgres_outbox(relay_config) as outbox, outbox.claim(10) as batch:
             assert [e.key for e in batch.events] == ["B"]
+
+
+async def test_a_claim_whose_window_another_relay_holds_looks_further_down_the_queue(
+    relay_config: Config,
+) -> None:
+    """The window moves 1, 2, 4 and 8 batches down, still one batch of rows wide."""
+    with psycopg.connect(relay_config.dsn) as conn:
+        # 30 rows of keys a0..a9 at the head, then 10 of b0..b9, then 10 of c0..c9
+        for prefix, rows in (("a", 30), ("b", 10), ("c", 10)):
+            conn.execute(
+                "INSERT INTO relay.outbox (topic, key, payload)"
+                " SELECT 't', %s || mod(g, 10), '1' FROM generate_series(1, %s) g",
+                [prefix, rows],
+            )
+    namespace = Queries(relay_config.schema).lock_namespace
+    with psycopg.connect(relay_config.dsn) as other:  # another relay, claiming the a-keys
+        other.execute(
+            "SELECT pg_advisory_xact_lock(%s, hashtext('a' || g)) FROM generate_series(0, 9) g",
+            [namespace],
+        )
+        with trio.fail_after(GUARD):
+            async with open_postgres_outbox(relay_config) as outbox, outbox.claim(10) as batch:
+                keys = {event.key for event in batch.events}
+                assert batch.contended
+                # the windows start 0, 10, 20 (all a-keys) and 40 rows down: the c-keys
+                assert {key[0] for key in keys if key} == {"c"}, keys
+                assert len(batch.events) == 10
+        other.rollback()

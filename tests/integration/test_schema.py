@@ -91,7 +91,10 @@ async def test_claiming_stays_an_index_scan_on_a_large_table(database_dsn: str) 
 def _check_claim_plans(dsn: str) -> None:
     queries = Queries("relay")
     statements = {
-        "lock_keys": (queries.lock_keys, {"scan": 1000, "namespace": queries.lock_namespace}),
+        "lock_keys": (
+            queries.lock_keys,
+            {"skip": 0, "scan": 1000, "namespace": queries.lock_namespace},
+        ),
         "claim": (queries.claim, {"limit": 500}),
     }
     with psycopg.connect(dsn, autocommit=True) as conn:
