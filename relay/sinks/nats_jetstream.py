@@ -9,7 +9,10 @@ URL: `nats://[user:password@]host[:port][,host[:port]...][?subject=...&stream=..
   by the event's, `{{` and `}}` are literal braces.
 - `stream` (default none): the stream that must store each event, a template like `subject`, sent
   as `Nats-Expected-Stream`: a subject captured by another stream fails rather than misroutes.
-- `max_inflight` (default 64): publishes awaiting their ack at once, across keys.
+- `msg_id_prefix` (default empty): put before the event id in `Nats-Msg-Id`; give each outbox its
+  own when several write to one stream, or one's event 7 is taken for a duplicate of another's.
+- `max_inflight` (default `SinkOptions.max_concurrency`, `--sink-concurrency`): publishes awaiting
+  their ack at once, across keys.
 
 Relay creates no stream (operators own them): until one captures the subject, its events fail,
 retryably, with `no JetStream stream captures subject ...`.
@@ -65,7 +68,6 @@ from .options import SinkOptions
 logger = logging.getLogger(__name__)
 
 DEFAULT_PORT = 4222
-DEFAULT_MAX_INFLIGHT = 64  # one connection pipelines requests: acks in flight cost little
 MSG_ID_HEADER = "Nats-Msg-Id"
 EXPECTED_STREAM_HEADER = "Nats-Expected-Stream"
 TOPIC_HEADER = "Relay-Topic"
@@ -75,7 +77,7 @@ _OWN_HEADERS = frozenset(
     name.lower()
     for name in (MSG_ID_HEADER, EXPECTED_STREAM_HEADER, TOPIC_HEADER, KEY_HEADER, CREATED_AT_HEADER)
 )
-_PARAMETERS = ("subject", "stream", "max_inflight")
+_PARAMETERS = ("subject", "stream", "max_inflight", "msg_id_prefix")
 _MESSAGE_TOO_BIG = 10054  # JetStream's err_code for a message over the stream's max_msg_size
 _CLOSE_TIMEOUT = 5.0
 _WATCH_INTERVAL = 0.05  # how often a delivery checks that the connection is still up
@@ -163,7 +165,8 @@ class Target:
     servers: tuple[str, ...]
     subject: Template
     stream: Template | None = None
-    max_inflight: int = DEFAULT_MAX_INFLIGHT
+    max_inflight: int | None = None  # None: SinkOptions.max_concurrency
+    msg_id_prefix: str = ""
     user: str | None = attrs.field(default=None, repr=False)
     password: str | None = attrs.field(default=None, repr=False)
     token: str | None = attrs.field(default=None, repr=False)
@@ -207,15 +210,16 @@ def parse_url(url: str) -> Target:
         if name in params:
             raise fail(f"parameter {name!r} given twice")
         params[name] = value
-    inflight = params.get("max_inflight", str(DEFAULT_MAX_INFLIGHT))
-    if not (inflight.isascii() and inflight.isdigit() and int(inflight) > 0):
+    inflight = params.get("max_inflight")
+    if inflight is not None and not (inflight.isascii() and inflight.isdigit() and int(inflight)):
         raise fail(f"max_inflight must be an integer > 0, got {inflight!r}")
     stream = params.get("stream")
     return Target(
         servers=tuple(_server(host, fail) for host in hosts.split(",")),
         subject=Template.parse("subject", params.get("subject", "{topic}"), check_subject),
         stream=None if stream is None else Template.parse("stream", stream, check_stream_name),
-        max_inflight=int(inflight),
+        max_inflight=None if inflight is None else int(inflight),
+        msg_id_prefix=params.get("msg_id_prefix", ""),
         **{name: urllib.parse.unquote(value) for name, value in credentials.items()},
     )
 
@@ -275,7 +279,9 @@ class JetStreamSink:
 
     def __attrs_post_init__(self) -> None:
         self._target = parse_url(self.url)
-        self._limiter = trio.CapacityLimiter(self._target.max_inflight)
+        self._limiter = trio.CapacityLimiter(
+            self._target.max_inflight or self.options.max_concurrency
+        )
         self._counts = {"stored": 0, "duplicates": 0, "connects": 0}
 
     def statistics(self) -> JetStreamStatistics:
@@ -398,7 +404,7 @@ class JetStreamSink:
                     event.payload_json,
                     timeout=timeout + _CLIENT_TIMEOUT_MARGIN,
                     stream=stream,
-                    headers=_headers(event),
+                    headers=_headers(event, self._target.msg_id_prefix),
                 )
             except Exception as exc:  # every client error becomes this event's failure
                 return _judge(exc, subject, stream, timeout)
@@ -407,13 +413,13 @@ class JetStreamSink:
         return Failure(f"no ack for subject {subject!r} within {timeout:g}s")
 
 
-def _headers(event: OutboxEvent) -> dict[str, str]:
+def _headers(event: OutboxEvent, msg_id_prefix: str) -> dict[str, str]:
     headers = {
         name: value if isinstance(value, str) else _json(value)
         for name, value in event.headers.items()
         if name.lower() not in _OWN_HEADERS
     }
-    headers[MSG_ID_HEADER] = str(event.id)
+    headers[MSG_ID_HEADER] = f"{msg_id_prefix}{event.id}"
     headers[TOPIC_HEADER] = event.topic
     if event.key is not None:
         headers[KEY_HEADER] = event.key

@@ -7,7 +7,6 @@ import pytest
 from relay import ConfigError, OutboxEvent
 from relay.sinks import SinkOptions, open_sink
 from relay.sinks.nats_jetstream import (
-    DEFAULT_MAX_INFLIGHT,
     JetStreamSink,
     Unroutable,
     parse_url,
@@ -20,7 +19,8 @@ def test_a_bare_url_publishes_to_the_topic_on_the_default_port() -> None:
     assert target.servers == ("nats://127.0.0.1:4222",)
     assert target.subject.render("orders.created", None) == "orders.created"
     assert target.stream is None
-    assert target.max_inflight == DEFAULT_MAX_INFLIGHT == 64
+    assert target.max_inflight is None  # the sink then takes SinkOptions.max_concurrency
+    assert target.msg_id_prefix == ""
     assert (target.user, target.password, target.token) == (None, None, None)
 
 
@@ -157,3 +157,7 @@ async def test_delivering_without_entering_the_sink_says_to_enter_it() -> None:
     sink = JetStreamSink("nats://127.0.0.1:4222")
     with pytest.raises(RuntimeError, match="enter it first: async with sink"):
         await sink.deliver([OutboxEvent.create(1, "orders", {})])
+
+
+def test_a_msg_id_prefix_keeps_two_outboxes_apart_in_one_stream() -> None:
+    assert parse_url("nats://127.0.0.1?msg_id_prefix=billing-").msg_id_prefix == "billing-"
