@@ -6,12 +6,8 @@ import pytest
 
 from relay import ConfigError, OutboxEvent
 from relay.sinks import SinkOptions, open_sink
-from relay.sinks.nats_jetstream import (
-    JetStreamSink,
-    Unroutable,
-    parse_url,
-    redact,
-)
+from relay.sinks.nats_jetstream import JetStreamSink
+from relay.sinks.nats_url import Unroutable, parse_url, redact
 
 
 def test_a_bare_url_publishes_to_the_topic_on_the_default_port() -> None:

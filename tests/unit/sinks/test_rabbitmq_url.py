@@ -6,13 +6,8 @@ import pytest
 
 from relay import ConfigError, OutboxEvent
 from relay.sinks import SinkOptions, open_sink
-from relay.sinks.rabbitmq import (
-    DEFAULT_MAX_MESSAGE_SIZE,
-    AmqpTarget,
-    RabbitMQSink,
-    parse_url,
-    redact,
-)
+from relay.sinks.rabbitmq import RabbitMQSink
+from relay.sinks.rabbitmq_url import DEFAULT_MAX_MESSAGE_SIZE, AmqpTarget, parse_url, redact
 
 
 def ev(topic: str = "orders.created", key: str | None = "o-1") -> OutboxEvent:

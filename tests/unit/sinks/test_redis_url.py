@@ -6,7 +6,8 @@ import pytest
 
 from relay import ConfigError, OutboxEvent
 from relay.sinks import SinkOptions, open_sink
-from relay.sinks.redis_streams import RedisStreamSink, RedisTarget, redact
+from relay.sinks.redis_streams import RedisStreamSink
+from relay.sinks.redis_url import RedisTarget, redact
 
 
 def test_a_bare_url_takes_every_default() -> None:

@@ -1,0 +1,168 @@
+"""What a `nats://` sink URL says, checked once: servers, credentials, subject and stream templates.
+
+See `relay.sinks.nats_jetstream` for the URL's parameters and what the sink does with them.
+"""
+
+from __future__ import annotations
+
+import string
+import urllib.parse
+from collections.abc import Callable
+
+import attrs
+
+from ..errors import ConfigError
+
+DEFAULT_PORT = 4222
+_PARAMETERS = ("subject", "stream", "max_inflight", "msg_id_prefix")
+
+
+class Unroutable(ValueError):
+    """An event's topic or key makes no valid subject or stream name."""
+
+
+def redact(url: str) -> str:
+    """`url` with its password (or token) replaced by `***`."""
+    scheme, sep, rest = url.partition("://")
+    userinfo, at, hosts = rest.rpartition("@")
+    if not sep or not at:
+        return url
+    user, colon, _ = userinfo.partition(":")
+    return f"{scheme}://{user + ':***' if colon else '***'}@{hosts}"
+
+
+def _printable(text: str) -> bool:
+    return not any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in text)
+
+
+def check_subject(subject: str) -> str:
+    """`subject` if NATS can publish to it: dot-separated tokens, none empty or a wildcard."""
+    if any(not t or t in ("*", ">") or not _printable(t) for t in subject.split(".")):
+        raise Unroutable(f"not a valid NATS subject: {subject!r}")
+    return subject
+
+
+def check_stream_name(name: str) -> str:
+    """`name` if it can name a JetStream stream."""
+    if not name or not _printable(name) or any(c in name for c in ".*>/\\"):
+        raise Unroutable(f"not a valid JetStream stream name: {name!r}")
+    return name
+
+
+@attrs.frozen
+class Template:
+    """A subject or stream name with `{topic}` and `{key}` to fill from each event."""
+
+    text: str
+    check: Callable[[str], str] = attrs.field(eq=False, repr=False)
+    needs_key: bool = False
+
+    @classmethod
+    def parse(cls, name: str, text: str, check: Callable[[str], str]) -> Template:
+        """The template of URL parameter `name`, checked once.
+
+        Raises:
+            ConfigError: an unknown placeholder or a format spec, unbalanced braces, or fixed text
+                that makes every name invalid.
+        """
+        try:
+            fields = [part[1:] for part in string.Formatter().parse(text) if part[1] is not None]
+        except ValueError as exc:
+            raise ConfigError("sink", f"{name} template {text!r}: {exc}") from None
+        for field, spec, conversion in fields:
+            if field not in ("topic", "key") or spec or conversion:
+                reason = f"unknown placeholder {{{field}}} (only {{topic}} and {{key}})"
+                raise ConfigError("sink", f"{name} template {text!r}: {reason}")
+        template = cls(text, check, needs_key=any(field == "key" for field, _, _ in fields))
+        try:
+            template.render("topic", "key")
+        except Unroutable as exc:
+            raise ConfigError("sink", f"{name} template {text!r}: {exc}") from None
+        return template
+
+    def render(self, topic: str, key: str | None) -> str:
+        """The name for an event of `topic` and `key`; raises `Unroutable` if it is invalid."""
+        if key is None and self.needs_key:
+            raise Unroutable(f"{self.text!r} needs a key and the event has none")
+        return self.check(self.text.format(topic=topic, key=key))
+
+
+@attrs.frozen
+class Target:
+    """What a `nats://` URL says: where to connect, what to log in with, how to name things."""
+
+    servers: tuple[str, ...]
+    subject: Template
+    stream: Template | None = None
+    max_inflight: int | None = None  # None: SinkOptions.max_concurrency
+    msg_id_prefix: str = ""
+    user: str | None = attrs.field(default=None, repr=False)
+    password: str | None = attrs.field(default=None, repr=False)
+    token: str | None = attrs.field(default=None, repr=False)
+
+
+def parse_url(url: str) -> Target:
+    """The target a `nats://` URL names.
+
+    Raises:
+        ConfigError: (field "sink") a malformed URL, an unknown or invalid parameter. No message
+            holds the password or token.
+    """
+
+    def fail(reason: str) -> ConfigError:
+        return ConfigError("sink", f"{reason} in {redact(url)!r}")
+
+    scheme, sep, rest = url.partition("://")
+    if scheme.lower() != "nats" or not sep:
+        raise fail("a NATS sink needs a nats:// URL")
+    authority, _, query = rest.partition("?")
+    if any(c in authority for c in "/#") or "#" in query:
+        raise fail("no path or fragment allowed (percent-encode these characters in a password)")
+    userinfo, at, hosts = authority.rpartition("@")
+    credentials: dict[str, str] = {}
+    if at:
+        user, colon, password = userinfo.partition(":")
+        if colon:
+            credentials = {"user": user, "password": password}
+        elif userinfo:
+            credentials = {"token": userinfo}
+        else:
+            raise fail("empty user information")
+    try:
+        pairs = urllib.parse.parse_qsl(query, keep_blank_values=True, strict_parsing=bool(query))
+    except ValueError:
+        raise fail("malformed query") from None
+    params: dict[str, str] = {}
+    for name, value in pairs:
+        if name not in _PARAMETERS:
+            raise fail(f"unknown parameter {name!r} (expected {', '.join(_PARAMETERS)})")
+        if name in params:
+            raise fail(f"parameter {name!r} given twice")
+        params[name] = value
+    inflight = params.get("max_inflight")
+    if inflight is not None and not (inflight.isascii() and inflight.isdigit() and int(inflight)):
+        raise fail(f"max_inflight must be an integer > 0, got {inflight!r}")
+    stream = params.get("stream")
+    return Target(
+        servers=tuple(_server(host, fail) for host in hosts.split(",")),
+        subject=Template.parse("subject", params.get("subject", "{topic}"), check_subject),
+        stream=None if stream is None else Template.parse("stream", stream, check_stream_name),
+        max_inflight=None if inflight is None else int(inflight),
+        msg_id_prefix=params.get("msg_id_prefix", ""),
+        **{name: urllib.parse.unquote(value) for name, value in credentials.items()},
+    )
+
+
+def _server(text: str, fail: Callable[[str], ConfigError]) -> str:
+    if text.startswith("["):  # an IPv6 address
+        address, bracket, rest = text[1:].partition("]")
+        host, colon, port = f"[{address}]", rest[:1], rest[1:]
+        if not bracket or not address or rest[:1] not in ("", ":"):
+            raise fail(f"malformed IPv6 host {text!r}")
+    else:
+        host, colon, port = text.partition(":")
+    if not host or not _printable(host) or any(c in host for c in "@?"):
+        raise fail(f"missing or malformed host {text!r}")
+    if colon and not (port.isascii() and port.isdigit() and 0 < int(port) < 65536):
+        raise fail(f"port must be 1-65535 in {text!r}")
+    return f"nats://{host}:{port or DEFAULT_PORT}"
