@@ -35,12 +35,20 @@ class LagRecorder:
     inner: Sink
     lags: list[float] = attrs.field(factory=list)
     delivered: int = 0
+    _progress: trio.Event = attrs.field(factory=trio.Event, repr=False)
 
     async def deliver(self, events: Sequence[OutboxEvent]) -> None:
         await self.inner.deliver(events)
         now = time.time()
         self.lags += [now - event.created_at.timestamp() for event in events]
         self.delivered += len(events)
+        self._progress.set()
+
+    async def wait_for(self, count: int) -> None:
+        """Return once `count` events have been delivered."""
+        while self.delivered < count:
+            self._progress = trio.Event()
+            await self._progress.wait()
 
 
 def _live_line(recorder: LagRecorder, produced: int, previous: int, interval: float) -> str:
@@ -57,6 +65,9 @@ def _live_line(recorder: LagRecorder, produced: int, previous: int, interval: fl
         f"delivered {recorder.delivered}  rate {rate:.0f}/s  {lag}  "
         f"pending {max(0, produced - recorder.delivered)}"
     )
+
+
+_DRAIN_GRACE = 5.0  # seconds the relay gets, once the producer stops, to catch up
 
 
 async def _produce(config: Config, rate: float, counter: list[int]) -> None:
@@ -92,15 +103,20 @@ async def _show(recorder: LagRecorder, counter: list[int], handle: RelayHandle) 
 async def _demo(config: Config, rate: float, duration: float | None) -> None:
     recorder = LagRecorder(StdoutSink())
     counter = [0]
-    with trio.move_on_after(duration if duration is not None else float("inf")):
-        async with trio.open_nursery() as nursery:
-            handle = await nursery.start(run_relay, config, recorder)
-            nursery.start_soon(_produce, config, rate, counter)
-            nursery.start_soon(_show, recorder, counter, handle)
-            with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-                async for _ in signals:
-                    break
-            nursery.cancel_scope.cancel()
+    async with trio.open_nursery() as nursery:
+        handle = await nursery.start(run_relay, config, recorder)
+        nursery.start_soon(_show, recorder, counter, handle)
+        with trio.move_on_after(duration if duration is not None else float("inf")):
+            async with trio.open_nursery() as producing:
+                producing.start_soon(_produce, config, rate, counter)
+                with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                    async for _ in signals:
+                        break
+                producing.cancel_scope.cancel()
+        # The producer has stopped: give the relay a moment to deliver what it wrote last.
+        with trio.move_on_after(_DRAIN_GRACE):
+            await recorder.wait_for(counter[0])
+        nursery.cancel_scope.cancel()
     log.info("demo done: %d events produced, %d delivered", counter[0], recorder.delivered)
 
 

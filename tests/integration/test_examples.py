@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -38,6 +39,10 @@ def test_relay_demo_prints_events_and_a_live_line_and_leaves_no_server() -> None
     live = [line for line in result.stderr.splitlines() if line.startswith("delivered ")]
     assert live, result.stderr
     assert "lag p50" in live[-1] and "pending" in live[-1]
+    done = re.search(r"demo done: (\d+) events produced, (\d+) delivered", result.stderr)
+    assert done is not None, result.stderr
+    produced, delivered = int(done[1]), int(done[2])
+    assert delivered == len(events) >= produced  # it drained what it wrote before stopping
     assert embedded_servers() <= before
 
 
