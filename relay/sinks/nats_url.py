@@ -12,6 +12,7 @@ from collections.abc import Callable
 import attrs
 
 from ..errors import ConfigError
+from .urls import parameters
 
 DEFAULT_PORT = 4222
 _PARAMETERS = ("subject", "stream", "max_inflight", "msg_id_prefix")
@@ -132,13 +133,10 @@ def parse_url(url: str) -> Target:
         pairs = urllib.parse.parse_qsl(query, keep_blank_values=True, strict_parsing=bool(query))
     except ValueError:
         raise fail("malformed query") from None
-    params: dict[str, str] = {}
-    for name, value in pairs:
-        if name not in _PARAMETERS:
-            raise fail(f"unknown parameter {name!r} (expected {', '.join(_PARAMETERS)})")
-        if name in params:
-            raise fail(f"parameter {name!r} given twice")
-        params[name] = value
+    try:
+        params = parameters(pairs, _PARAMETERS)
+    except ValueError as exc:
+        raise fail(str(exc)) from None
     inflight = params.get("max_inflight")
     if inflight is not None and not (inflight.isascii() and inflight.isdigit() and int(inflight)):
         raise fail(f"max_inflight must be an integer > 0, got {inflight!r}")

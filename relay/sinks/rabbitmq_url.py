@@ -12,6 +12,7 @@ import attrs
 
 from ..errors import ConfigError
 from ..ports import OutboxEvent
+from .urls import parameters
 
 DEFAULT_EXCHANGE = "relay"
 DEFAULT_ROUTING_KEY = "{topic}"
@@ -87,17 +88,14 @@ def parse_url(url: str) -> AmqpTarget:
         raise bad("expected a host and no spaces")
     if parts.fragment:
         raise bad("a fragment (#...) has no meaning")
-    query: dict[str, str] = {}
     try:
         pairs = urllib.parse.parse_qsl(parts.query, keep_blank_values=True, strict_parsing=True)
     except ValueError:
         raise bad("the query must be name=value pairs joined by &") from None
-    for name, value in pairs:
-        if name not in _PARAMETERS:
-            raise bad(f"unknown parameter {name!r} (known: {', '.join(_PARAMETERS)})")
-        if name in query:
-            raise bad(f"parameter {name!r} given twice")
-        query[name] = value
+    try:
+        query = parameters(pairs, _PARAMETERS)
+    except ValueError as exc:
+        raise bad(str(exc)) from None
     exchange = query.get("exchange", DEFAULT_EXCHANGE)
     if len(exchange.encode()) > SHORTSTR_BYTES:
         raise bad(f"an exchange name is at most {SHORTSTR_BYTES} bytes")

@@ -11,6 +11,7 @@ import urllib.parse
 import attrs
 
 from ..errors import ConfigError
+from .urls import parameters
 
 DEFAULT_STREAM = "{topic}"
 DEFAULT_DEDUP_TTL = 86_400
@@ -66,13 +67,12 @@ class RedisTarget:
         path = parts.path.strip("/")
         if path and not (path.isascii() and path.isdigit()):
             raise _fail(url, f"the path must be a database number, got {path!r}")
-        params: dict[str, str] = {}
-        for name, value in urllib.parse.parse_qsl(parts.query, keep_blank_values=True):
-            if name not in _PARAMETERS:
-                raise _fail(url, f"unknown parameter {name!r} (known: {', '.join(_PARAMETERS)})")
-            if name in params:
-                raise _fail(url, f"parameter {name!r} given twice")
-            params[name] = value
+        try:
+            params = parameters(
+                urllib.parse.parse_qsl(parts.query, keep_blank_values=True), _PARAMETERS
+            )
+        except ValueError as exc:
+            raise _fail(url, str(exc)) from None
         stream = params.get("stream", DEFAULT_STREAM)
         _check_template(url, stream)
         if not params.get("dedup_prefix", DEFAULT_DEDUP_PREFIX):

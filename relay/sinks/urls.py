@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import urllib.parse
+from collections.abc import Iterable, Sequence
 
 _DELIMITERS = re.compile(r"[/?#@:&=]")
 _SHORTEST_PIECE = 4  # shorter pieces of a secret are too likely to be ordinary words
@@ -35,3 +36,19 @@ def hide_secrets(text: str, url: str) -> str:
     for secret in url_secrets(url):
         text = text.replace(secret, "***")
     return text
+
+
+def parameters(pairs: Iterable[tuple[str, str]], known: Sequence[str]) -> dict[str, str]:
+    """A URL query's `(name, value)` pairs by name, each name one of `known`, given once.
+
+    Raises:
+        ValueError: a name is unknown or given twice; its message says which.
+    """
+    found: dict[str, str] = {}
+    for name, value in pairs:
+        if name not in known:
+            raise ValueError(f"unknown parameter {name!r} (known: {', '.join(known)})")
+        if name in found:
+            raise ValueError(f"parameter {name!r} given twice")
+        found[name] = value
+    return found
