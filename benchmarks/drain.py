@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import attrs
+import psycopg
 import trio
 
 from relay import OutboxEvent, open_relay
@@ -24,41 +25,35 @@ SIMPLE_CLAIM = """DELETE FROM relay.outbox WHERE id IN (
     SELECT id FROM relay.outbox ORDER BY id LIMIT :limit FOR UPDATE SKIP LOCKED)
 RETURNING id, topic, key, payload, headers, created_at, attempts"""
 
-_PLACEHOLDER = re.compile(r"%\((\w+)\)s")
-
 
 class RelayClaim:
     """relay's own claim, statement for statement, rendered from `relay.postgres.queries`:
-    the key-lock statement, then the claim-and-delete (as in `PostgresOutbox._claim_rows`)."""
+    the prepared key-lock statement, then the prepared claim-and-delete (as in
+    `PostgresOutbox._claim_on`)."""
 
     def __init__(self, bench: Bench) -> None:
-        queries = bench.queries
-        self.lock_keys = queries.lock_keys
-        self.namespace = queries.lock_namespace
-        self.claim = queries.claim
+        self.queries = bench.queries
         self.bench = bench
 
-    def run(self, cursor: Any, limit: int) -> list[tuple[Any, ...]]:
-        cursor.execute(self.lock_keys, {"skip": 0, "scan": limit, "namespace": self.namespace})
-        keys = cursor.fetchone()[0]
-        cursor.execute(self.claim, {"limit": limit, "keys": keys})
+    def prepare(self, conn: psycopg.Connection[Any]) -> None:
+        psycopg.ClientCursor(conn).execute(self.queries.prepare_claim)
+
+    def run(self, cursor: psycopg.ClientCursor[Any], limit: int) -> list[tuple[Any, ...]]:
+        """Open the claim transaction and claim, in one round trip, like relay."""
+        cursor.execute(self.queries.claim_head(limit))
+        cursor.nextset()
+        cursor.nextset()
         rows: list[tuple[Any, ...]] = cursor.fetchall()
         return rows
 
     def pgbench_script(self) -> str:
-        lock = _PLACEHOLDER.sub(r":\1", self.bench.sql(self.lock_keys)).replace("%%", "%")
-        claim = _PLACEHOLDER.sub(r":\1", self.bench.sql(self.claim)).replace("%%", "%")
-        # \gset names variables after the columns; read the first one's name from the server.
-        with self.bench.connect() as conn, conn.cursor() as cursor:
-            cursor.execute(self.lock_keys, {"skip": 0, "scan": 1, "namespace": self.namespace})
-            assert cursor.description is not None
-            column = cursor.description[0].name
-            conn.rollback()
-        claim = claim.replace(":keys", f":lk_{column}")
-        return f"BEGIN;\n{lock.strip()} \\gset lk_\n{claim.strip()};\nCOMMIT;\n"
+        """The same two statements; pgbench -M prepared prepares them itself."""
+        lock = self.bench.sql(self.queries.lock_keys).replace("$1", ":skip").replace("$2", ":scan")
+        claim = self.bench.sql(self.queries.claim).replace("$1", ":limit")
+        return f"BEGIN;\n{lock.strip()};\n{claim.strip()};\nCOMMIT;\n"
 
     def pgbench_vars(self, limit: int) -> dict[str, int]:
-        return {"limit": limit, "skip": 0, "scan": limit, "namespace": self.namespace}
+        return {"limit": limit, "skip": 0, "scan": limit}
 
 
 def pgbench(bench: Bench, n: int, batch: int, script: str, variables: dict[str, int]) -> float:
@@ -109,10 +104,11 @@ def bare_loop(bench: Bench, n: int, batch: int, *, decode: bool) -> float:
     claim = RelayClaim(bench)
     bench.fill(n)
     seen = 0
-    with bench.connect() as conn:
+    with bench.connect(autocommit=True) as conn:
+        claim.prepare(conn)
         started = time.perf_counter()
         while True:
-            with conn.cursor() as cursor:
+            with psycopg.ClientCursor(conn) as cursor:
                 rows = claim.run(cursor, batch)
             if decode:
                 for row in rows:

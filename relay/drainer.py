@@ -75,6 +75,23 @@ class Outcome:
     hold: frozenset[int]
 
 
+@attrs.frozen
+class _Claimed:
+    """What one claim came to.
+
+    Attributes:
+        events: the events claimed.
+        contended: other relays crowded the claim, so a short batch does not mean drained.
+        held: an event was held back behind a failure of its key.
+        next_due_at: trio time of the earliest scheduled retry known after the batch, or None.
+    """
+
+    events: Sequence[OutboxEvent]
+    contended: bool
+    held: bool
+    next_due_at: float | None
+
+
 def settle_plan(
     events: Sequence[OutboxEvent],
     failures: Mapping[int, str],
@@ -172,51 +189,54 @@ class Drainer:
         while not self._stopping:
             self._batch_settled = trio.Event()
             try:
-                events, contended, held = await self._claim_and_deliver()
+                claimed = await self._claim_and_deliver()
             finally:
                 self._batch_settled.set()
                 self._batch_settled = None
+            events = claimed.events
             found_fresh = found_fresh or any(event.attempts == 0 for event in events)
-            if contended and not events:
+            if claimed.contended and not events:
                 # Other relays hold every key at the head of the queue: let them move on.
                 await trio.sleep(CONTENTION_PAUSE)
-            elif len(events) < self.config.batch_size and not contended and not held:
+            elif (
+                len(events) < self.config.batch_size and not claimed.contended and not claimed.held
+            ):
                 # Held events are claimed again at once: behind a retry the claim skips them,
                 # behind a burial they are free, and no notification would announce them.
                 break
         if self._stopping:
             return
-        due = await self.outbox.next_due()
-        now = trio.current_time()
-        self._last_drain_at = now
+        self._last_drain_at = trio.current_time()
         reports.send_nowait(
-            DrainReport(
-                reasons=reasons,
-                found_fresh=found_fresh,
-                next_due_at=None if due is None else now + due,
-            )
+            DrainReport(reasons=reasons, found_fresh=found_fresh, next_due_at=claimed.next_due_at)
         )
 
-    async def _claim_and_deliver(self) -> tuple[Sequence[OutboxEvent], bool, bool]:
-        """Claim and deliver one batch.
-
-        Returns the events claimed, whether other relays crowded the claim, and whether an event
-        was held back behind a failure of its key.
-        """
+    async def _claim_and_deliver(self) -> _Claimed:
+        """Claim and deliver one batch."""
         started = trio.current_time()
         delivered: tuple[OutboxEvent, ...] = ()
-        held = False
+        outcome = None
         async with self.outbox.claim(self.config.batch_size) as batch:
             self._claims += 1
             events = batch.events
             if events:
                 self._batches += 1
-                delivered, held = await self._deliver(batch)
+                delivered, outcome = await self._deliver(batch)
             else:
                 self._empty_claims += 1
+        settled = trio.current_time()
         if events and self._observers:
-            self._notify(BatchReport(trio.current_time() - started, len(events), delivered))
-        return events, batch.contended, held
+            self._notify(BatchReport(settled - started, len(events), delivered))
+        # The earliest retry: what the claim saw, or one this batch has just scheduled.
+        due = [] if batch.next_due is None else [started + batch.next_due]
+        if outcome is not None:
+            due += (settled + retry.delay for retry in outcome.retry.values())
+        return _Claimed(
+            events=events,
+            contended=batch.contended,
+            held=outcome is not None and bool(outcome.hold),
+            next_due_at=min(due, default=None),
+        )
 
     def add_observer(self, observer: BatchObserver) -> None:
         """Call `observer(report)` after every settled batch; it must neither block nor raise."""
@@ -239,7 +259,7 @@ class Drainer:
         if self._batch_settled is not None:
             await self._batch_settled.wait()
 
-    async def _deliver(self, batch: ClaimedBatch) -> tuple[tuple[OutboxEvent, ...], bool]:
+    async def _deliver(self, batch: ClaimedBatch) -> tuple[tuple[OutboxEvent, ...], Outcome]:
         events = batch.events
         failures: dict[int, str] = {}
         permanent: Collection[int] = ()
@@ -285,7 +305,7 @@ class Drainer:
             logger.error("event %d moved to the dead table: %s", id, reason)
         failed = outcome.retry.keys() | outcome.bury.keys() | outcome.hold
         delivered = tuple(event for event in events if event.id not in failed)
-        return delivered, bool(outcome.hold)
+        return delivered, outcome
 
     def statistics(self) -> DrainerStatistics:
         """Counts since the drainer was created (they survive restarts)."""

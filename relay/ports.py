@@ -137,6 +137,12 @@ class ClaimedBatch(Protocol):
         does not mean the outbox is drained."""
         ...
 
+    @property
+    def next_due(self) -> float | None:
+        """Seconds from the claim until the earliest scheduled retry it saw (0 if one was due),
+        or None if none was scheduled."""
+        ...
+
     async def settle(
         self,
         *,
@@ -156,17 +162,13 @@ class ClaimedBatch(Protocol):
 
 
 class Outbox(Protocol):
-    """Where events wait: claim them, settle them, learn when the next retry is due, listen."""
+    """Where events wait: claim them, settle them, listen."""
 
     def claim(self, limit: int) -> AbstractAsyncContextManager[ClaimedBatch]:
         """Claim up to `limit` available events, oldest first, holding them in a transaction.
 
         An event whose key has an earlier event still waiting for a retry is not handed out.
         """
-        ...
-
-    async def next_due(self) -> float | None:
-        """Seconds until the earliest scheduled retry (0 if one is due now), or None if none."""
         ...
 
     def listen(self) -> AbstractAsyncContextManager[AsyncIterator[None]]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, ParamSpec, TypeVar
@@ -97,6 +98,7 @@ class PostgresBatch:
     conn: psycopg.AsyncConnection[Any]
     events: Sequence[OutboxEvent]
     contended: bool = False
+    next_due: float | None = None
     settled: bool = False
 
     async def settle(
@@ -135,6 +137,8 @@ class PostgresOutbox:
     pool: AsyncConnectionPool[psycopg.AsyncConnection[Any]]
     queries: Queries
     loop: Any = None  # the trio-asyncio loop the pool lives on; None: the caller's current one
+    # Pooled connections on which the claim statements are prepared.
+    _prepared: weakref.WeakSet[psycopg.AsyncConnection[Any]] = attrs.field(factory=weakref.WeakSet)
 
     async def _aio(
         self, doing: str, fn: Callable[P, Awaitable[T]], *args: P.args, **kwargs: P.kwargs
@@ -147,40 +151,86 @@ class PostgresOutbox:
 
     @asynccontextmanager
     async def claim(self, limit: int) -> AsyncIterator[PostgresBatch]:
-        conn = await self._aio("claim", self.pool.getconn)
+        conn, rows, contended, due = await self._aio("claim", self._claim_rows, limit)
         batch = None
         try:
-            rows, contended = await self._aio("claim", self._claim_rows, conn, limit)
-            batch = PostgresBatch(self, conn, [_event(row) for row in rows], contended=contended)
+            batch = PostgresBatch(
+                self, conn, [_event(row) for row in rows], contended=contended, next_due=due
+            )
             yield batch
         finally:
             with trio.CancelScope(shield=True):
                 await self._release(conn, clean=batch is not None and batch.settled)
 
     async def _claim_rows(
+        self, limit: int
+    ) -> tuple[psycopg.AsyncConnection[Any], list[tuple[Any, ...]], bool, float | None]:
+        """A pooled connection with a claim transaction open on it, and what it claimed.
+
+        A pooled connection is not checked before use (that would cost a round trip per claim):
+        one that died while idle (a terminated backend, a restarted server) fails the claim's
+        first round trip, and is replaced once.
+        """
+        for attempt in (1, 2):
+            conn = await self.pool.getconn()
+            try:
+                rows, contended, due = await self._claim_on(conn, limit)
+                return conn, rows, contended, due
+            except psycopg.OperationalError:
+                lost = conn.broken or conn.closed
+                await self._discard(conn, close=True)
+                if not lost or attempt == 2:
+                    raise
+                log.info("a pooled connection was lost; claiming on a fresh one")
+            except psycopg.Error:
+                # Whatever failed (a table altered under the relay, say) may have left the
+                # connection's prepared claim unusable: a fresh connection prepares it again.
+                await self._discard(conn, close=True)
+                raise
+            except BaseException:
+                await self._discard(conn, close=False)
+                raise
+        raise AssertionError("unreachable")
+
+    async def _discard(self, conn: psycopg.AsyncConnection[Any], *, close: bool) -> None:
+        """Give back the connection a claim failed on: closed (the pool replaces it), or rolled
+        back when the claim was only cancelled."""
+        try:
+            if close:
+                await conn.close()
+            elif not (conn.broken or conn.closed):
+                await conn.rollback()
+        except psycopg.Error:
+            await conn.close()
+        finally:
+            await self.pool.putconn(conn)
+
+    async def _claim_on(
         self, conn: psycopg.AsyncConnection[Any], limit: int
-    ) -> tuple[list[tuple[Any, ...]], bool]:
+    ) -> tuple[list[tuple[Any, ...]], bool, float | None]:
         """Lock the keys at the head of the queue, then claim; True if another relay held some."""
-        async with conn.cursor() as cursor:
-            skip, contended = 0, False
+        async with psycopg.AsyncClientCursor(conn) as cursor:
+            if conn not in self._prepared:
+                await cursor.execute(self.queries.prepare_claim)
+                self._prepared.add(conn)
+            await cursor.execute(self.queries.claim_head(limit))
+            cursor.nextset()  # past BEGIN's result
+            skip, contended, due = 0, False, None
             while True:
-                await cursor.execute(
-                    self.queries.lock_keys,
-                    {"skip": skip * limit, "scan": limit, "namespace": self.queries.lock_namespace},
-                )
                 locked = await cursor.fetchone()
                 assert locked is not None
-                keys, held_elsewhere = locked
+                keys, held_elsewhere, due = locked
+                cursor.nextset()
+                rows = await cursor.fetchall()
                 contended = contended or held_elsewhere > 0
-                if keys or not held_elsewhere or skip == _FURTHEST_WINDOW:
+                if rows or keys != "{}" or not held_elsewhere or skip == _FURTHEST_WINDOW:
                     break
                 # Other relays hold every key in the window: look further down at once, in the
                 # same transaction, rather than claim nothing and pause.
                 skip = max(1, 2 * skip)
-            await cursor.execute(self.queries.claim, {"limit": limit, "keys": keys})
-            rows = await cursor.fetchall()
+                await cursor.execute(self.queries.claim_further(skip * limit, limit))
         rows.sort(key=lambda row: row[0])  # DELETE ... RETURNING promises no order
-        return rows, contended
+        return rows, contended, None if due is None else max(0.0, due)
 
     async def _release(self, conn: psycopg.AsyncConnection[Any], *, clean: bool) -> None:
         """Give `conn` back to the pool, rolled back; close it if that cannot be done quickly."""
@@ -198,16 +248,6 @@ class PostgresOutbox:
             # Closed or not, it goes back: the pool replaces a closed connection.
             with trio.move_on_after(_CLEANUP_SECONDS):
                 await trio_asyncio.aio_as_trio(self.pool.putconn)(conn)
-
-    async def next_due(self) -> float | None:
-        return await self._aio("next_due", self._next_due)
-
-    async def _next_due(self) -> float | None:
-        async with self.pool.connection() as conn, conn.cursor() as cursor:
-            await cursor.execute(self.queries.next_due)
-            row = await cursor.fetchone()
-            await conn.rollback()
-        return max(0.0, row[0]) if row and row[0] is not None else None
 
     async def backlog(self) -> Backlog:
         """Pending events, the oldest one's age and the NOTIFY queue's usage (`ReportsBacklog`).
@@ -293,15 +333,12 @@ async def open_postgres_outbox(config: Config) -> AsyncIterator[PostgresOutbox]:
         kwargs = connection_kwargs(config)
         pool: AsyncConnectionPool[psycopg.AsyncConnection[Any]] = AsyncConnectionPool(
             config.dsn,
-            kwargs=kwargs,
+            # Autocommit: a claim opens its transaction itself, in its first round trip.
+            kwargs=kwargs | {"autocommit": True},
             min_size=config.pool_size,
             max_size=config.pool_size,
             open=False,
             configure=_configure,
-            # One round trip per claim buys a live connection: a pooled connection that died
-            # while idle (terminated backend, restarted server) is replaced instead of failing
-            # the claim and costing the drainer a restart.
-            check=AsyncConnectionPool.check_connection,
             name=f"relay-{config.schema}",
         )
         outbox = PostgresOutbox(config, pool, queries, loop=trio_asyncio.current_loop.get())

@@ -34,21 +34,23 @@ class Queries:
 
     @functools.cached_property
     def lock_keys(self) -> sql.Composed:
-        """Take this transaction's advisory locks on the keys of %(scan)s rows, %(skip)s rows from
-        the head of the queue.
+        """Take this transaction's advisory locks on the keys of $2 rows, $1 rows from the head of
+        the queue, and note them in the transaction's `relay.claim_keys` setting for `claim`.
 
-        Returns the hashes of the keys locked, and how many keys another relay holds. A key held by
-        another relay's claim transaction fails to lock here, so two relays never hold events of
-        one key at once; the locks end with the transaction. The claim runs as a second
-        statement, so its snapshot is taken after the locks and sees everything the previous
-        holder committed (a retried event put back included, which must keep holding its key).
+        Returns the keys locked (an int[] literal), how many keys another relay holds, and the
+        seconds until the earliest scheduled retry (or NULL). A key held by another relay's claim
+        transaction fails to lock here, so two relays never hold events of one key at once; the
+        locks end with the transaction.
         """
         return sql.SQL(
             """
-            SELECT coalesce(array_agg(h) FILTER (WHERE locked), '{{}}'),
-                   count(*) FILTER (WHERE NOT locked)
+            SELECT set_config('relay.claim_keys',
+                              coalesce(array_agg(h) FILTER (WHERE locked), '{{}}')::text, true),
+                   count(*) FILTER (WHERE NOT locked),
+                   (SELECT extract(epoch FROM min(available_at) - now())::float8 FROM {outbox}
+                    WHERE attempts > 0 AND available_at > now())
             FROM (
-                SELECT h, pg_try_advisory_xact_lock(%(namespace)s, h) AS locked FROM (
+                SELECT h, pg_try_advisory_xact_lock({namespace}, h) AS locked FROM (
                     SELECT DISTINCT hashtext(key) AS h FROM (
                         SELECT o.key FROM {outbox} o
                         WHERE o.available_at <= now() AND o.key IS NOT NULL
@@ -56,34 +58,66 @@ class Queries:
                           AND NOT """
             + _HELD_BEHIND_A_RETRY
             + """
-                        ORDER BY o.id OFFSET %(skip)s LIMIT %(scan)s) head
+                        ORDER BY o.id OFFSET $1 LIMIT $2) head
                 ) keys
             ) heads
             """
-        ).format(outbox=self._table("outbox"))
+        ).format(outbox=self._table("outbox"), namespace=sql.Literal(self.lock_namespace))
 
     @functools.cached_property
     def claim(self) -> sql.Composed:
-        """Delete up to %(limit)s available events, oldest first, returning them.
+        """Delete up to $1 available events, oldest first, returning them.
 
-        Keyed events are taken only for the keys this transaction locked (`lock_keys`); events
-        without a key go to whoever is free. An event is not handed out while an earlier event of
-        its key waits for a retry: that keeps key order across retries.
+        Keyed events are taken only for the keys `lock_keys` locked, read back once per statement
+        from `relay.claim_keys`; events without a key go to whoever is free. An event is not
+        handed out while an earlier event of its key waits for a retry: that keeps key order
+        across retries.
+
+        It must be a statement of its own, after `lock_keys`: its snapshot is then taken after
+        the locks, and sees everything the previous holder of a key committed (a retried event
+        put back included, which must keep holding its key).
         """
         return sql.SQL(
             """
             DELETE FROM {outbox} WHERE id IN (
                 SELECT o.id FROM {outbox} o
                 WHERE o.available_at <= now()
-                  AND (o.key IS NULL OR (hashtext(o.key) = ANY(%(keys)s) AND NOT """
+                  AND (o.key IS NULL
+                       OR (hashtext(o.key) = ANY(ARRAY(
+                               SELECT unnest(current_setting('relay.claim_keys')::int[])))
+                           AND NOT """
             + _HELD_BEHIND_A_RETRY
             + """))
                 ORDER BY o.id
-                LIMIT %(limit)s
+                LIMIT $1
                 FOR UPDATE OF o SKIP LOCKED)
             RETURNING """
             + _EVENT_COLUMNS
         ).format(outbox=self._table("outbox"))
+
+    @functools.cached_property
+    def prepare_claim(self) -> sql.Composed:
+        """Prepare `lock_keys` and `claim` on a connection, once: planning them costs more than
+        running them."""
+        return sql.SQL(
+            "PREPARE relay_lock_keys(int, int) AS {}; PREPARE relay_claim(int) AS {}"
+        ).format(self.lock_keys, self.claim)
+
+    def claim_head(self, limit: int) -> sql.Composed:
+        """A claim transaction's opening, in one round trip: BEGIN, `lock_keys`, `claim`.
+
+        Three statements in one simple query (`prepare_claim` first): each still takes its own
+        snapshot.
+        """
+        return sql.SQL(
+            "BEGIN; EXECUTE relay_lock_keys(0, {limit}); EXECUTE relay_claim({limit})"
+        ).format(limit=sql.Literal(limit))
+
+    def claim_further(self, skip: int, limit: int) -> sql.Composed:
+        """`lock_keys` and `claim` again, in the open claim transaction, further down the queue."""
+        return sql.SQL(
+            "EXECUTE relay_lock_keys({skip}, {limit}); EXECUTE relay_claim({limit})"
+        ).format(skip=sql.Literal(skip), limit=sql.Literal(limit))
 
     @functools.cached_property
     def lock_namespace(self) -> int:
@@ -120,16 +154,6 @@ class Queries:
                     %(attempts)s, now(), %(last_error)s)
             """
         ).format(dead=self._table("outbox_dead"))
-
-    @functools.cached_property
-    def next_due(self) -> sql.Composed:
-        """Seconds until the earliest scheduled retry, or NULL."""
-        return sql.SQL(
-            """
-            SELECT extract(epoch FROM min(available_at) - now())::float8 FROM {outbox}
-            WHERE attempts > 0 AND available_at > now()
-            """
-        ).format(outbox=self._table("outbox"))
 
     @functools.cached_property
     def backlog(self) -> sql.Composed:

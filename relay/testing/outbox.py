@@ -14,8 +14,8 @@ import trio
 from ..errors import OutboxUnavailable
 from ..ports import Backlog, OutboxEvent, Retry
 
-Operation = Literal["claim", "settle", "next_due", "listen"]
-_OPERATIONS: frozenset[str] = frozenset({"claim", "settle", "next_due", "listen"})
+Operation = Literal["claim", "settle", "listen"]
+_OPERATIONS: frozenset[str] = frozenset({"claim", "settle", "listen"})
 _HANG: Literal["hang"] = "hang"
 
 
@@ -77,6 +77,7 @@ class MemoryBatch:
     events: tuple[OutboxEvent, ...]
     settled: bool = False
     contended: bool = False  # one process owns a MemoryOutbox: no other relay holds keys
+    next_due: float | None = None
 
     async def settle(
         self, *, retry: Mapping[int, Retry], bury: Mapping[int, str], hold: Collection[int] = ()
@@ -239,7 +240,9 @@ class MemoryOutbox:
         """Claim up to `limit` available events, oldest first, until the block ends."""
         self._claims += 1
         await self._operation("claim")
-        batch = MemoryBatch(self, tuple(row.event for row in self._claimable(limit)))
+        batch = MemoryBatch(
+            self, tuple(row.event for row in self._claimable(limit)), next_due=self._next_due()
+        )
         claimed = {event.id for event in batch.events}
         self._locked |= claimed
         self._open_claims += 1
@@ -298,9 +301,8 @@ class MemoryOutbox:
                 del self._rows[event.id]
         batch.settled = True
 
-    async def next_due(self) -> float | None:
+    def _next_due(self) -> float | None:
         """Seconds until the earliest scheduled retry, or None if none is scheduled."""
-        await self._operation("next_due")
         now = trio.current_time()
         due = [
             row.available_at

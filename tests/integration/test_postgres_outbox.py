@@ -90,7 +90,7 @@ async def test_a_retried_row_gets_attempts_available_at_and_last_error(
                 await batch.settle(retry={id: Retry(delay, "boom")}, bury={})
             async with outbox.claim(10) as batch:
                 assert batch.events == []  # not due yet
-            due = await outbox.next_due()
+                due = batch.next_due
     (row,) = outbox_rows(relay_config.dsn)
     assert row["id"] == id
     assert row["attempts"] == 1

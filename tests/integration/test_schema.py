@@ -83,7 +83,8 @@ def _node_types(plan: dict[str, Any]) -> list[tuple[str, str | None, str | None]
 
 
 async def test_claiming_stays_an_index_scan_on_a_large_table(database_dsn: str) -> None:
-    """With a fresh all-pending backlog (no statistics yet) and after ANALYZE."""
+    """With a fresh all-pending backlog (no statistics yet) and after ANALYZE, planned for the
+    parameters given or for any (a prepared statement's generic plan)."""
     with trio.fail_after(GUARD):
         await trio.to_thread.run_sync(_check_claim_plans, database_dsn)
 
@@ -91,24 +92,31 @@ async def test_claiming_stays_an_index_scan_on_a_large_table(database_dsn: str) 
 def _check_claim_plans(dsn: str) -> None:
     queries = Queries("relay")
     statements = {
-        "lock_keys": (
-            queries.lock_keys,
-            {"skip": 0, "scan": 1000, "namespace": queries.lock_namespace},
-        ),
-        "claim": (queries.claim, {"limit": 500}),
+        "lock_keys": "EXECUTE relay_lock_keys(0, 1000)",
+        "claim": "EXECUTE relay_claim(500)",
     }
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute(
             "INSERT INTO relay.outbox (topic, key, payload) SELECT 't', 'k' || mod(g, 1000),"
             " '{}' FROM generate_series(1, 300000) g"
         )
-        keys = conn.execute("SELECT array_agg(hashtext('k' || g)) FROM generate_series(0, 999) g")
-        statements["claim"][1]["keys"] = keys.fetchone()[0]  # type: ignore[index]
-        for analyzed in (False, True):
+        psycopg.ClientCursor(conn).execute(queries.prepare_claim)
+        # What lock_keys leaves for the claim, when it locked every key.
+        conn.execute(
+            "SELECT set_config('relay.claim_keys', array_agg(hashtext('k' || g))::text, false)"
+            " FROM generate_series(0, 999) g"
+        )
+        for analyzed, plan_mode in (
+            (False, "force_custom_plan"),
+            (False, "force_generic_plan"),
+            (True, "force_custom_plan"),
+            (True, "force_generic_plan"),
+        ):
             if analyzed:
                 conn.execute("ANALYZE relay.outbox")
-            for name, (statement, params) in statements.items():
-                row = conn.execute(sql.SQL("EXPLAIN (FORMAT JSON) ") + statement, params).fetchone()
+            conn.execute(sql.SQL("SET plan_cache_mode = {}").format(sql.Identifier(plan_mode)))
+            for name, statement in statements.items():
+                row = conn.execute(sql.SQL("EXPLAIN (FORMAT JSON) " + statement)).fetchone()
                 assert row is not None
                 nodes = _node_types(row[0][0]["Plan"])
                 outbox_scans = [
@@ -116,5 +124,6 @@ def _check_claim_plans(dsn: str) -> None:
                     for kind, relation, alias in nodes
                     if relation == "outbox" and alias in ("o", "outbox")
                 ]
-                assert "Index Scan" in outbox_scans, (name, analyzed, json.dumps(row[0], indent=1))
-                assert not any(kind == "Seq Scan" for kind, _, _ in nodes), (name, analyzed, nodes)
+                context = (name, analyzed, plan_mode)
+                assert "Index Scan" in outbox_scans, (context, json.dumps(row[0], indent=1))
+                assert not any(kind == "Seq Scan" for kind, _, _ in nodes), (context, nodes)

@@ -74,9 +74,6 @@ class _ContendedAtFirst:
         async with self.inner.claim(limit) as batch:
             yield batch
 
-    async def next_due(self) -> float | None:
-        return await self.inner.next_due()
-
     def listen(self) -> AbstractAsyncContextManager[AsyncIterator[None]]:
         return self.inner.listen()
 
@@ -84,6 +81,7 @@ class _ContendedAtFirst:
 class _Empty:
     events: tuple[OutboxEvent, ...] = ()
     contended = True
+    next_due = None
 
     async def settle(self, **_: object) -> None:
         pass

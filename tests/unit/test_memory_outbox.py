@@ -78,13 +78,11 @@ async def test_a_retry_counts_the_attempt_and_waits_for_its_delay(
         await batch.settle(retry={event_id: Retry(delay=1.5, reason="nope")}, bury={})
     [row] = outbox.pending_rows()
     assert (row.event.attempts, row.available_at, row.last_error) == (1, 1.5, "nope")
-    assert await outbox.next_due() == 1.5
     async with outbox.claim(10) as early:
-        assert early.events == ()
+        assert (early.events, early.next_due) == ((), 1.5)
     await trio.sleep(1.5)
-    assert await outbox.next_due() is None
     async with outbox.claim(10) as due:
-        assert ids(due.events) == [event_id]
+        assert (ids(due.events), due.next_due) == ([event_id], None)
 
 
 async def test_a_key_waiting_for_a_retry_holds_back_its_later_events_only(
@@ -165,12 +163,14 @@ async def test_a_failed_settle_rolls_the_claim_back() -> None:
 
 async def test_hang_next_hangs_until_cancelled(autojump_clock: trio.testing.MockClock) -> None:
     outbox = MemoryOutbox()
-    outbox.hang_next("next_due")
+    outbox.hang_next("claim")
     with trio.move_on_after(7.0) as scope:
-        await outbox.next_due()
+        async with outbox.claim(10):
+            pass
     assert scope.cancelled_caught
     assert trio.current_time() == 7.0
-    assert await outbox.next_due() is None
+    async with outbox.claim(10) as batch:
+        assert batch.events == ()
 
 
 async def test_enqueue_notifies_every_listener_once(autojump_clock: trio.testing.MockClock) -> None:
