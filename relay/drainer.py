@@ -92,6 +92,9 @@ class _Claimed:
     next_due_at: float | None
 
 
+_ALL_DELIVERED = Outcome(retry={}, bury={}, hold=frozenset())
+
+
 def settle_plan(
     events: Sequence[OutboxEvent],
     failures: Mapping[int, str],
@@ -106,6 +109,8 @@ def settle_plan(
     `config.max_attempts`, else retried after `config.retry_backoff`. Every event after the first
     failure of its key is held, whatever the sink said about it: it was not delivered in key order.
     """
+    if not failures:
+        return _ALL_DELIVERED
     retry: dict[int, Retry] = {}
     bury: dict[int, str] = {}
     hold: set[int] = set()
@@ -303,8 +308,11 @@ class Drainer:
         self._delivered += len(events) - len(outcome.retry) - len(outcome.bury) - len(outcome.hold)
         for id, reason in outcome.bury.items():
             logger.error("event %d moved to the dead table: %s", id, reason)
-        failed = outcome.retry.keys() | outcome.bury.keys() | outcome.hold
-        delivered = tuple(event for event in events if event.id not in failed)
+        if outcome is _ALL_DELIVERED:
+            delivered = tuple(events)
+        else:
+            failed = outcome.retry.keys() | outcome.bury.keys() | outcome.hold
+            delivered = tuple(event for event in events if event.id not in failed)
         return delivered, outcome
 
     def statistics(self) -> DrainerStatistics:

@@ -7,7 +7,6 @@ callable implement `Sink`. The actors import nothing else.
 from __future__ import annotations
 
 import datetime
-import functools
 import inspect
 import json
 from collections.abc import (
@@ -59,6 +58,9 @@ class JsonObject(Mapping[str, Any]):
         return repr(self._mapping())
 
 
+_UNDECODED: Any = object()
+
+
 @attrs.frozen
 class OutboxEvent:
     """One committed outbox row, as handed to a sink.
@@ -84,11 +86,19 @@ class OutboxEvent:
     headers: Mapping[str, Any] = attrs.field(factory=dict)
     created_at: datetime.datetime = attrs.field(factory=lambda: datetime.datetime.now(datetime.UTC))
     attempts: int = 0
+    # The decoded payload, once read. Not a cached_property: on a slotted attrs class that costs
+    # more than decoding the JSON itself.
+    _decoded: Any = attrs.field(default=_UNDECODED, init=False, repr=False, eq=False)
 
-    @functools.cached_property
+    @property
     def payload(self) -> Any:
         """The payload, decoded from JSON on first access."""
-        return json.loads(self.payload_json)
+        decoded = self._decoded
+        if decoded is _UNDECODED:
+            # str input spares json.loads its guess at the bytes' encoding.
+            decoded = json.loads(self.payload_json.decode())
+            object.__setattr__(self, "_decoded", decoded)
+        return decoded
 
     @classmethod
     def create(

@@ -103,21 +103,21 @@ class Queries:
             "PREPARE relay_lock_keys(int, int) AS {}; PREPARE relay_claim(int) AS {}"
         ).format(self.lock_keys, self.claim)
 
-    def claim_head(self, limit: int) -> sql.Composed:
+    @staticmethod
+    def claim_head(limit: int) -> bytes:
         """A claim transaction's opening, in one round trip: BEGIN, `lock_keys`, `claim`.
 
         Three statements in one simple query (`prepare_claim` first): each still takes its own
-        snapshot.
+        snapshot. Plain bytes, built without psycopg's composition: this runs on every claim.
         """
-        return sql.SQL(
-            "BEGIN; EXECUTE relay_lock_keys(0, {limit}); EXECUTE relay_claim({limit})"
-        ).format(limit=sql.Literal(limit))
+        limit = int(limit)
+        return f"BEGIN; EXECUTE relay_lock_keys(0, {limit}); EXECUTE relay_claim({limit})".encode()
 
-    def claim_further(self, skip: int, limit: int) -> sql.Composed:
+    @staticmethod
+    def claim_further(skip: int, limit: int) -> bytes:
         """`lock_keys` and `claim` again, in the open claim transaction, further down the queue."""
-        return sql.SQL(
-            "EXECUTE relay_lock_keys({skip}, {limit}); EXECUTE relay_claim({limit})"
-        ).format(skip=sql.Literal(skip), limit=sql.Literal(limit))
+        skip, limit = int(skip), int(limit)
+        return f"EXECUTE relay_lock_keys({skip}, {limit}); EXECUTE relay_claim({limit})".encode()
 
     @functools.cached_property
     def lock_namespace(self) -> int:

@@ -239,3 +239,54 @@ async def test_a_claim_whose_window_another_relay_holds_looks_further_down_the_q
                 assert {key[0] for key in keys if key} == {"c"}, keys
                 assert len(batch.events) == 10
         other.rollback()
+
+
+def _terminate_relay_connections(dsn: str) -> int:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+            " WHERE application_name = 'relay' AND pid <> pg_backend_pid()"
+        ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+async def test_a_pooled_connection_killed_while_idle_costs_the_claim_nothing(
+    relay_config: Config,
+) -> None:
+    """The claim does not ping before use: it finds the dead connection and claims on a new one."""
+    (first,) = insert(relay_config.dsn, ("t", "k", "1"))
+    config = Config(dsn=relay_config.dsn, pool_size=1)
+    with trio.fail_after(GUARD):
+        async with open_postgres_outbox(config) as outbox:
+            async with outbox.claim(10) as batch:
+                assert [e.id for e in batch.events] == [first]
+                await batch.settle(retry={}, bury={})
+            (second,) = insert(relay_config.dsn, ("t", "k", "2"))
+            assert await trio.to_thread.run_sync(_terminate_relay_connections, config.dsn) >= 1
+            async with outbox.claim(10) as batch:
+                assert [e.id for e in batch.events] == [second]
+                await batch.settle(retry={}, bury={})
+    assert outbox_rows(relay_config.dsn) == []
+
+
+async def test_a_claim_cancelled_in_flight_loses_nothing_and_the_next_claim_works(
+    relay_config: Config,
+) -> None:
+    """Cancelled while the server works on the claim: the connection is dropped, not reused."""
+    ids = insert(relay_config.dsn, ("t", "k", "1"), ("t", None, "2"))
+    config = Config(dsn=relay_config.dsn, pool_size=1)
+    with trio.fail_after(GUARD):
+        async with open_postgres_outbox(config) as outbox:
+            with psycopg.connect(config.dsn) as blocker:
+                # The claim's statements wait for this lock on the server until cancelled.
+                blocker.execute("LOCK TABLE relay.outbox IN ACCESS EXCLUSIVE MODE")
+                with trio.move_on_after(0.5) as scope:
+                    async with outbox.claim(10):
+                        pytest.fail("the claim cannot get past the table lock")
+                blocker.rollback()
+            assert scope.cancelled_caught
+            async with outbox.claim(10) as batch:
+                assert [e.id for e in batch.events] == ids
+                await batch.settle(retry={}, bury={})
+    assert outbox_rows(relay_config.dsn) == []
