@@ -30,7 +30,7 @@ from ..config import Config
 from ..errors import ListenerLost
 from ..ports import Backlog, JsonObject, OutboxEvent, Retry
 from .connect import connection_kwargs, translate
-from .queries import Queries
+from .queries import Queries, key_window
 from .trio_connection import TrioConnection
 
 log = logging.getLogger("relay.postgres")
@@ -43,9 +43,8 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 _CLEANUP_SECONDS = 5.0
-# The key-lock window is one batch of rows: every key in it stays locked until the claim commits, so
-# a wider window would only take keys from the other relays. When they hold every key in it, the
-# window moves down the queue, 1, 2, 4 and 8 batches from the head, still one batch wide.
+# When the other relays hold every key in the key-lock window (see `key_window`), the window moves
+# down the queue, 1, 2, 4 and 8 windows from the head.
 _FURTHEST_WINDOW = 8
 
 
@@ -197,7 +196,12 @@ class PostgresOutbox:
     async def _claim_on(
         self, conn: TrioConnection, limit: int
     ) -> tuple[list[tuple[Any, ...]], bool, float | None]:
-        """Lock the keys at the head of the queue, then claim; True if another relay held some."""
+        """Lock the keys at the head of the queue, then claim.
+
+        Returns the rows, whether a short batch may still not mean drained (other relays held
+        keys, or the window ended before the queue did), and the seconds until the next retry.
+        """
+        scan = key_window(limit)
         async with psycopg.AsyncClientCursor(conn) as cursor:
             if conn not in self._prepared:
                 await cursor.execute(self.queries.prepare_claim)
@@ -208,7 +212,7 @@ class PostgresOutbox:
             while True:
                 locked = await cursor.fetchone()
                 assert locked is not None
-                keys, held_elsewhere, due = locked
+                keys, held_elsewhere, window_rows, due = locked
                 cursor.nextset()
                 rows = await cursor.fetchall()
                 contended = contended or held_elsewhere > 0
@@ -217,7 +221,9 @@ class PostgresOutbox:
                 # Other relays hold every key in the window: look further down at once, in the
                 # same transaction, rather than claim nothing and pause.
                 skip = max(1, 2 * skip)
-                await cursor.execute(self.queries.claim_further(skip * limit, limit))
+                await cursor.execute(self.queries.claim_further(skip, limit))
+        # Keys beyond a full window were left for the next claim.
+        contended = contended or (window_rows == scan and len(rows) < limit)
         rows.sort(key=operator.itemgetter(0))  # DELETE ... RETURNING promises no order
         return rows, contended, None if due is None else max(0.0, due)
 

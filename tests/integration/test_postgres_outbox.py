@@ -216,7 +216,7 @@ async def test_events_held_behind_a_retry_do_not_crowd_other_keys_out_of_a_claim
 async def test_a_claim_whose_window_another_relay_holds_looks_further_down_the_queue(
     relay_config: Config,
 ) -> None:
-    """The window moves 1, 2, 4 and 8 batches down, still one batch of rows wide."""
+    """The window (half a batch of rows: 10 here) moves 1, 2, 4 and 8 windows down."""
     with psycopg.connect(relay_config.dsn) as conn:
         # 30 rows of keys a0..a9 at the head, then 10 of b0..b9, then 10 of c0..c9
         for prefix, rows in (("a", 30), ("b", 10), ("c", 10)):
@@ -232,7 +232,7 @@ async def test_a_claim_whose_window_another_relay_holds_looks_further_down_the_q
             [namespace],
         )
         with trio.fail_after(GUARD):
-            async with open_postgres_outbox(relay_config) as outbox, outbox.claim(10) as batch:
+            async with open_postgres_outbox(relay_config) as outbox, outbox.claim(20) as batch:
                 keys = {event.key for event in batch.events}
                 assert batch.contended
                 # the windows start 0, 10, 20 (all a-keys) and 40 rows down: the c-keys
@@ -288,5 +288,27 @@ async def test_a_claim_cancelled_in_flight_loses_nothing_and_the_next_claim_work
             assert scope.cancelled_caught
             async with outbox.claim(10) as batch:
                 assert [e.id for e in batch.events] == ids
+                await batch.settle(retry={}, bury={})
+    assert outbox_rows(relay_config.dsn) == []
+
+
+async def test_a_claim_locks_half_a_batch_of_keys_and_says_when_more_may_wait(
+    relay_config: Config,
+) -> None:
+    """30 keys of one event each: a claim of 20 takes the first 10 keys, not drained yet."""
+    with psycopg.connect(relay_config.dsn) as conn:
+        conn.execute(
+            "INSERT INTO relay.outbox (topic, key, payload)"
+            " SELECT 't', 'k' || g, '1' FROM generate_series(1, 30) g"
+        )
+    with trio.fail_after(GUARD):
+        async with open_postgres_outbox(relay_config) as outbox:
+            async with outbox.claim(20) as batch:
+                assert [e.key for e in batch.events] == [f"k{g}" for g in range(1, 11)]
+                assert batch.contended  # a short batch, but more keys wait beyond the window
+                await batch.settle(retry={}, bury={})
+            async with outbox.claim(50) as batch:  # a window of 25 rows: more than is left
+                assert len(batch.events) == 20
+                assert not batch.contended
                 await batch.settle(retry={}, bury={})
     assert outbox_rows(relay_config.dsn) == []
