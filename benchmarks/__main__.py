@@ -142,7 +142,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="smaller runs: under ~3 minutes")
     parser.add_argument("--only", choices=SECTIONS, action="append", help="run only this section")
-    parser.add_argument("--repeat", type=int, default=1, help="drain runs to take the median of")
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="runs of the drain, latency, backlog and scale-out sections to take the median of",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS, help="where results.md goes")
     args = parser.parse_args(argv)
     wanted = set(args.only or SECTIONS)
@@ -173,12 +178,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             tables.append(drain_table(drained, n_drain, args.repeat))
         if "latency" in wanted:
             rates = [100, 1_000, 5_000]
-            tables.append(latency.run(bench, rates, 10.0 if quick else 20.0, log))
+            tables.append(latency.run(bench, rates, 10.0 if quick else 20.0, log, args.repeat))
         if "backlog" in wanted:
             sizes = [10_000] if quick else [10_000, 1_000_000]
             rows = []
             for size in sizes:
-                value = drain.relay_drain(bench, size, 500, decode=False)
+                value = median(
+                    [drain.relay_drain(bench, size, 500, decode=False) for _ in range(args.repeat)]
+                )
                 log(f"  backlog {size:,}: {value:,.0f} events/s")
                 rows.append([f"{size:,}", rate(value)])
             first = float(rows[0][1].replace(",", ""))
@@ -189,13 +196,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "backlog: relay (in-process, byte-level sink, batch 500) draining a backlog",
                     ["pending", "events/s", "vs 10,000"],
                     rows,
+                    [f"median of {args.repeat} runs" if args.repeat > 1 else "one run"],
                 )
             )
         if "idle" in wanted:
             sizes = [10_000] if quick else [10_000, 1_000_000]
             tables.append(resources.run(bench, 15.0 if quick else 60.0, sizes, log))
         if "scaleout" in wanted:
-            tables.append(scaleout.run(bench, [1, 2, 3], 30_000 if quick else 100_000, log))
+            tables.append(
+                scaleout.run(bench, [1, 2, 3], 30_000 if quick else 100_000, log, args.repeat)
+            )
         if "peers" in wanted:
             n_peers = 20_000 if quick else 100_000
             found.append(peers.pgqueuer(bench, n_peers, [250] if quick else [100, 250, 1000], log))
