@@ -356,3 +356,18 @@ async def test_a_sink_that_lost_its_broker_fails_the_batch_then_is_entered_again
     [(at, ids)] = timeline(sink.sink)
     assert (ids, sink.sink.deliveries[0].events[0].attempts) == ([event_id], 0)
     assert at == 0.25  # the restart backoff in these tests
+
+
+async def test_a_retry_scheduled_by_the_last_batch_of_a_drain_is_claimed_when_due(
+    autojump_clock: trio.testing.MockClock, config: Config
+) -> None:
+    """The claim did not see that retry: the drainer reports it to the ticker itself."""
+    outbox, sink = MemoryOutbox(), RecordingSink()
+    flaky = FlakySink(inner=sink)
+    flaky.fail(1)
+    outbox.enqueue("t", 0)
+    poll_far_away = attrs.evolve(config, poll_interval=3600.0)
+    async with open_relay(poll_far_away, flaky, outbox=outbox) as handle:
+        await trio.sleep(5)
+        assert timeline(sink) == [(1.0, [1])]  # failed at 0, retried after the 1 s backoff
+        assert handle.statistics().wakeups[WakeReason.DUE] == 1
