@@ -63,7 +63,8 @@ class Config:
         application_name: shown in `pg_stat_activity` for every relay connection.
         idle_in_transaction_timeout: seconds PostgreSQL lets a relay transaction sit idle.
         statement_timeout: seconds any one relay statement may run.
-        pool_size: connections the drainer's pool keeps.
+        pool_size: connections the drainer's pool keeps; with two or more, the drainer keeps one
+            between claims.
     """
 
     dsn: str = attrs.field(default="", repr=False)  # may hold a password: never in a repr

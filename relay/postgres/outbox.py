@@ -59,11 +59,16 @@ async def _configure(conn: psycopg.AsyncConnection[Any]) -> None:
     conn.adapters.register_loader("jsonb", _JsonbAsBytes)
 
 
+# Most events carry no headers: they share one (read-only) mapping.
+_NO_HEADERS = JsonObject(b"{}")
+
+
 def _event(row: tuple[Any, ...]) -> OutboxEvent:
     id, topic, key, payload, headers, created_at, attempts = row
+    headers = _NO_HEADERS if headers == b"{}" else JsonObject(headers)
     # Positional: a third cheaper than keywords, on every event (the fields' order is the
     # claim's column order).
-    return OutboxEvent(id, topic, key, payload, JsonObject(headers), created_at, attempts)
+    return OutboxEvent(id, topic, key, payload, headers, created_at, attempts)
 
 
 def _row_params(
@@ -134,6 +139,8 @@ class PostgresOutbox:
     pool: AsyncConnectionPool[TrioConnection]
     queries: Queries
     loop: Any = None  # the trio-asyncio loop the pool lives on; None: the caller's current one
+    # A clean connection kept from the last claim for the next one, out of the pool meanwhile.
+    _spare: TrioConnection | None = None
     # Pooled connections on which the claim statements are prepared.
     _prepared: weakref.WeakSet[TrioConnection] = attrs.field(factory=weakref.WeakSet)
 
@@ -169,17 +176,21 @@ class PostgresOutbox:
 
         A pooled connection is not checked before use (that would cost a round trip per claim):
         one that died while idle (a terminated backend, a restarted server) fails the claim's
-        first round trip, and is replaced once.
+        first round trip and is replaced. After a server restart every connection the pool
+        holds is dead, so the claim tries as many as the pool holds, and one more.
         """
-        for attempt in (1, 2):
-            conn = await trio_asyncio.aio_as_trio(self.pool.getconn)()
+        attempts = self.config.pool_size + 1
+        for attempt in range(1, attempts + 1):
+            conn, self._spare = self._spare, None
+            if conn is None:
+                conn = await trio_asyncio.aio_as_trio(self.pool.getconn)()
             try:
                 rows, contended, due = await self._claim_on(conn, limit)
                 return conn, rows, contended, due
             except psycopg.OperationalError:
                 lost = conn.broken or conn.closed
                 await self._release(conn, clean=False, close=True)
-                if not lost or attempt == 2:
+                if not lost or attempt == attempts:
                     raise
                 log.info("a pooled connection was lost; claiming on a fresh one")
             except psycopg.Error:
@@ -229,7 +240,16 @@ class PostgresOutbox:
 
     async def _release(self, conn: TrioConnection, *, clean: bool, close: bool = False) -> None:
         """Give `conn` back to the pool: rolled back unless `clean`, closed if `close` or if it
-        cannot be rolled back quickly (the pool replaces a closed connection)."""
+        cannot be rolled back quickly (the pool replaces a closed connection).
+
+        A clean connection is kept for the next claim instead, when none is kept yet and the pool
+        has another for everything else: the pool's two trips through asyncio cost more than the
+        claim's own round trip.
+        """
+        keep = self._spare is None and self.config.pool_size > 1
+        if clean and not close and keep and not conn.closed:
+            self._spare = conn
+            return
         try:
             if not (close or clean or conn.closed):
                 with trio.move_on_after(_CLEANUP_SECONDS) as scope:
@@ -348,6 +368,9 @@ async def open_postgres_outbox(config: Config) -> AsyncIterator[PostgresOutbox]:
             yield outbox
         finally:
             with trio.CancelScope(shield=True), trio.move_on_after(_CLEANUP_SECONDS):
+                spare, outbox._spare = outbox._spare, None
+                if spare is not None:
+                    await trio_asyncio.aio_as_trio(pool.putconn)(spare)
                 await trio_asyncio.aio_as_trio(pool.close)()
 
 

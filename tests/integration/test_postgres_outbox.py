@@ -251,12 +251,13 @@ def _terminate_relay_connections(dsn: str) -> int:
     return int(row[0])
 
 
+@pytest.mark.parametrize("pool_size", [1, 2])  # 2: the drainer keeps one between claims
 async def test_a_pooled_connection_killed_while_idle_costs_the_claim_nothing(
-    relay_config: Config,
+    relay_config: Config, pool_size: int
 ) -> None:
     """The claim does not ping before use: it finds the dead connection and claims on a new one."""
     (first,) = insert(relay_config.dsn, ("t", "k", "1"))
-    config = Config(dsn=relay_config.dsn, pool_size=1)
+    config = Config(dsn=relay_config.dsn, pool_size=pool_size)
     with trio.fail_after(GUARD):
         async with open_postgres_outbox(config) as outbox:
             async with outbox.claim(10) as batch:
@@ -312,3 +313,26 @@ async def test_a_claim_locks_half_a_batch_of_keys_and_says_when_more_may_wait(
                 assert not batch.contended
                 await batch.settle(retry={}, bury={})
     assert outbox_rows(relay_config.dsn) == []
+
+
+def _relay_connections(dsn: str) -> int:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'relay'"
+        ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+async def test_closing_the_outbox_closes_every_connection_it_opened(relay_config: Config) -> None:
+    """The connection kept between claims too."""
+    insert(relay_config.dsn, ("t", "k", "1"))
+    with trio.fail_after(GUARD):
+        async with open_postgres_outbox(relay_config) as outbox:
+            async with outbox.claim(10) as batch:
+                await batch.settle(retry={}, bury={})
+            assert outbox._spare is not None
+    with trio.fail_after(GUARD):
+        # Polls the server: no trio task can tell when its backends are gone.
+        while await trio.to_thread.run_sync(_relay_connections, relay_config.dsn):  # noqa: ASYNC110
+            await trio.sleep(0.05)
