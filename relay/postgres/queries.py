@@ -12,11 +12,16 @@ from ..config import notify_channel
 
 _EVENT_COLUMNS = "id, topic, key, payload, headers, created_at, attempts"
 
-# True for an outbox row `o` while an earlier event of its key waits for a retry. Only retried
-# rows (attempts > 0) can be waiting, and a partial index holds just those, so it stays cheap.
-_HELD_BEHIND_A_RETRY = """EXISTS (
-    SELECT 1 FROM {outbox} w
-    WHERE w.attempts > 0 AND w.key = o.key AND w.id < o.id AND w.available_at > now())"""
+# True for an outbox row `o` unless an earlier event of its key waits for a retry. Only retried
+# rows (attempts > 0) can be waiting, and a partial index holds just those. When no retry waits
+# at all, the uncorrelated first test (run once per statement) spares every row the second.
+_NOT_HELD_BEHIND_A_RETRY = """(
+    -- min(), not EXISTS: the planner then always reads the partial index, never the table
+    (SELECT min(r.available_at) FROM {outbox} r WHERE r.attempts > 0 AND r.available_at > now())
+        IS NULL
+    OR NOT EXISTS (
+        SELECT 1 FROM {outbox} w
+        WHERE w.attempts > 0 AND w.key = o.key AND w.id < o.id AND w.available_at > now()))"""
 
 
 def key_window(limit: int) -> int:
@@ -68,8 +73,8 @@ class Queries:
                         SELECT o.key FROM {outbox} o
                         WHERE o.available_at <= now() AND o.key IS NOT NULL
                           -- rows held behind a retry must not fill the window
-                          AND NOT """
-            + _HELD_BEHIND_A_RETRY
+                          AND """
+            + _NOT_HELD_BEHIND_A_RETRY
             + """
                         ORDER BY o.id OFFSET $1 LIMIT $2) head
                     GROUP BY 1
@@ -104,8 +109,8 @@ class Queries:
                        -- the array for every row the scan passes
                        OR (hashtext(o.key) IN (
                                SELECT unnest(current_setting('relay.claim_keys')::int[]))
-                           AND NOT """
-            + _HELD_BEHIND_A_RETRY
+                           AND """
+            + _NOT_HELD_BEHIND_A_RETRY
             + """))
                 ORDER BY o.id
                 LIMIT $1
