@@ -189,14 +189,16 @@ class PostgresOutbox:
                 return conn, rows, contended, due
             except psycopg.OperationalError:
                 lost = conn.broken or conn.closed
-                await self._release(conn, clean=False, close=True)
+                with trio.CancelScope(shield=True):
+                    await self._release(conn, clean=False, close=True)
                 if not lost or attempt == attempts:
                     raise
                 log.info("a pooled connection was lost; claiming on a fresh one")
             except psycopg.Error:
                 # Whatever failed (a table altered under the relay, say) may have left the
                 # connection's prepared claim unusable: a fresh connection prepares it again.
-                await self._release(conn, clean=False, close=True)
+                with trio.CancelScope(shield=True):
+                    await self._release(conn, clean=False, close=True)
                 raise
             except BaseException:
                 with trio.CancelScope(shield=True):
