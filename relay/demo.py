@@ -113,9 +113,11 @@ async def _demo(config: Config, rate: float, duration: float | None) -> None:
                     async for _ in signals:
                         break
                 producing.cancel_scope.cancel()
-        # The producer has stopped: give the relay a moment to deliver what it wrote last.
+        # The producer has stopped: give the relay a moment to deliver what it wrote last, and
+        # to commit it (a claim cancelled halfway would hand those events out again next time).
         with trio.move_on_after(_DRAIN_GRACE):
             await recorder.wait_for(counter[0])
+            await handle.stop_claiming()
         nursery.cancel_scope.cancel()
     log.info("demo done: %d events produced, %d delivered", counter[0], recorder.delivered)
 
