@@ -6,6 +6,7 @@ import contextlib
 import logging
 import random
 from collections.abc import Callable, Collection, Mapping, Sequence
+from types import MappingProxyType
 from typing import NoReturn
 
 import attrs
@@ -92,7 +93,7 @@ class _Claimed:
     next_due_at: float | None
 
 
-_ALL_DELIVERED = Outcome(retry={}, bury={}, hold=frozenset())
+_ALL_DELIVERED = Outcome(retry=MappingProxyType({}), bury=MappingProxyType({}), hold=frozenset())
 
 
 def settle_plan(

@@ -150,8 +150,7 @@ class ClaimedBatch(Protocol):
 
     @property
     def next_due(self) -> float | None:
-        """Seconds from the claim until the earliest scheduled retry it saw (0 if one was due),
-        or None if none was scheduled."""
+        """Seconds from the claim until the earliest retry it saw scheduled for later, or None."""
         ...
 
     async def settle(

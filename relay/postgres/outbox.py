@@ -353,8 +353,10 @@ async def open_postgres_outbox(config: Config) -> AsyncIterator[PostgresOutbox]:
             config.dsn,
             # The drainer uses its claimed connection from trio directly: see TrioConnection.
             connection_class=TrioConnection,
-            # Autocommit: a claim opens its transaction itself, in its first round trip.
-            kwargs=kwargs | {"autocommit": True},
+            # Autocommit: a claim opens its transaction itself, in its first round trip. No
+            # statements prepared by psycopg: after one, psycopg's rollback() sends DEALLOCATE ALL,
+            # which would drop relay's own prepared claim statements too.
+            kwargs=kwargs | {"autocommit": True, "prepare_threshold": None},
             min_size=config.pool_size,
             max_size=config.pool_size,
             open=False,

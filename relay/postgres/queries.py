@@ -27,12 +27,11 @@ _NOT_HELD_BEHIND_A_RETRY = """(
 def key_window(limit: int) -> int:
     """Rows from the head of the queue whose keys a claim of up to `limit` events locks.
 
-    The claim then takes up to `limit` events of those keys, and every key locked stays locked
-    until the claim commits: a window narrower than the batch leaves more keys to the other
-    relays (with a deep backlog, 1,000 keys keep three relays busy), at the cost of half-full
-    batches when each key has a single event waiting.
+    One batch: the claim then finds its `limit` events among the window's own rows even when
+    every key has a single event waiting. A narrower window would leave keys to other relays,
+    but its claim would scan on past the window, through the whole table when keys are unique.
     """
-    return max(1, limit // 2)
+    return max(1, limit)
 
 
 @attrs.frozen
@@ -103,7 +102,10 @@ class Queries:
             """
             DELETE FROM {outbox} WHERE id = ANY(ARRAY(
                 SELECT o.id FROM {outbox} o
-                WHERE o.available_at <= now()
+                -- clock_timestamp(), not now(): an event put back (held, available at once) by
+                -- the key's previous holder after this transaction began must not look
+                -- unavailable, or the claim would take a later event of its key first
+                WHERE o.available_at <= clock_timestamp()
                   AND (o.key IS NULL
                        -- IN (SELECT ...), not = ANY(...): a hashed lookup, not a walk along
                        -- the array for every row the scan passes

@@ -11,6 +11,7 @@ so the pool (an asyncio object) keeps connecting, checking and closing connectio
 from __future__ import annotations
 
 import select
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import psycopg
@@ -75,13 +76,18 @@ async def _readiness(fileno: int, wanted: int) -> Ready:
         await trio.lowlevel.wait_writable(fileno)
         return Ready.W
     # Both (a flush that must also read, so neither side stalls): whichever comes first.
+    poller = select.poll()
+    poller.register(fileno, select.POLLIN | select.POLLOUT)
     while True:
-        readable, writable, _ = select.select([fileno], [fileno], [], 0)
-        if readable or writable:
+        found = poller.poll(0)
+        if found:
+            events = found[0][1]
+            readable = events & (select.POLLIN | select.POLLERR | select.POLLHUP)
+            writable = events & select.POLLOUT
             return Ready((Ready.R if readable else 0) | (Ready.W if writable else 0))
         async with trio.open_nursery() as nursery:
 
-            async def wake(wait: Any) -> None:
+            async def wake(wait: Callable[[int], Awaitable[None]]) -> None:
                 await wait(fileno)
                 nursery.cancel_scope.cancel()
 

@@ -216,7 +216,7 @@ async def test_events_held_behind_a_retry_do_not_crowd_other_keys_out_of_a_claim
 async def test_a_claim_whose_window_another_relay_holds_looks_further_down_the_queue(
     relay_config: Config,
 ) -> None:
-    """The window (half a batch of rows: 10 here) moves 1, 2, 4 and 8 windows down."""
+    """The window (a batch of rows: 10 here) moves 1, 2, 4 and 8 windows down."""
     with psycopg.connect(relay_config.dsn) as conn:
         # 30 rows of keys a0..a9 at the head, then 10 of b0..b9, then 10 of c0..c9
         for prefix, rows in (("a", 30), ("b", 10), ("c", 10)):
@@ -232,7 +232,7 @@ async def test_a_claim_whose_window_another_relay_holds_looks_further_down_the_q
             [namespace],
         )
         with trio.fail_after(GUARD):
-            async with open_postgres_outbox(relay_config) as outbox, outbox.claim(20) as batch:
+            async with open_postgres_outbox(relay_config) as outbox, outbox.claim(10) as batch:
                 keys = {event.key for event in batch.events}
                 assert batch.contended
                 # the windows start 0, 10, 20 (all a-keys) and 40 rows down: the c-keys
@@ -244,7 +244,8 @@ async def test_a_claim_whose_window_another_relay_holds_looks_further_down_the_q
 def _terminate_relay_connections(dsn: str) -> int:
     with psycopg.connect(dsn, autocommit=True) as conn:
         row = conn.execute(
-            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+            # With a timeout: returns once the backends are gone, not when they were signalled.
+            "SELECT count(pg_terminate_backend(pid, 5000)) FROM pg_stat_activity"
             " WHERE application_name = 'relay' AND pid <> pg_backend_pid()"
         ).fetchone()
     assert row is not None
@@ -279,6 +280,8 @@ async def test_a_claim_cancelled_in_flight_loses_nothing_and_the_next_claim_work
     config = Config(dsn=relay_config.dsn, pool_size=1)
     with trio.fail_after(GUARD):
         async with open_postgres_outbox(config) as outbox:
+            async with outbox.claim(10):
+                pass  # the claim statements are prepared: the next claim goes straight to them
             with psycopg.connect(config.dsn) as blocker:
                 # The claim's statements wait for this lock on the server until cancelled.
                 blocker.execute("LOCK TABLE relay.outbox IN ACCESS EXCLUSIVE MODE")
@@ -293,10 +296,10 @@ async def test_a_claim_cancelled_in_flight_loses_nothing_and_the_next_claim_work
     assert outbox_rows(relay_config.dsn) == []
 
 
-async def test_a_claim_locks_half_a_batch_of_keys_and_says_when_more_may_wait(
+async def test_a_claim_of_single_event_keys_fills_its_batch_from_its_window(
     relay_config: Config,
 ) -> None:
-    """30 keys of one event each: a claim of 20 takes the first 10 keys, not drained yet."""
+    """30 keys of one event each: a claim of 20 locks the first 20 keys and takes their events."""
     with psycopg.connect(relay_config.dsn) as conn:
         conn.execute(
             "INSERT INTO relay.outbox (topic, key, payload)"
@@ -305,14 +308,33 @@ async def test_a_claim_locks_half_a_batch_of_keys_and_says_when_more_may_wait(
     with trio.fail_after(GUARD):
         async with open_postgres_outbox(relay_config) as outbox:
             async with outbox.claim(20) as batch:
-                assert [e.key for e in batch.events] == [f"k{g}" for g in range(1, 11)]
-                assert batch.contended  # a short batch, but more keys wait beyond the window
+                assert [e.key for e in batch.events] == [f"k{g}" for g in range(1, 21)]
                 await batch.settle(retry={}, bury={})
-            async with outbox.claim(50) as batch:  # a window of 25 rows: more than is left
-                assert len(batch.events) == 20
-                assert not batch.contended
+            async with outbox.claim(20) as batch:
+                assert len(batch.events) == 10
+                assert not batch.contended  # a short batch from a window the queue ended in
                 await batch.settle(retry={}, bury={})
     assert outbox_rows(relay_config.dsn) == []
+
+
+async def test_a_claim_after_a_retry_and_an_empty_claim_still_finds_its_statements(
+    relay_config: Config,
+) -> None:
+    """A settle that put an event back, then claims that rolled back: psycopg must not have
+    deallocated relay's prepared claim (it does after statements of its own)."""
+    (id,) = insert(relay_config.dsn, ("t", "k", "1"))
+    config = Config(dsn=relay_config.dsn, pool_size=1)
+    with trio.fail_after(GUARD):
+        async with open_postgres_outbox(config) as outbox:
+            for _ in range(3):
+                async with outbox.claim(10) as batch:
+                    assert [e.id for e in batch.events] == [id]
+                    await batch.settle(retry={id: Retry(0.0, "again")}, bury={})
+                for _ in range(6):
+                    await outbox.backlog()  # the metrics' query, on the same connection
+                    async with outbox.claim(10):
+                        pass  # left without settling: rolled back
+    assert [row["attempts"] for row in outbox_rows(relay_config.dsn)] == [3]
 
 
 def _relay_connections(dsn: str) -> int:
@@ -336,3 +358,32 @@ async def test_closing_the_outbox_closes_every_connection_it_opened(relay_config
         # Polls the server: no trio task can tell when its backends are gone.
         while await trio.to_thread.run_sync(_relay_connections, relay_config.dsn):  # noqa: ASYNC110
             await trio.sleep(0.05)
+
+
+def _claim_after_a_late_put_back(dsn: str, queries: Queries) -> tuple[list[int], list[int]]:
+    first, second = insert(dsn, ("t", "k", "1"), ("t", "k", "2"))
+    with psycopg.connect(dsn, autocommit=True) as relay, psycopg.connect(dsn) as other:
+        psycopg.ClientCursor(relay).execute(queries.prepare_claim)
+        relay.execute("BEGIN")
+        relay.execute("SELECT now()")  # this claim transaction's time is now fixed
+        # Meanwhile the key's previous holder puts `first` back as held: available at once,
+        # but from a time later than the claim transaction's start.
+        other.execute(
+            "UPDATE relay.outbox SET available_at = clock_timestamp() WHERE id = %s", [first]
+        )
+        other.commit()
+        relay.execute("EXECUTE relay_lock_keys(0, 10)")
+        rows = relay.execute("EXECUTE relay_claim(10)").fetchall()
+        relay.execute("ROLLBACK")
+    return [first, second], sorted(row[0] for row in rows)
+
+
+async def test_an_event_put_back_after_the_claim_began_is_not_skipped_for_a_later_one(
+    relay_config: Config,
+) -> None:
+    """Else the claim would hand out the key's second event before its first."""
+    with trio.fail_after(GUARD):
+        written, claimed = await trio.to_thread.run_sync(
+            _claim_after_a_late_put_back, relay_config.dsn, Queries(relay_config.schema)
+        )
+    assert claimed == written
