@@ -46,6 +46,8 @@ _CLEANUP_SECONDS = 5.0
 # When the other relays hold every key in the key-lock window (see `key_window`), the window moves
 # down the queue, 1, 2, 4 and 8 windows from the head.
 _FURTHEST_WINDOW = 8
+# Rows removed between two VACUUMs of the outbox (see `PostgresOutbox._tidy_up`).
+_VACUUM_EVERY = 50_000
 
 
 class _JsonbAsBytes(Loader):
@@ -129,6 +131,7 @@ class PostgresBatch:
         except psycopg.Error as exc:
             raise translate(exc, self.outbox.config, "settle") from None
         self.settled = True
+        await self.outbox._tidy_up(self.conn, removed=len(self.events) - len(put_back))
 
 
 @attrs.define(eq=False)
@@ -143,6 +146,26 @@ class PostgresOutbox:
     _spare: TrioConnection | None = None
     # Pooled connections on which the claim statements are prepared.
     _prepared: weakref.WeakSet[TrioConnection] = attrs.field(factory=weakref.WeakSet)
+    # Rows this outbox removed since its last VACUUM.
+    _removed: int = 0
+
+    async def _tidy_up(self, conn: TrioConnection, *, removed: int) -> None:
+        """VACUUM the outbox after every `_VACUUM_EVERY` rows removed, on `conn` (idle, after a
+        commit).
+
+        Every claim scans the primary key from its start, past the entries of every row already
+        removed, until a VACUUM clears them: without one, a long drain slows as it goes (scans of
+        a 1,000,000-event drain fell from 636 to 354 a second), and autovacuum wakes too seldom
+        to help. SKIP_LOCKED: a VACUUM another relay runs is as good.
+        """
+        self._removed += removed
+        if self._removed < _VACUUM_EVERY:
+            return
+        self._removed = 0
+        try:
+            await conn.execute(self.queries.vacuum)
+        except psycopg.Error as exc:  # tidying up is not delivery: say so, and go on
+            log.warning("VACUUM of the outbox failed: %s", translate(exc, self.config, "vacuum"))
 
     async def _aio(
         self, doing: str, fn: Callable[P, Awaitable[T]], *args: P.args, **kwargs: P.kwargs

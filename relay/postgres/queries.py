@@ -201,6 +201,11 @@ class Queries:
         ).format(outbox=self._table("outbox"))
 
     @functools.cached_property
+    def vacuum(self) -> sql.Composed:
+        """Clear removed rows out of the outbox and its indexes (not in a transaction)."""
+        return sql.SQL("VACUUM (SKIP_LOCKED) {outbox}").format(outbox=self._table("outbox"))
+
+    @functools.cached_property
     def quiet(self) -> sql.SQL:
         """Silence the NOTIFY trigger for this transaction: relay's own re-inserts wake nobody."""
         return sql.SQL("SET LOCAL relay.quiet = 'on'")

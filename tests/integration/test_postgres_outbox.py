@@ -12,6 +12,7 @@ from relay import Config, OutboxUnavailable, SchemaMissing
 from relay.backoff import Backoff
 from relay.ports import Retry
 from relay.postgres import enqueue, open_postgres_outbox
+from relay.postgres import outbox as outbox_module
 from relay.postgres.queries import Queries
 
 GUARD = 30  # seconds: a hang fails the test instead of stalling CI
@@ -387,3 +388,27 @@ async def test_an_event_put_back_after_the_claim_began_is_not_skipped_for_a_late
             _claim_after_a_late_put_back, relay_config.dsn, Queries(relay_config.schema)
         )
     assert claimed == written
+
+
+def _vacuumed(dsn: str) -> bool:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT last_vacuum IS NOT NULL FROM pg_stat_user_tables"
+            " WHERE schemaname = 'relay' AND relname = 'outbox'"
+        ).fetchone()
+    return bool(row and row[0])
+
+
+async def test_the_outbox_is_vacuumed_as_a_long_drain_goes(
+    relay_config: Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Else every claim walks past all the entries of the rows removed before it."""
+    monkeypatch.setattr(outbox_module, "_VACUUM_EVERY", 20)
+    insert(relay_config.dsn, *[("t", f"k{n}", "1") for n in range(30)])
+    with trio.fail_after(GUARD):
+        async with open_postgres_outbox(relay_config) as outbox:
+            async with outbox.claim(30) as batch:
+                await batch.settle(retry={}, bury={})
+        # The statistics reach other sessions a little later.
+        while not await trio.to_thread.run_sync(_vacuumed, relay_config.dsn):  # noqa: ASYNC110
+            await trio.sleep(0.1)
