@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+from typing import Any
 
 import psycopg
 import pytest
@@ -242,15 +243,23 @@ async def test_a_claim_whose_window_another_relay_holds_looks_further_down_the_q
         other.rollback()
 
 
-def _terminate_relay_connections(dsn: str) -> int:
+def _scalar(dsn: str, query: str) -> Any:
+    """The one value `query` returns, on a connection of its own."""
     with psycopg.connect(dsn, autocommit=True) as conn:
-        row = conn.execute(
-            # With a timeout: returns once the backends are gone, not when they were signalled.
-            "SELECT count(pg_terminate_backend(pid, 5000)) FROM pg_stat_activity"
-            " WHERE application_name = 'relay' AND pid <> pg_backend_pid()"
-        ).fetchone()
+        row = conn.execute(query.encode()).fetchone()
     assert row is not None
-    return int(row[0])
+    return row[0]
+
+
+def _terminate_relay_connections(dsn: str) -> int:
+    # With a timeout: returns once the backends are gone, not when they were signalled.
+    return int(
+        _scalar(
+            dsn,
+            "SELECT count(pg_terminate_backend(pid, 5000)) FROM pg_stat_activity"
+            " WHERE application_name = 'relay' AND pid <> pg_backend_pid()",
+        )
+    )
 
 
 @pytest.mark.parametrize("pool_size", [1, 2])  # 2: the drainer keeps one between claims
@@ -338,13 +347,8 @@ async def test_a_claim_after_a_retry_and_an_empty_claim_still_finds_its_statemen
     assert [row["attempts"] for row in outbox_rows(relay_config.dsn)] == [3]
 
 
-def _relay_connections(dsn: str) -> int:
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        row = conn.execute(
-            "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'relay'"
-        ).fetchone()
-    assert row is not None
-    return int(row[0])
+def _relay_connections(dsn: str) -> Any:
+    return _scalar(dsn, "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'relay'")
 
 
 async def test_closing_the_outbox_closes_every_connection_it_opened(relay_config: Config) -> None:
@@ -390,13 +394,12 @@ async def test_an_event_put_back_after_the_claim_began_is_not_skipped_for_a_late
     assert claimed == written
 
 
-def _vacuumed(dsn: str) -> bool:
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        row = conn.execute(
-            "SELECT last_vacuum IS NOT NULL FROM pg_stat_user_tables"
-            " WHERE schemaname = 'relay' AND relname = 'outbox'"
-        ).fetchone()
-    return bool(row and row[0])
+def _vacuumed(dsn: str) -> Any:
+    return _scalar(
+        dsn,
+        "SELECT last_vacuum IS NOT NULL FROM pg_stat_user_tables"
+        " WHERE schemaname = 'relay' AND relname = 'outbox'",
+    )
 
 
 async def test_the_outbox_is_vacuumed_as_a_long_drain_goes(
