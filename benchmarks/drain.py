@@ -16,7 +16,6 @@ import psycopg
 import trio
 
 from relay import OutboxEvent, open_relay
-from relay.postgres.queries import key_window
 
 from .report import Result
 from .server import Bench, pgbench_path
@@ -39,18 +38,13 @@ class RelayClaim:
     def prepare(self, conn: psycopg.Connection[Any]) -> None:
         psycopg.ClientCursor(conn).execute(self.queries.prepare_claim)
 
-    def run(
-        self, cursor: psycopg.ClientCursor[Any], limit: int
-    ) -> tuple[list[tuple[Any, ...]], bool]:
-        """Open the claim transaction and claim, in one round trip, like relay; returns the rows
-        and whether the key-lock window was full (so a short batch is not the end)."""
+    def run(self, cursor: psycopg.ClientCursor[Any], limit: int) -> list[tuple[Any, ...]]:
+        """Open the claim transaction and claim, in one round trip, like relay."""
         cursor.execute(self.queries.claim_head(limit))
         cursor.nextset()
-        locked = cursor.fetchone()
-        assert locked is not None
         cursor.nextset()
         rows: list[tuple[Any, ...]] = cursor.fetchall()
-        return rows, locked[2] == key_window(limit)
+        return rows
 
     def pgbench_script(self) -> str:
         """The same two statements; pgbench -M prepared prepares them itself."""
@@ -59,7 +53,7 @@ class RelayClaim:
         return f"BEGIN;\n{lock.strip()};\n{claim.strip()};\nCOMMIT;\n"
 
     def pgbench_vars(self, limit: int) -> dict[str, int]:
-        return {"limit": limit, "skip": 0, "scan": key_window(limit)}
+        return {"limit": limit, "skip": 0, "scan": limit}
 
 
 def pgbench(bench: Bench, n: int, batch: int, script: str, variables: dict[str, int]) -> float:
@@ -115,13 +109,13 @@ def bare_loop(bench: Bench, n: int, batch: int, *, decode: bool) -> float:
         started = time.perf_counter()
         while True:
             with psycopg.ClientCursor(conn) as cursor:
-                rows, window_full = claim.run(cursor, batch)
+                rows = claim.run(cursor, batch)
             if decode:
                 for row in rows:
                     json.loads(row[3])
             conn.commit()
             seen += len(rows)
-            if len(rows) < batch and not window_full:
+            if len(rows) < batch:
                 break
         elapsed = time.perf_counter() - started
     _check(bench, n, seen)

@@ -30,7 +30,7 @@ from ..config import Config
 from ..errors import ListenerLost
 from ..ports import Backlog, JsonObject, OutboxEvent, Retry
 from .connect import connection_kwargs, translate
-from .queries import Queries, key_window
+from .queries import Queries
 from .trio_connection import TrioConnection
 
 log = logging.getLogger("relay.postgres")
@@ -43,8 +43,9 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 _CLEANUP_SECONDS = 5.0
-# When the other relays hold every key in the key-lock window (see `key_window`), the window moves
-# down the queue, 1, 2, 4 and 8 windows from the head.
+# The key-lock window is one batch of rows: the claim then finds its batch among the window's own
+# rows even when every key has a single event waiting. When the other relays hold every key in it,
+# the window moves down the queue, 1, 2, 4 and 8 windows from the head.
 _FURTHEST_WINDOW = 8
 # Rows removed between two VACUUMs of the outbox (see `PostgresOutbox._tidy_up`).
 _VACUUM_EVERY = 50_000
@@ -234,10 +235,9 @@ class PostgresOutbox:
     ) -> tuple[list[tuple[Any, ...]], bool, float | None]:
         """Lock the keys at the head of the queue, then claim.
 
-        Returns the rows, whether a short batch may still not mean drained (other relays held
-        keys, or the window ended before the queue did), and the seconds until the next retry.
+        Returns the rows, whether another relay held some keys (a short batch then does not mean
+        drained), and the seconds until the next retry.
         """
-        scan = key_window(limit)
         async with psycopg.AsyncClientCursor(conn) as cursor:
             if conn not in self._prepared:
                 await cursor.execute(self.queries.prepare_claim)
@@ -248,7 +248,7 @@ class PostgresOutbox:
             while True:
                 locked = await cursor.fetchone()
                 assert locked is not None
-                keys, held_elsewhere, window_rows, due = locked
+                keys, held_elsewhere, due = locked
                 cursor.nextset()
                 rows = await cursor.fetchall()
                 contended = contended or held_elsewhere > 0
@@ -258,8 +258,6 @@ class PostgresOutbox:
                 # same transaction, rather than claim nothing and pause.
                 skip = max(1, 2 * skip)
                 await cursor.execute(self.queries.claim_further(skip, limit))
-        # Keys beyond a full window were left for the next claim.
-        contended = contended or (window_rows == scan and len(rows) < limit)
         rows.sort(key=operator.itemgetter(0))  # DELETE ... RETURNING promises no order
         return rows, contended, None if due is None else max(0.0, due)
 

@@ -24,16 +24,6 @@ _NOT_HELD_BEHIND_A_RETRY = """(
         WHERE w.attempts > 0 AND w.key = o.key AND w.id < o.id AND w.available_at > now()))"""
 
 
-def key_window(limit: int) -> int:
-    """Rows from the head of the queue whose keys a claim of up to `limit` events locks.
-
-    One batch: the claim then finds its `limit` events among the window's own rows even when
-    every key has a single event waiting. A narrower window would leave keys to other relays,
-    but its claim would scan on past the window, through the whole table when keys are unique.
-    """
-    return max(1, limit)
-
-
 @attrs.frozen
 class Queries:
     """The statements for one schema, each composed once."""
@@ -52,23 +42,21 @@ class Queries:
         """Take this transaction's advisory locks on the keys of $2 rows, $1 rows from the head of
         the queue, and note them in the transaction's `relay.claim_keys` setting for `claim`.
 
-        Returns the keys locked (an int[] literal), how many keys another relay holds, how many
-        rows the window held (fewer than $2: the queue ends in it), and the seconds until the
-        earliest scheduled retry (or NULL). A key held by another relay's claim transaction fails
-        to lock here, so two relays never hold events of one key at once; the locks end with the
-        transaction.
+        Returns the keys locked (an int[] literal), how many keys another relay holds, and the
+        seconds until the earliest scheduled retry (or NULL). A key held by another relay's claim
+        transaction fails to lock here, so two relays never hold events of one key at once; the
+        locks end with the transaction.
         """
         return sql.SQL(
             """
             SELECT set_config('relay.claim_keys',
                               coalesce(array_agg(h) FILTER (WHERE locked), '{{}}')::text, true),
                    count(*) FILTER (WHERE NOT locked),
-                   coalesce(sum(rows), 0)::int,
                    (SELECT extract(epoch FROM min(available_at) - now())::float8 FROM {outbox}
                     WHERE attempts > 0 AND available_at > now())
             FROM (
-                SELECT h, rows, pg_try_advisory_xact_lock({namespace}, h) AS locked FROM (
-                    SELECT hashtext(key) AS h, count(*) AS rows FROM (
+                SELECT h, pg_try_advisory_xact_lock({namespace}, h) AS locked FROM (
+                    SELECT DISTINCT hashtext(key) AS h FROM (
                         SELECT o.key FROM {outbox} o
                         WHERE o.available_at <= now() AND o.key IS NOT NULL
                           -- rows held behind a retry must not fill the window
@@ -76,7 +64,6 @@ class Queries:
             + _NOT_HELD_BEHIND_A_RETRY
             + """
                         ORDER BY o.id OFFSET $1 LIMIT $2) head
-                    GROUP BY 1
                 ) keys
             ) heads
             """
@@ -136,18 +123,16 @@ class Queries:
         Three statements in one simple query (`prepare_claim` first): each still takes its own
         snapshot. Plain bytes, built without psycopg's composition: this runs on every claim.
         """
-        limit = int(limit)
-        scan = key_window(limit)
-        return f"BEGIN; EXECUTE relay_lock_keys(0, {scan}); EXECUTE relay_claim({limit})".encode()
+        limit = int(limit)  # the key-lock window is one batch of rows
+        return f"BEGIN; EXECUTE relay_lock_keys(0, {limit}); EXECUTE relay_claim({limit})".encode()
 
     @staticmethod
     def claim_further(windows: int, limit: int) -> bytes:
         """`lock_keys` and `claim` again, in the open claim transaction, `windows` key-lock
-        windows further down the queue."""
+        windows (of one batch of rows each) further down the queue."""
         limit = int(limit)
-        scan = key_window(limit)
-        skip = int(windows) * scan
-        return f"EXECUTE relay_lock_keys({skip}, {scan}); EXECUTE relay_claim({limit})".encode()
+        skip = int(windows) * limit
+        return f"EXECUTE relay_lock_keys({skip}, {limit}); EXECUTE relay_claim({limit})".encode()
 
     @functools.cached_property
     def lock_namespace(self) -> int:
