@@ -28,7 +28,7 @@ RETURNING id, topic, key, payload, headers, created_at, attempts"""
 
 class RelayClaim:
     """relay's own claim, statement for statement, rendered from `relay.postgres.queries`:
-    the prepared key-lock statement, then the prepared claim-and-delete (as in
+    the prepared partition-lock statement, then the prepared claim-and-delete (as in
     `PostgresOutbox._claim_on`)."""
 
     def __init__(self, bench: Bench) -> None:
@@ -48,7 +48,8 @@ class RelayClaim:
 
     def pgbench_script(self) -> str:
         """The same two statements; pgbench -M prepared prepares them itself."""
-        lock = self.bench.sql(self.queries.lock_keys).replace("$1", ":skip").replace("$2", ":scan")
+        lock = self.bench.sql(self.queries.lock_partitions)
+        lock = lock.replace("$1", ":skip").replace("$2", ":scan")
         claim = self.bench.sql(self.queries.claim).replace("$1", ":limit")
         return f"BEGIN;\n{lock.strip()};\n{claim.strip()};\nCOMMIT;\n"
 

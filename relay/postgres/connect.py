@@ -55,9 +55,12 @@ def connection_kwargs(config: Config) -> dict[str, Any]:
         raise OutboxUnavailable(
             "invalid DSN: it cannot be parsed as a URL or key=value pairs"
         ) from None
+    # jit=off: the claim's generic plans carry estimates far above jit_above_cost, and compiling
+    # them (seconds, on a server built with LLVM) would cost more than every claim they serve.
     settings = (
         f"-c idle_in_transaction_session_timeout={int(_idle_timeout(config) * 1000)}"
         f" -c statement_timeout={int(config.statement_timeout * 1000)}"
+        " -c jit=off"
     )
     options = f"{given['options']} {settings}" if given.get("options") else settings
     kwargs: dict[str, Any] = {"application_name": config.application_name, "options": options}

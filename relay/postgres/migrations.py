@@ -75,6 +75,18 @@ MIGRATIONS: tuple[Migration, ...] = (
         """,
         ),
     ),
+    Migration(
+        2,
+        "partition index: relays share the outbox by hash partitions of the key",
+        (
+            # Must stay the expression `queries.partition_of` writes, with PARTITIONS = 64: the
+            # claim reads each partition it locked in id order through this index.
+            """
+        CREATE INDEX outbox_partition_idx ON {outbox} (
+            (CASE WHEN key IS NULL THEN (id & 63)::int ELSE hashtext(key) & 63 END), id)
+        """,
+        ),
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

@@ -27,9 +27,10 @@ from psycopg_pool import AsyncConnectionPool
 
 from ..aio import asyncio_loop
 from ..config import Config
-from ..errors import ListenerLost
+from ..errors import ListenerLost, SchemaMissing
 from ..ports import Backlog, JsonObject, OutboxEvent, Retry
-from .connect import connection_kwargs, translate
+from .connect import connection_kwargs, describe_dsn, translate
+from .migrations import LATEST_VERSION
 from .queries import Queries
 from .trio_connection import TrioConnection
 
@@ -43,9 +44,8 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 _CLEANUP_SECONDS = 5.0
-# The key-lock window is one batch of rows: the claim then finds its batch among the window's own
-# rows even when every key has a single event waiting. When the other relays hold every key in it,
-# the window moves down the queue, 1, 2, 4 and 8 windows from the head.
+# The window a claim picks its partitions from is one batch of rows. When the other relays hold
+# every partition in it, the window moves down the queue, 1, 2, 4 and 8 windows from the head.
 _FURTHEST_WINDOW = 8
 # Rows removed between two VACUUMs of the outbox (see `PostgresOutbox._tidy_up`).
 _VACUUM_EVERY = 50_000
@@ -233,10 +233,10 @@ class PostgresOutbox:
     async def _claim_on(
         self, conn: TrioConnection, limit: int
     ) -> tuple[list[tuple[Any, ...]], bool, float | None]:
-        """Lock the keys at the head of the queue, then claim.
+        """Lock a share of the partitions at the head of the queue, then claim.
 
-        Returns the rows, whether another relay held some keys (a short batch then does not mean
-        drained), and the seconds until the next retry.
+        Returns the rows, whether the claim left partitions at the head to other relays (a short
+        batch then does not mean drained), and the seconds until the next retry.
         """
         async with psycopg.AsyncClientCursor(conn) as cursor:
             if conn not in self._prepared:
@@ -248,14 +248,14 @@ class PostgresOutbox:
             while True:
                 locked = await cursor.fetchone()
                 assert locked is not None
-                keys, held_elsewhere, due = locked
+                partitions, _, left, due = locked
                 cursor.nextset()
                 rows = await cursor.fetchall()
-                contended = contended or held_elsewhere > 0
-                if rows or keys != "{}" or not held_elsewhere or skip == _FURTHEST_WINDOW:
+                contended = contended or left > 0
+                if rows or partitions != "{}" or not left or skip == _FURTHEST_WINDOW:
                     break
-                # Other relays hold every key in the window: look further down at once, in the
-                # same transaction, rather than claim nothing and pause.
+                # Other relays hold every partition in the window: look further down at once, in
+                # the same transaction, rather than claim nothing and pause.
                 skip = max(1, 2 * skip)
                 await cursor.execute(self.queries.claim_further(skip, limit))
         rows.sort(key=operator.itemgetter(0))  # DELETE ... RETURNING promises no order
@@ -323,6 +323,7 @@ class PostgresOutbox:
             self.config.dsn, autocommit=True, **connection_kwargs(self.config)
         )
         try:
+            await conn.execute(self.queries.join)  # a member while it listens
             await conn.execute(self.queries.listen)
         except BaseException:
             await conn.close()
@@ -413,6 +414,14 @@ async def _check_reachable(config: Config, kwargs: dict[str, Any], queries: Quer
         async with await psycopg.AsyncConnection.connect(config.dsn, **kwargs) as conn:
             try:
                 await conn.execute(queries.check_schema)
+                cursor = await conn.execute(queries.schema_version)
+                version = (await cursor.fetchone() or (None,))[0]
+                if version is None or version < LATEST_VERSION:
+                    raise SchemaMissing(
+                        f"the outbox in schema {config.schema!r} is out of date at "
+                        f"{describe_dsn(config.dsn)} (version {version}, need {LATEST_VERSION}):"
+                        " run `relay migrate`"
+                    )
                 return
             except psycopg.OperationalError:
                 if attempt == _CHECK_ATTEMPTS - 1:

@@ -12,6 +12,26 @@ from ..config import notify_channel
 
 _EVENT_COLUMNS = "id, topic, key, payload, headers, created_at, attempts"
 
+# Keys are spread over this many partitions; a claim transaction locks the partitions it takes
+# events from. Events without a key are spread by id: they go to whoever holds their partition.
+PARTITIONS = 64
+
+
+def partition_of(alias: str) -> sql.SQL:
+    """The partition of the outbox row `alias`, exactly as `outbox_partition_idx` computes it
+    (so that the planner matches the index)."""
+    return sql.SQL(
+        f"(CASE WHEN {alias}.key IS NULL THEN ({alias}.id & {PARTITIONS - 1})::int"
+        f" ELSE hashtext({alias}.key) & {PARTITIONS - 1} END)"
+    )
+
+
+def _namespace(name: str) -> int:
+    """A signed 32-bit advisory-lock namespace for `name`."""
+    digest = zlib.crc32(name.encode())
+    return digest - (1 << 32) if digest >= 1 << 31 else digest
+
+
 # True for an outbox row `o` unless an earlier event of its key waits for a retry. Only retried
 # rows (attempts > 0) can be waiting, and a partial index holds just those. When no retry waits
 # at all, the uncorrelated first test (run once per statement) spares every row the second.
@@ -38,107 +58,148 @@ class Queries:
         return sql.Identifier(self.schema, name)
 
     @functools.cached_property
-    def lock_keys(self) -> sql.Composed:
-        """Take this transaction's advisory locks on the keys of $2 rows, $1 rows from the head of
-        the queue, and note them in the transaction's `relay.claim_keys` setting for `claim`.
+    def lock_partitions(self) -> sql.Composed:
+        """Take this transaction's advisory locks on a fair share of the partitions of $2 rows,
+        $1 rows from the head of the queue, and note them in the transaction's settings for
+        `claim`: `relay.claim_partitions`, and `relay.claim_quotas` (how many events to take from
+        each, in proportion to its rows in the window, together at least $2).
 
-        Returns the keys locked (an int[] literal), how many keys another relay holds, and the
-        seconds until the earliest scheduled retry (or NULL). A key held by another relay's claim
-        transaction fails to lock here, so two relays never hold events of one key at once; the
-        locks end with the transaction.
+        The share is the window's partitions divided by the relays that hold a membership lock
+        (`join`), taken oldest first, skipping those another relay's claim transaction holds: two
+        relays never hold one key at once, and the living share the head of the queue between
+        them. The locks end with the transaction.
+
+        Returns the partitions locked (an int[] literal), how many of the window's partitions it
+        left to others, and the seconds until the earliest scheduled retry (or NULL).
         """
         return sql.SQL(
             """
-            SELECT set_config('relay.claim_keys',
-                              coalesce(array_agg(h) FILTER (WHERE locked), '{{}}')::text, true),
-                   count(*) FILTER (WHERE NOT locked),
+            WITH in_window AS (
+                SELECT p, min(id) AS first, count(*) AS n FROM (
+                    SELECT {partition} AS p, o.id FROM {outbox} o
+                    WHERE o.available_at <= now()
+                      -- rows held behind a retry must not fill the window
+                      AND (o.key IS NULL OR """
+            + _NOT_HELD_BEHIND_A_RETRY
+            + """)
+                    ORDER BY o.id OFFSET $1 LIMIT $2) head
+                GROUP BY p
+            ), locked AS (
+                -- OFFSET 0: a fence, so that the lock is tried row by row, oldest first, until
+                -- the LIMIT has its share (pushed below the sort it would lock every partition)
+                SELECT p, n FROM (SELECT p, n FROM in_window ORDER BY first OFFSET 0) oldest_first
+                WHERE pg_try_advisory_xact_lock({namespace}, p)
+                LIMIT (SELECT ceil(count(*)::float8 / greatest(1, (
+                           SELECT count(*) FROM pg_locks
+                           WHERE locktype = 'advisory' AND classid = {members_oid}
+                             AND objsubid = 2 AND granted)))::int
+                       FROM in_window)
+            )
+            SELECT set_config('relay.claim_partitions',
+                              coalesce(array_agg(p), '{{}}')::text, true),
+                   set_config('relay.claim_quotas',
+                              coalesce(array_agg(ceil(n * $2::float8 / total)::int), '{{}}')::text,
+                              true),
+                   (SELECT count(*) FROM in_window) - count(*),
                    (SELECT extract(epoch FROM min(available_at) - now())::float8 FROM {outbox}
                     WHERE attempts > 0 AND available_at > now())
-            FROM (
-                SELECT h, pg_try_advisory_xact_lock({namespace}, h) AS locked FROM (
-                    SELECT DISTINCT hashtext(key) AS h FROM (
-                        SELECT o.key FROM {outbox} o
-                        WHERE o.available_at <= now() AND o.key IS NOT NULL
-                          -- rows held behind a retry must not fill the window
-                          AND """
-            + _NOT_HELD_BEHIND_A_RETRY
-            + """
-                        ORDER BY o.id OFFSET $1 LIMIT $2) head
-                ) keys
-            ) heads
+            FROM locked, (SELECT sum(n) AS total FROM locked) window_rows
             """
-        ).format(outbox=self._table("outbox"), namespace=sql.Literal(self.lock_namespace))
+        ).format(
+            outbox=self._table("outbox"),
+            partition=partition_of("o"),
+            namespace=sql.Literal(self.lock_namespace),
+            members_oid=sql.Literal(self.member_namespace & 0xFFFFFFFF),
+        )
 
     @functools.cached_property
     def claim(self) -> sql.Composed:
-        """Delete up to $1 available events, oldest first, returning them.
+        """Delete up to $1 available events of the partitions `lock_partitions` locked, each
+        partition's oldest first and as many as its quota, returning them.
 
-        Keyed events are taken only for the keys `lock_keys` locked, read back once per statement
-        from `relay.claim_keys`; events without a key go to whoever is free. An event is not
-        handed out while an earlier event of its key waits for a retry: that keeps key order
-        across retries.
+        A partition's events are taken in id order, up to its quota: for every key the claim takes
+        the oldest of its available events, so key order holds. An event is not handed out while
+        an earlier event of its key waits for a retry: that keeps key order across retries.
 
-        It must be a statement of its own, after `lock_keys`: its snapshot is then taken after
-        the locks, and sees everything the previous holder of a key committed (a retried event
-        put back included, which must keep holding its key).
+        It must be a statement of its own, after `lock_partitions`: its snapshot is then taken
+        after the locks, and sees everything the partition's previous holder committed (a retried
+        event put back included, which must keep holding its key). No `FOR UPDATE SKIP LOCKED`:
+        the partition lock already makes every row of the partition this transaction's alone.
 
-        `id = ANY(ARRAY(...))` rather than `id IN (...)`: one index lookup per claimed id, where a
-        generic plan, guessing at LIMIT $1, would hash-join the whole table.
+        One index range scan per partition, on `outbox_partition_idx`; `id = ANY(ARRAY(...))`
+        rather than `id IN (...)`: one index lookup per claimed id, where a generic plan would
+        hash-join the whole table.
         """
         return sql.SQL(
             """
             DELETE FROM {outbox} WHERE id = ANY(ARRAY(
-                SELECT o.id FROM {outbox} o
-                -- clock_timestamp(), not now(): an event put back (held, available at once) by
-                -- the key's previous holder after this transaction began must not look
-                -- unavailable, or the claim would take a later event of its key first
-                WHERE o.available_at <= clock_timestamp()
-                  AND (o.key IS NULL
-                       -- IN (SELECT ...), not = ANY(...): a hashed lookup, not a walk along
-                       -- the array for every row the scan passes
-                       OR (hashtext(o.key) IN (
-                               SELECT unnest(current_setting('relay.claim_keys')::int[]))
-                           AND """
+                SELECT taken.id
+                FROM unnest(current_setting('relay.claim_partitions')::int[],
+                            current_setting('relay.claim_quotas')::int[]) AS share(p, quota)
+                CROSS JOIN LATERAL (
+                    SELECT o.id FROM {outbox} o
+                    WHERE {partition} = share.p
+                      -- clock_timestamp(), not now(): an event put back (held, available at
+                      -- once) by the partition's previous holder after this transaction began
+                      -- must not look unavailable, or the claim would take a later event first
+                      AND o.available_at <= clock_timestamp()
+                      AND (o.key IS NULL OR """
             + _NOT_HELD_BEHIND_A_RETRY
-            + """))
-                ORDER BY o.id
-                LIMIT $1
-                FOR UPDATE OF o SKIP LOCKED))
+            + """)
+                    ORDER BY {partition}, o.id
+                    LIMIT share.quota) taken
+                LIMIT $1))
             RETURNING """
             + _EVENT_COLUMNS
-        ).format(outbox=self._table("outbox"))
+        ).format(outbox=self._table("outbox"), partition=partition_of("o"))
 
     @functools.cached_property
     def prepare_claim(self) -> sql.Composed:
-        """Prepare `lock_keys` and `claim` on a connection, once: planning them costs more than
-        running them."""
+        """Prepare `lock_partitions` and `claim` on a connection, once: planning them costs more
+        than running them."""
         return sql.SQL(
-            "PREPARE relay_lock_keys(int, int) AS {}; PREPARE relay_claim(int) AS {}"
-        ).format(self.lock_keys, self.claim)
+            "PREPARE relay_lock_partitions(int, int) AS {}; PREPARE relay_claim(int) AS {}"
+        ).format(self.lock_partitions, self.claim)
 
     @staticmethod
     def claim_head(limit: int) -> bytes:
-        """A claim transaction's opening, in one round trip: BEGIN, `lock_keys`, `claim`.
+        """A claim transaction's opening, in one round trip: BEGIN, `lock_partitions`, `claim`.
 
         Three statements in one simple query (`prepare_claim` first): each still takes its own
         snapshot. Plain bytes, built without psycopg's composition: this runs on every claim.
         """
-        limit = int(limit)  # the key-lock window is one batch of rows
-        return f"BEGIN; EXECUTE relay_lock_keys(0, {limit}); EXECUTE relay_claim({limit})".encode()
+        limit = int(limit)  # the window is one batch of rows
+        return (
+            f"BEGIN; EXECUTE relay_lock_partitions(0, {limit}); EXECUTE relay_claim({limit})"
+        ).encode()
 
     @staticmethod
     def claim_further(windows: int, limit: int) -> bytes:
-        """`lock_keys` and `claim` again, in the open claim transaction, `windows` key-lock
-        windows (of one batch of rows each) further down the queue."""
+        """`lock_partitions` and `claim` again, in the open claim transaction, `windows` windows
+        (of one batch of rows each) further down the queue."""
         limit = int(limit)
         skip = int(windows) * limit
-        return f"EXECUTE relay_lock_keys({skip}, {limit}); EXECUTE relay_claim({limit})".encode()
+        return (
+            f"EXECUTE relay_lock_partitions({skip}, {limit}); EXECUTE relay_claim({limit})"
+        ).encode()
 
     @functools.cached_property
     def lock_namespace(self) -> int:
-        """The first half of every key lock: one namespace per schema (a signed 32-bit int)."""
-        digest = zlib.crc32(f"relay.keys:{self.schema}".encode())
-        return digest - (1 << 32) if digest >= 1 << 31 else digest
+        """The first half of every partition lock: one namespace per schema."""
+        return _namespace(f"relay.partitions:{self.schema}")
+
+    @functools.cached_property
+    def member_namespace(self) -> int:
+        """The first half of every membership lock (see `join`)."""
+        return _namespace(f"relay.members:{self.schema}")
+
+    @functools.cached_property
+    def join(self) -> sql.Composed:
+        """Count this session as one relay draining the schema, until it ends: `lock_partitions`
+        divides the partitions by the sessions holding this lock (the listeners)."""
+        return sql.SQL("SELECT pg_advisory_lock({}, pg_backend_pid())").format(
+            sql.Literal(self.member_namespace)
+        )
 
     @functools.cached_property
     def put_back(self) -> sql.Composed:
@@ -203,6 +264,11 @@ class Queries:
     def check_schema(self) -> sql.Composed:
         """Fails with UndefinedTable when the outbox is missing."""
         return sql.SQL("SELECT 1 FROM {outbox} LIMIT 0").format(outbox=self._table("outbox"))
+
+    @functools.cached_property
+    def schema_version(self) -> sql.Composed:
+        """The version the schema was migrated to (NULL when never)."""
+        return sql.SQL("SELECT max(version) FROM {}").format(self._table("schema_version"))
 
     def enqueue(self, rows: int) -> sql.Composed:
         """Insert `rows` events in one statement."""

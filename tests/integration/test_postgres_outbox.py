@@ -162,22 +162,22 @@ async def test_relay_connections_carry_their_name_and_timeouts(relay_config: Con
             async with outbox.claim(1) as batch:
                 conn = batch.conn  # type: ignore[attr-defined]
                 settings = await _settings(conn)
-    assert settings == ("1min", "30s")
+    assert settings == ("1min", "30s", "off")
 
 
-async def _settings(conn: psycopg.AsyncConnection[object]) -> tuple[str, str]:
+async def _settings(conn: psycopg.AsyncConnection[object]) -> tuple[str, str, str]:
     import trio_asyncio
 
-    async def read() -> tuple[str, str]:
+    async def read() -> tuple[str, str, str]:
         cur = await conn.execute(
             "SELECT current_setting('idle_in_transaction_session_timeout'),"
-            " current_setting('statement_timeout')"
+            " current_setting('statement_timeout'), current_setting('jit')"
         )
         row = await cur.fetchone()
         assert row is not None
         return row  # type: ignore[return-value]
 
-    result: tuple[str, str] = await trio_asyncio.aio_as_trio(read)()
+    result: tuple[str, str, str] = await trio_asyncio.aio_as_trio(read)()
     return result
 
 
@@ -199,7 +199,7 @@ async def test_opening_an_unreachable_database_raises_outbox_unavailable() -> No
 async def test_events_held_behind_a_retry_do_not_crowd_other_keys_out_of_a_claim(
     relay_config: Config,
 ) -> None:
-    """The key-lock window skips held rows, so a long-blocked key cannot starve the others."""
+    """The window skips held rows, so a long-blocked key cannot starve the others."""
     with psycopg.connect(relay_config.dsn) as conn:
         conn.execute(
             "INSERT INTO relay.outbox (topic, key, payload, attempts, available_at)"
@@ -215,32 +215,87 @@ async def test_events_held_behind_a_retry_do_not_crowd_other_keys_out_of_a_claim
             assert [e.key for e in batch.events] == ["B"]
 
 
+def _partition_groups(dsn: str) -> list[list[str]]:
+    """Keys k1..k1000 split by partition: those of partitions 0-31, then those of 32-63."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT hashtext('k' || g) & 63 < 32, array_agg('k' || g ORDER BY g)"
+            " FROM generate_series(1, 1000) g GROUP BY 1 ORDER BY 1 DESC"
+        ).fetchall()
+    return [list(keys) for _, keys in rows]
+
+
 async def test_a_claim_whose_window_another_relay_holds_looks_further_down_the_queue(
     relay_config: Config,
 ) -> None:
     """The window (a batch of rows: 10 here) moves 1, 2, 4 and 8 windows down."""
+    low, high = _partition_groups(relay_config.dsn)
     with psycopg.connect(relay_config.dsn) as conn:
-        # 30 rows of keys a0..a9 at the head, then 10 of b0..b9, then 10 of c0..c9
-        for prefix, rows in (("a", 30), ("b", 10), ("c", 10)):
-            conn.execute(
-                "INSERT INTO relay.outbox (topic, key, payload)"
-                " SELECT 't', %s || mod(g, 10), '1' FROM generate_series(1, %s) g",
-                [prefix, rows],
+        # 30 rows of low-partition keys at the head, then 10 more, then 10 of high-partition keys
+        for keys in (low[:10] * 3, low[10:20], high[:10]):
+            conn.cursor().executemany(
+                "INSERT INTO relay.outbox (topic, key, payload) VALUES ('t', %s, '1')",
+                [(key,) for key in keys],
             )
     namespace = Queries(relay_config.schema).lock_namespace
-    with psycopg.connect(relay_config.dsn) as other:  # another relay, claiming the a-keys
+    with psycopg.connect(relay_config.dsn) as other:  # another relay, claiming partitions 0-31
         other.execute(
-            "SELECT pg_advisory_xact_lock(%s, hashtext('a' || g)) FROM generate_series(0, 9) g",
-            [namespace],
+            "SELECT pg_advisory_xact_lock(%s, p) FROM generate_series(0, 31) p", [namespace]
         )
         with trio.fail_after(GUARD):
             async with open_postgres_outbox(relay_config) as outbox, outbox.claim(10) as batch:
-                keys = {event.key for event in batch.events}
                 assert batch.contended
-                # the windows start 0, 10, 20 (all a-keys) and 40 rows down: the c-keys
-                assert {key[0] for key in keys if key} == {"c"}, keys
-                assert len(batch.events) == 10
+                # the windows start 0, 10, 20 (low keys only) and 40 rows down: the high keys
+                assert [event.key for event in batch.events] == high[:10]
         other.rollback()
+
+
+async def test_relays_claiming_at_once_share_the_head_of_the_queue(relay_config: Config) -> None:
+    """Three relays (each a member through its listener), each claim open at once: every one gets
+    a full batch, and no key is in two of them."""
+    with psycopg.connect(relay_config.dsn) as conn:
+        conn.execute(
+            "INSERT INTO relay.outbox (topic, key, payload)"
+            " SELECT 't', 'k' || mod(g, 1000), '1' FROM generate_series(1, 6000) g"
+        )
+    with trio.fail_after(GUARD):
+        async with (
+            open_postgres_outbox(relay_config) as a,
+            open_postgres_outbox(relay_config) as b,
+            open_postgres_outbox(relay_config) as c,
+            a.listen(),
+            b.listen(),
+            c.listen(),
+            a.claim(500) as first,
+            b.claim(500) as second,
+            c.claim(500) as third,
+        ):
+            batches = [first, second, third]
+            assert [len(batch.events) for batch in batches] == [500, 500, 500]
+            keys = [{event.key for event in batch.events} for batch in batches]
+            assert not (keys[0] & keys[1] or keys[0] & keys[2] or keys[1] & keys[2])
+            assert all(batch.contended for batch in batches)  # each left partitions to others
+
+
+async def test_a_lone_relay_takes_every_partition_at_the_head(relay_config: Config) -> None:
+    """With one member, the claim's batch is exactly the oldest rows, whatever their keys."""
+    ids = insert(relay_config.dsn, *[("t", f"k{n % 100}", "1") for n in range(300)])
+    with trio.fail_after(GUARD):
+        async with open_postgres_outbox(relay_config) as outbox, outbox.listen():
+            async with outbox.claim(200) as batch:
+                assert [event.id for event in batch.events] == ids[:200]
+                assert not batch.contended
+
+
+async def test_opening_an_outdated_schema_says_run_migrate(relay_config: Config) -> None:
+    with psycopg.connect(relay_config.dsn, autocommit=True) as conn:
+        conn.execute("DROP INDEX relay.outbox_partition_idx")
+        conn.execute("DELETE FROM relay.schema_version WHERE version > 1")
+    with trio.fail_after(GUARD), pytest.raises(SchemaMissing) as caught:
+        async with open_postgres_outbox(relay_config):
+            pass
+    assert "out of date" in str(caught.value)
+    assert "relay migrate" in str(caught.value)
 
 
 def _scalar(dsn: str, query: str) -> Any:
@@ -309,7 +364,7 @@ async def test_a_claim_cancelled_in_flight_loses_nothing_and_the_next_claim_work
 async def test_a_claim_of_single_event_keys_fills_its_batch_from_its_window(
     relay_config: Config,
 ) -> None:
-    """30 keys of one event each: a claim of 20 locks the first 20 keys and takes their events."""
+    """30 keys of one event each: a claim of 20 takes the first 20 events."""
     with psycopg.connect(relay_config.dsn) as conn:
         conn.execute(
             "INSERT INTO relay.outbox (topic, key, payload)"
@@ -377,7 +432,7 @@ def _claim_after_a_late_put_back(dsn: str, queries: Queries) -> tuple[list[int],
             "UPDATE relay.outbox SET available_at = clock_timestamp() WHERE id = %s", [first]
         )
         other.commit()
-        relay.execute("EXECUTE relay_lock_keys(0, 10)")
+        relay.execute("EXECUTE relay_lock_partitions(0, 10)")
         rows = relay.execute("EXECUTE relay_claim(10)").fetchall()
         relay.execute("ROLLBACK")
     return [first, second], sorted(row[0] for row in rows)

@@ -50,9 +50,27 @@ def test_two_migrations_at_once_both_succeed(empty_database_dsn: str) -> None:
     assert len(applied) == 1  # the other waited on the lock, then found nothing to do
 
 
+def test_a_version_1_outbox_upgrades_with_its_pending_events(database_dsn: str) -> None:
+    """Migration 2 adds the partition index to an outbox already in use."""
+    with psycopg.connect(database_dsn, autocommit=True) as conn:
+        conn.execute("DROP INDEX relay.outbox_partition_idx")
+        conn.execute("DELETE FROM relay.schema_version WHERE version = 2")
+        conn.execute("INSERT INTO relay.outbox (topic, key, payload) VALUES ('t', 'k', '1')")
+    assert [m.version for m in migrate(Config(dsn=database_dsn))] == [2]
+    with psycopg.connect(database_dsn) as conn:
+        assert conn.execute(
+            "SELECT count(*) FROM relay.outbox WHERE"
+            " (CASE WHEN key IS NULL THEN (id & 63)::int ELSE hashtext(key) & 63 END)"
+            " = hashtext('k') & 63"
+        ).fetchone() == (1,)
+        assert conn.execute(
+            "SELECT count(*) FROM pg_indexes WHERE indexname = 'outbox_partition_idx'"
+        ).fetchone() == (1,)
+
+
 def test_the_schema_name_is_configurable_and_quoted(empty_database_dsn: str) -> None:
     config = Config(dsn=empty_database_dsn, schema="Events_2")
-    assert [m.version for m in migrate(config)] == [1]
+    assert [m.version for m in migrate(config)] == list(range(1, LATEST_VERSION + 1))
     with psycopg.connect(empty_database_dsn, autocommit=True) as conn:
         conn.execute('LISTEN "Events_2_outbox"')
         conn.execute("INSERT INTO \"Events_2\".outbox (topic, payload) VALUES ('t', '1')")
@@ -92,7 +110,7 @@ async def test_claiming_stays_an_index_scan_on_a_large_table(database_dsn: str) 
 def _check_claim_plans(dsn: str) -> None:
     queries = Queries("relay")
     statements = {
-        "lock_keys": "EXECUTE relay_lock_keys(0, 1000)",
+        "lock_partitions": "EXECUTE relay_lock_partitions(0, 1000)",
         "claim": "EXECUTE relay_claim(500)",
     }
     with psycopg.connect(dsn, autocommit=True) as conn:
@@ -101,10 +119,11 @@ def _check_claim_plans(dsn: str) -> None:
             " '{}' FROM generate_series(1, 300000) g"
         )
         psycopg.ClientCursor(conn).execute(queries.prepare_claim)
-        # What lock_keys leaves for the claim, when it locked every key.
+        # What lock_partitions leaves for the claim, when it locked every partition.
         conn.execute(
-            "SELECT set_config('relay.claim_keys', array_agg(hashtext('k' || g))::text, false)"
-            " FROM generate_series(0, 999) g"
+            "SELECT set_config('relay.claim_partitions', array_agg(p)::text, false),"
+            " set_config('relay.claim_quotas', array_agg(8)::text, false)"
+            " FROM generate_series(0, 63) p"
         )
         for analyzed, plan_mode in (
             (False, "force_custom_plan"),
@@ -126,4 +145,6 @@ def _check_claim_plans(dsn: str) -> None:
                 ]
                 context = (name, analyzed, plan_mode)
                 assert "Index Scan" in outbox_scans, (context, json.dumps(row[0], indent=1))
+                if name == "claim":  # each partition read in id order through its index
+                    assert '"Index Name": "outbox_partition_idx"' in json.dumps(row[0]), context
                 assert not any(kind == "Seq Scan" for kind, _, _ in nodes), (context, nodes)
