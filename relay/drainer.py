@@ -20,7 +20,7 @@ from .wakeups import WakeReason, Wakeups
 
 logger = logging.getLogger(__name__)
 
-# Seconds to wait before claiming again when other relays held every key on offer.
+# Seconds to wait before claiming again when other relays held every partition on offer.
 CONTENTION_PAUSE = 0.01
 
 
@@ -202,7 +202,7 @@ class Drainer:
             events = claimed.events
             found_fresh = found_fresh or any(event.attempts == 0 for event in events)
             if claimed.contended and not events:
-                # Other relays hold every key at the head of the queue: let them move on.
+                # Other relays hold every partition at the head of the queue: let them move on.
                 await trio.sleep(CONTENTION_PAUSE)
             elif (
                 len(events) < self.config.batch_size and not claimed.contended and not claimed.held

@@ -143,9 +143,9 @@ class ClaimedBatch(Protocol):
 
     @property
     def contended(self) -> bool:
-        """True when the claim left events at the head of the queue to others (keys another relay
-        held, or keys beyond its share): a short batch then does not mean the outbox is
-        drained."""
+        """True when the claim left events at the head of the queue to others (partitions of the
+        key space another relay held, or beyond its share): a short batch then does not mean the
+        outbox is drained."""
         ...
 
     @property

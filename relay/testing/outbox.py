@@ -76,7 +76,7 @@ class MemoryBatch:
     _outbox: MemoryOutbox
     events: tuple[OutboxEvent, ...]
     settled: bool = False
-    contended: bool = False  # one process owns a MemoryOutbox: no other relay holds keys
+    contended: bool = False  # one process owns a MemoryOutbox: no other relay holds partitions
     next_due: float | None = None
 
     async def settle(
