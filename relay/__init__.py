@@ -4,6 +4,7 @@ from .backoff import Backoff as Backoff
 from .config import Config as Config
 from .errors import ConfigError as ConfigError
 from .errors import ListenerLost as ListenerLost
+from .errors import MigrationRefused as MigrationRefused
 from .errors import OutboxUnavailable as OutboxUnavailable
 from .errors import PartialDelivery as PartialDelivery
 from .errors import RelayError as RelayError
@@ -29,6 +30,7 @@ __all__ = [
     "Config",
     "ConfigError",
     "ListenerLost",
+    "MigrationRefused",
     "NewEvent",
     "OutboxEvent",
     "OutboxUnavailable",

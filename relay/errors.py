@@ -26,6 +26,10 @@ class SchemaMissing(OutboxUnavailable):
     """The outbox schema is not there or not up to date: run `relay migrate`."""
 
 
+class MigrationRefused(OutboxUnavailable):
+    """A migration cannot run now (relays it would break are connected): nothing was changed."""
+
+
 class ListenerLost(OutboxUnavailable):
     """The listener's connection ended; the supervisor reconnects it."""
 

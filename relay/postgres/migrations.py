@@ -9,6 +9,7 @@ import psycopg
 from psycopg import sql
 
 from ..config import Config
+from ..errors import MigrationRefused
 from .connect import connection_kwargs, translate
 
 
@@ -17,6 +18,9 @@ class Migration:
     version: int
     description: str
     statements: tuple[str, ...]
+    # Refuse to run while other relay connections are open on the database: relays of the old
+    # and the new schema at once would break a guarantee.
+    alone: bool = False
 
 
 # {schema}, {outbox}, {dead}, {notify} are identifiers; {channel} is a literal.
@@ -82,10 +86,13 @@ MIGRATIONS: tuple[Migration, ...] = (
             # Must stay the expression `queries.partition_of` writes, with PARTITIONS = 64: the
             # claim reads each partition it locked in id order through this index.
             """
-        CREATE INDEX outbox_partition_idx ON {outbox} (
+        CREATE INDEX IF NOT EXISTS outbox_partition_idx ON {outbox} (
             (CASE WHEN key IS NULL THEN (id & 63)::int ELSE hashtext(key) & 63 END), id)
         """,
         ),
+        # Relays before it lock keys, relays after it lock partitions: the two do not exclude
+        # each other, and together they could deliver one key's events out of order.
+        alone=True,
     ),
 )
 
@@ -106,11 +113,16 @@ def migrate_connection(conn: psycopg.Connection[Any], config: Config) -> list[Mi
     """Bring the schema up to date in one transaction on `conn`; returns what was applied.
 
     A transaction-scoped advisory lock, keyed by the schema name, serialises concurrent runs: the
-    second waits, then finds nothing left to do.
+    second waits, then finds nothing left to do. No statement timeout: building an index on a
+    large outbox may take a while.
+
+    Raises:
+        MigrationRefused: a migration that must run `alone` found relay connections open.
     """
     schema = sql.Identifier(config.schema)
     versions = sql.Identifier(config.schema, "schema_version")
     with conn.transaction():
+        conn.execute("SET LOCAL statement_timeout = 0")
         conn.execute(
             "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
             [f"relay.migrate:{config.schema}"],
@@ -128,6 +140,8 @@ def migrate_connection(conn: psycopg.Connection[Any], config: Config) -> list[Mi
         for migration in MIGRATIONS:
             if migration.version in applied:
                 continue
+            if migration.alone:
+                _refuse_beside_relays(conn, config, migration)
             for statement in migration.statements:
                 conn.execute(_render(statement, config))
             conn.execute(
@@ -136,6 +150,22 @@ def migrate_connection(conn: psycopg.Connection[Any], config: Config) -> list[Mi
             )
             done.append(migration)
     return done
+
+
+def _refuse_beside_relays(
+    conn: psycopg.Connection[Any], config: Config, migration: Migration
+) -> None:
+    row = conn.execute(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+        " AND application_name = %s AND pid <> pg_backend_pid()",
+        [config.application_name],
+    ).fetchone()
+    if row and row[0]:
+        raise MigrationRefused(
+            f"migration {migration.version} ({migration.description}) must run with no relay"
+            f" connected, and {row[0]} relay connection(s) are open on this database: stop every"
+            " relay, run `relay migrate`, then start them again"
+        )
 
 
 def migrate(config: Config) -> list[Migration]:

@@ -248,7 +248,7 @@ class PostgresOutbox:
             while True:
                 locked = await cursor.fetchone()
                 assert locked is not None
-                partitions, _, left, due = locked
+                partitions, _quotas, left, due = locked
                 cursor.nextset()
                 rows = await cursor.fetchall()
                 contended = contended or left > 0
@@ -366,7 +366,8 @@ async def open_postgres_outbox(config: Config) -> AsyncIterator[PostgresOutbox]:
 
     Raises:
         OutboxUnavailable: the server cannot be reached or refuses the DSN's credentials.
-        SchemaMissing: the outbox tables are not there (run `relay migrate`).
+        SchemaMissing: the outbox tables are not there, or not migrated to the latest version
+            (run `relay migrate`).
     """
     async with asyncio_loop():
         queries = Queries(config.schema)
@@ -419,8 +420,8 @@ async def _check_reachable(config: Config, kwargs: dict[str, Any], queries: Quer
                 if version is None or version < LATEST_VERSION:
                     raise SchemaMissing(
                         f"the outbox in schema {config.schema!r} is out of date at "
-                        f"{describe_dsn(config.dsn)} (version {version}, need {LATEST_VERSION}):"
-                        " run `relay migrate`"
+                        f"{describe_dsn(config.dsn)} (version {version or 'unknown'}, need"
+                        f" {LATEST_VERSION}): run `relay migrate`"
                     )
                 return
             except psycopg.OperationalError:

@@ -69,8 +69,9 @@ class Queries:
         relays never hold one key at once, and the living share the head of the queue between
         them. The locks end with the transaction.
 
-        Returns the partitions locked (an int[] literal), how many of the window's partitions it
-        left to others, and the seconds until the earliest scheduled retry (or NULL).
+        Returns the partitions locked and their quotas (int[] literals), how many of the window's
+        partitions it left to others, and the seconds until the earliest scheduled retry (or
+        NULL).
         """
         return sql.SQL(
             """
@@ -92,7 +93,9 @@ class Queries:
                 LIMIT (SELECT ceil(count(*)::float8 / greatest(1, (
                            SELECT count(*) FROM pg_locks
                            WHERE locktype = 'advisory' AND classid = {members_oid}
-                             AND objsubid = 2 AND granted)))::int
+                             AND objsubid = 2 AND granted AND database = (
+                                 SELECT oid FROM pg_database
+                                 WHERE datname = current_database()))))::int
                        FROM in_window)
             )
             SELECT set_config('relay.claim_partitions',
@@ -166,11 +169,13 @@ class Queries:
         """A claim transaction's opening, in one round trip: BEGIN, `lock_partitions`, `claim`.
 
         Three statements in one simple query (`prepare_claim` first): each still takes its own
-        snapshot. Plain bytes, built without psycopg's composition: this runs on every claim.
+        snapshot, which the claim's correctness rests on, so READ COMMITTED whatever the server's
+        default. Plain bytes, built without psycopg's composition: this runs on every claim.
         """
         limit = int(limit)  # the window is one batch of rows
         return (
-            f"BEGIN; EXECUTE relay_lock_partitions(0, {limit}); EXECUTE relay_claim({limit})"
+            "BEGIN ISOLATION LEVEL READ COMMITTED;"
+            f" EXECUTE relay_lock_partitions(0, {limit}); EXECUTE relay_claim({limit})"
         ).encode()
 
     @staticmethod

@@ -1,9 +1,10 @@
 """Test doubles for relay, and for your own handlers: an in-memory outbox and sinks.
 
-`MemoryOutbox` has the PostgreSQL outbox's semantics (oldest first, `SKIP LOCKED`, key order across
-retries, rollback when a claim is left unsettled) and fault injection; `RecordingSink` records what
-it is given; `FlakySink` fails or hangs on request. Everything runs on trio's clock, so a test on
-`MockClock` (pytest-trio's `autojump_clock`) asserts exact times without sleeping::
+`MemoryOutbox` has the PostgreSQL outbox's semantics (oldest first, rows another claim holds
+skipped, key order across retries, rollback when a claim is left unsettled) and fault injection;
+`RecordingSink` records what it is given; `FlakySink` fails or hangs on request. Everything runs
+on trio's clock, so a test on `MockClock` (pytest-trio's `autojump_clock`) asserts exact times
+without sleeping::
 
     async def test_a_failed_event_is_retried_after_the_backoff(autojump_clock):
         outbox, sink = MemoryOutbox(), RecordingSink()

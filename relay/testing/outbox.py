@@ -125,7 +125,7 @@ class MemoryOutbox:
     """An in-memory `relay.ports.Outbox` with the PostgreSQL outbox's semantics.
 
     - `claim()` hands out the oldest rows whose `available_at` has come, skipping rows another
-      open claim holds (`SKIP LOCKED`) and rows whose key has an earlier row waiting for a retry.
+      open claim holds and rows whose key has an earlier row waiting for a retry.
     - Leaving the claim block without `settle()` puts every row back untouched (a rollback).
     - `settle(retry=...)` sets `attempts + 1`, `available_at = now + delay` (now: when `settle`
       is called, so a retry after a delivery timeout still waits its delay) and `last_error`;

@@ -130,6 +130,13 @@ def test_a_missing_schema_says_run_relay_migrate(empty_database_dsn: str) -> Non
     assert "relay migrate" in relay_fails("run", "--dsn", empty_database_dsn)
 
 
+def test_an_outdated_schema_says_run_relay_migrate(database_dsn: str) -> None:
+    with psycopg.connect(database_dsn, autocommit=True) as conn:
+        conn.execute("DELETE FROM relay.schema_version WHERE version > 1")
+    line = relay_fails("run", "--dsn", database_dsn)
+    assert "out of date" in line and "relay migrate" in line
+
+
 @pytest.mark.parametrize("variable", ["RELAY_DSN", "DATABASE_URL"])
 def test_a_wrong_password_in_the_environment_is_never_printed(variable: str) -> None:
     line = relay_fails("run", env={variable: "postgresql://u:pw-7781@127.0.0.1:1/db"})
