@@ -171,11 +171,16 @@ def _refuse_beside_relays(
 def migrate(config: Config) -> list[Migration]:
     """Connect with `config` and bring its schema up to date; returns what was applied.
 
+    The connection is named `<application_name>-migrate`, so that a migration that must run
+    `alone` tells a relay from another `relay migrate` waiting for its turn.
+
     Raises:
         OutboxUnavailable: the database cannot be reached or refused a statement.
+        MigrationRefused: see `migrate_connection`.
     """
+    kwargs = connection_kwargs(config) | {"application_name": f"{config.application_name}-migrate"}
     try:
-        with psycopg.connect(config.dsn, autocommit=True, **connection_kwargs(config)) as conn:
+        with psycopg.connect(config.dsn, autocommit=True, **kwargs) as conn:
             return migrate_connection(conn, config)
     except psycopg.Error as exc:
         raise translate(exc, config, "migrate") from None
