@@ -58,15 +58,12 @@ class JsonObject(Mapping[str, Any]):
         return repr(self._mapping())
 
 
-_UNDECODED: Any = object()
-
-
 @attrs.frozen
 class OutboxEvent:
     """One committed outbox row, as handed to a sink.
 
-    The payload travels as the JSON bytes PostgreSQL sent; `payload` decodes them on first use,
-    so byte-level sinks (stdout, webhook, brokers) never pay for decoding.
+    The payload travels as the JSON bytes PostgreSQL sent; `payload` decodes them when read, so
+    byte-level sinks (stdout, webhook, brokers) never pay for decoding.
 
     Attributes:
         id: the row's id; unique, increasing in commit-independent insert order. Deduplicate on it.
@@ -86,19 +83,17 @@ class OutboxEvent:
     headers: Mapping[str, Any] = attrs.field(factory=dict)
     created_at: datetime.datetime = attrs.field(factory=lambda: datetime.datetime.now(datetime.UTC))
     attempts: int = 0
-    # The decoded payload, once read. Not a cached_property: on a slotted attrs class that costs
-    # more than decoding the JSON itself.
-    _decoded: Any = attrs.field(default=_UNDECODED, init=False, repr=False, eq=False)
 
     @property
     def payload(self) -> Any:
-        """The payload, decoded from JSON on first access."""
-        decoded = self._decoded
-        if decoded is _UNDECODED:
-            # str input spares json.loads its guess at the bytes' encoding.
-            decoded = json.loads(self.payload_json.decode())
-            object.__setattr__(self, "_decoded", decoded)
-        return decoded
+        """The payload, decoded from JSON: a new object at every access, so read it once.
+
+        Not kept on the event: a batch of events each holding its decoded payload until the
+        batch settles drained a fifth slower than decoding each one and letting it go (side by
+        side, 200,000 events, batch 500).
+        """
+        # str input spares json.loads its guess at the bytes' encoding.
+        return json.loads(self.payload_json.decode())
 
     @classmethod
     def create(
