@@ -27,10 +27,11 @@ from psycopg_pool import AsyncConnectionPool
 
 from ..aio import asyncio_loop
 from ..config import Config
-from ..errors import ListenerLost, SchemaMissing
+from ..errors import SchemaMissing
 from ..ports import Backlog, JsonObject, OutboxEvent, Retry
 from .connect import connection_kwargs, describe_dsn, translate
 from .migrations import LATEST_VERSION
+from .notifications import Notifications
 from .queries import Queries
 from .trio_connection import TrioConnection
 
@@ -313,7 +314,7 @@ class PostgresOutbox:
     async def listen(self) -> AsyncIterator[AsyncIterator[None]]:
         conn = await self._aio("listen", self._listen_connection)
         try:
-            yield _Notifications(conn, self.config)
+            yield Notifications(conn, self.config)
         finally:
             with trio.CancelScope(shield=True), trio.move_on_after(_CLEANUP_SECONDS):
                 await trio_asyncio.aio_as_trio(conn.close)()
@@ -329,35 +330,6 @@ class PostgresOutbox:
             await conn.close()
             raise
         return conn
-
-
-@attrs.define(eq=False)
-class _Notifications:
-    """Yields once per NOTIFY (a burst may count once); raises `ListenerLost` when it ends.
-
-    Waits for the socket in trio itself and reads notifications with libpq's own calls: nothing
-    else uses a listening connection, and psycopg's `notifies()` would wake every 0.1 s to check
-    for a timeout, which is most of what an idle relay costs.
-    """
-
-    conn: psycopg.AsyncConnection[Any]
-    config: Config
-
-    def __aiter__(self) -> _Notifications:
-        return self
-
-    async def __anext__(self) -> None:
-        pgconn = self.conn.pgconn
-        try:
-            while pgconn.notifies() is None:
-                await trio.lowlevel.wait_readable(pgconn.socket)
-                pgconn.consume_input()  # raises once the server closed the connection
-                if pgconn.status != psycopg.pq.ConnStatus.OK:
-                    raise ListenerLost("the listening connection ended")
-            while pgconn.notifies() is not None:
-                pass  # the rest of a burst: one wakeup is enough
-        except psycopg.Error as exc:
-            raise ListenerLost(str(translate(exc, self.config, "listen"))) from None
 
 
 @asynccontextmanager
