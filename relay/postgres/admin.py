@@ -13,9 +13,8 @@ from psycopg import sql
 from psycopg.rows import dict_row
 
 from ..config import Config
-from ..errors import SchemaMissing
 from .connect import connection_kwargs, translate
-from .migrations import LATEST_VERSION, schema_version
+from .migrations import require_latest, schema_version
 
 
 @attrs.frozen
@@ -60,12 +59,7 @@ class DeadFilter:
 def _connect(config: Config, doing: str) -> Iterator[psycopg.Connection[Any]]:
     try:
         with psycopg.connect(config.dsn, **connection_kwargs(config)) as conn:
-            version = schema_version(conn, config)
-            if version is None or version < LATEST_VERSION:
-                raise SchemaMissing(
-                    f"the outbox in schema {config.schema!r} is missing or out of date "
-                    f"(version {version}, need {LATEST_VERSION}): run `relay migrate`"
-                )
+            require_latest(config, schema_version(conn, config))
             yield conn
     except psycopg.Error as exc:
         raise translate(exc, config, doing) from None

@@ -9,8 +9,8 @@ import psycopg
 from psycopg import sql
 
 from ..config import Config
-from ..errors import MigrationRefused
-from .connect import connection_kwargs, translate
+from ..errors import MigrationRefused, SchemaMissing
+from .connect import connection_kwargs, describe_dsn, translate
 
 
 @attrs.frozen
@@ -184,6 +184,16 @@ def migrate(config: Config) -> list[Migration]:
             return migrate_connection(conn, config)
     except psycopg.Error as exc:
         raise translate(exc, config, "migrate") from None
+
+
+def require_latest(config: Config, version: int | None) -> None:
+    """Raise `SchemaMissing` unless the schema was migrated to `LATEST_VERSION`."""
+    if version is None or version < LATEST_VERSION:
+        raise SchemaMissing(
+            f"the outbox in schema {config.schema!r} at {describe_dsn(config.dsn)} is missing or"
+            f" out of date (version {version or 'none'}, need {LATEST_VERSION}): run"
+            " `relay migrate`"
+        )
 
 
 def schema_version(conn: psycopg.Connection[Any], config: Config) -> int | None:

@@ -27,10 +27,9 @@ from psycopg_pool import AsyncConnectionPool
 
 from ..aio import asyncio_loop
 from ..config import Config
-from ..errors import SchemaMissing
 from ..ports import Backlog, JsonObject, OutboxEvent, Retry
-from .connect import connection_kwargs, describe_dsn, translate
-from .migrations import LATEST_VERSION
+from .connect import connection_kwargs, translate
+from .migrations import require_latest
 from .notifications import Notifications
 from .queries import Queries
 from .trio_connection import TrioConnection
@@ -388,13 +387,7 @@ async def _check_reachable(config: Config, kwargs: dict[str, Any], queries: Quer
             try:
                 await conn.execute(queries.check_schema)
                 cursor = await conn.execute(queries.schema_version)
-                version = (await cursor.fetchone() or (None,))[0]
-                if version is None or version < LATEST_VERSION:
-                    raise SchemaMissing(
-                        f"the outbox in schema {config.schema!r} is out of date at "
-                        f"{describe_dsn(config.dsn)} (version {version or 'unknown'}, need"
-                        f" {LATEST_VERSION}): run `relay migrate`"
-                    )
+                require_latest(config, (await cursor.fetchone() or (None,))[0])
                 return
             except psycopg.OperationalError:
                 if attempt == _CHECK_ATTEMPTS - 1:
