@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import tempfile
@@ -16,6 +17,7 @@ import psycopg
 import trio
 
 from relay import OutboxEvent, open_relay
+from relay.postgres.connect import PLANNER_SETTINGS
 
 from .report import Result
 from .server import Bench, pgbench_path
@@ -29,7 +31,9 @@ RETURNING id, topic, key, payload, headers, created_at, attempts"""
 class RelayClaim:
     """relay's own claim, statement for statement, rendered from `relay.postgres.queries`:
     the prepared partition-lock statement, then the prepared claim-and-delete (as in
-    `PostgresOutbox._claim_on`)."""
+    `PostgresOutbox._claim_on`), on a session with relay's planner settings."""
+
+    options = PLANNER_SETTINGS
 
     def __init__(self, bench: Bench) -> None:
         self.queries = bench.queries
@@ -57,8 +61,11 @@ class RelayClaim:
         return {"limit": limit, "skip": 0, "scan": limit}
 
 
-def pgbench(bench: Bench, n: int, batch: int, script: str, variables: dict[str, int]) -> float:
-    """Run `script` N/batch times from one client; returns events/s (N / elapsed)."""
+def pgbench(
+    bench: Bench, n: int, batch: int, script: str, variables: dict[str, int], options: str = ""
+) -> float:
+    """Run `script` N/batch times from one client, its session started with `options`; returns
+    events/s (N / elapsed)."""
     bench.fill(n)
     with tempfile.NamedTemporaryFile("w", suffix=".sql", delete=False) as file:
         file.write(script)
@@ -86,7 +93,13 @@ def pgbench(bench: Bench, n: int, batch: int, script: str, variables: dict[str, 
         for name, value in variables.items():
             args += ["-D", f"{name}={value}"]
         started = time.perf_counter()
-        done = subprocess.run([*args, "postgres"], capture_output=True, text=True, check=False)
+        done = subprocess.run(
+            [*args, "postgres"],
+            capture_output=True,
+            text=True,
+            check=False,
+            env={**os.environ, "PGOPTIONS": options},
+        )
         elapsed = time.perf_counter() - started
     finally:
         Path(file.name).unlink()
@@ -105,7 +118,7 @@ def bare_loop(bench: Bench, n: int, batch: int, *, decode: bool) -> float:
     claim = RelayClaim(bench)
     bench.fill(n)
     seen = 0
-    with bench.connect(autocommit=True) as conn:
+    with bench.connect(autocommit=True, options=claim.options) as conn:
         claim.prepare(conn)
         started = time.perf_counter()
         while True:
@@ -188,7 +201,9 @@ def run(bench: Bench, n: int, batches: Sequence[int], log: Any) -> list[Result]:
         (
             "pgbench, relay's claim SQL",
             "limit",
-            lambda b: pgbench(bench, n, b, relay_script, relay_claim.pgbench_vars(b)),
+            lambda b: pgbench(
+                bench, n, b, relay_script, relay_claim.pgbench_vars(b), relay_claim.options
+            ),
         ),
         (
             "pgbench, simple DELETE ... SKIP LOCKED",

@@ -84,9 +84,11 @@ class Bench:
         self.queries = Queries(SCHEMA)
 
     def connect(
-        self, *, raw_jsonb: bool = True, autocommit: bool = False
+        self, *, raw_jsonb: bool = True, autocommit: bool = False, options: str = ""
     ) -> psycopg.Connection[Any]:
-        conn = psycopg.connect(self.dsn, autocommit=autocommit, application_name="bench")
+        conn = psycopg.connect(
+            self.dsn, autocommit=autocommit, application_name="bench", options=options
+        )
         if raw_jsonb:
             conn.adapters.register_loader("jsonb", JsonbAsBytes)
         return conn

@@ -185,6 +185,35 @@ async def _settings(conn: psycopg.AsyncConnection[object]) -> tuple[str, str, st
     return result
 
 
+async def test_claims_run_the_generic_plans_of_their_prepared_statements(
+    relay_config: Config,
+) -> None:
+    """Never a custom plan: planning a claim afresh costs more than running it."""
+    insert(relay_config.dsn, *[("t", f"k{n % 3}", str(n)) for n in range(8)])
+    with trio.fail_after(GUARD):
+        async with open_postgres_outbox(relay_config) as outbox:
+            for _ in range(8):  # the server tries 5 custom plans before it may choose
+                async with outbox.claim(1) as batch:
+                    plans = await _fetch(
+                        batch.conn,  # type: ignore[attr-defined]
+                        "SELECT name, generic_plans > 0, custom_plans FROM pg_prepared_statements"
+                        " ORDER BY name",
+                    )
+                    await batch.settle(retry={}, bury={})
+    assert plans == [("relay_claim", True, 0), ("relay_lock_partitions", True, 0)]
+
+
+async def _fetch(conn: psycopg.AsyncConnection[Any], query: str) -> list[tuple[Any, ...]]:
+    import trio_asyncio
+
+    async def read() -> list[tuple[Any, ...]]:
+        cur = await conn.execute(query)
+        return await cur.fetchall()
+
+    result: list[tuple[Any, ...]] = await trio_asyncio.aio_as_trio(read)()
+    return result
+
+
 async def test_opening_an_unmigrated_database_says_run_migrate(empty_database_dsn: str) -> None:
     with trio.fail_after(GUARD), pytest.raises(SchemaMissing, match="relay migrate"):
         async with open_postgres_outbox(Config(dsn=empty_database_dsn)):
