@@ -381,9 +381,16 @@ def _vacuumed(dsn: str) -> Any:
 async def test_the_outbox_is_vacuumed_as_a_long_drain_goes(
     relay_config: Config, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Else every claim walks past all the entries of the rows removed before it."""
+    """Else every claim walks past all the entries of the rows removed before it.
+
+    The VACUUM leaves the emptied pages in place: truncating them waits (up to 5 s, holding up
+    the drainer) for an exclusive lock that writers inserting at that moment do not give up.
+    """
     monkeypatch.setattr(outbox_module, "_VACUUM_EVERY", 20)
-    insert(relay_config.dsn, *[("t", f"k{n}", "1") for n in range(30)])
+    with psycopg.connect(relay_config.dsn) as conn:
+        conn.execute("ALTER TABLE relay.outbox SET (autovacuum_enabled = false)")
+    insert(relay_config.dsn, *[("t", f"k{n}", '"' + "x" * 500 + '"') for n in range(30)])
+    size = _scalar(relay_config.dsn, "SELECT pg_relation_size('relay.outbox')")
     with trio.fail_after(GUARD):
         async with open_postgres_outbox(relay_config) as outbox:
             async with outbox.claim(30) as batch:
@@ -391,3 +398,5 @@ async def test_the_outbox_is_vacuumed_as_a_long_drain_goes(
         # The statistics reach other sessions a little later.
         while not await trio.to_thread.run_sync(_vacuumed, relay_config.dsn):  # noqa: ASYNC110
             await trio.sleep(0.1)
+    assert size > 0
+    assert _scalar(relay_config.dsn, "SELECT pg_relation_size('relay.outbox')") == size
