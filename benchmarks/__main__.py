@@ -102,7 +102,7 @@ def drain_table(results: Sequence[Result], n: int, repeat: int) -> Table:
     ):
         rows.append([label, *(ratio(get(top, b), get(bottom, b)) for b in batches)])
     return Table(
-        f"drain: {n:,} pre-inserted events, one consumer, no-op sink; events/s "
+        f"drain: {n:,} pre-inserted events, one consumer unless said, no-op sink; events/s "
         f"(ratio to the limit = pgbench with relay's claim SQL)",
         ["", *(f"batch {b}" for b in batches)],
         rows,
@@ -115,26 +115,42 @@ def drain_table(results: Sequence[Result], n: int, repeat: int) -> Table:
     )
 
 
-def peers_table(found: Sequence[Result], drained: Sequence[Result], n: int) -> Table:
+def peers_table(found: Sequence[Result], drained: Sequence[Result], n: int, repeat: int) -> Table:
     def at_500(tag: str) -> float | None:
         return next((r.rate for r in drained if r.tag == tag and r.batch == 500), None)
 
-    limit, relay_bytes = at_500("limit"), at_500("relay-bytes")
+    limit, relay_bytes, relay_bytes_3 = (
+        at_500("limit"),
+        at_500("relay-bytes"),
+        at_500("relay-bytes-3"),
+    )
     rows = [
         [
             r.name,
             rate(r.rate),
             ratio(r.rate, limit),
             ratio(relay_bytes, r.rate),
+            ratio(relay_bytes_3, r.rate),
             r.note if r.rate else r.note or "not measured",
         ]
         for r in found
     ]
     return Table(
         f"peers: {n:,} events each, no-op handler, checked complete",
-        ["peer", "events/s", "vs limit (batch 500)", "relay bytes (batch 500) / peer", "settings"],
+        [
+            "peer",
+            "events/s",
+            "vs limit (batch 500)",
+            "relay bytes (batch 500) / peer",
+            "3 relays in one process, bytes (batch 500) / peer",
+            "settings",
+        ],
         rows,
-        left=(0, 4),
+        [
+            f"each rate the median of {repeat} runs" if repeat > 1 else "one run of each",
+            "relay's figures come from the drain section of this run",
+        ],
+        left=(0, 5),
     )
 
 
@@ -146,7 +162,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--repeat",
         type=int,
         default=1,
-        help="runs of the drain, latency, backlog and scale-out sections to take the median of",
+        help="runs of every measurement (drain, latency, backlog, scale-out, peers) to take the "
+        "median of",
     )
     parser.add_argument("--out", type=Path, default=RESULTS, help="where results.md goes")
     args = parser.parse_args(argv)
@@ -208,7 +225,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         if "peers" in wanted:
             n_peers = 20_000 if quick else 100_000
-            found.append(peers.pgqueuer(bench, n_peers, [250] if quick else [100, 250, 1000], log))
+            found.append(
+                peers.pgqueuer(
+                    bench, n_peers, [250] if quick else [100, 250, 1000], log, args.repeat
+                )
+            )
             found.append(
                 peers.txoutbox(
                     bench,
@@ -217,6 +238,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     if quick
                     else [(500, 1, True, True), (2000, 1, True, True), (2000, 1, False, True)],
                     log,
+                    args.repeat,
                 )
             )
             found.append(
@@ -227,9 +249,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                     if quick
                     else [(2000, 3, True, False), (2000, 3, False, False)],
                     log,
+                    args.repeat,
                 )
             )
-            tables.append(peers_table(found, drained, n_peers))
+            tables.append(peers_table(found, drained, n_peers, args.repeat))
         if "brokers" in wanted:
             tables.append(brokers.run(bench, 20_000 if quick else 100_000, log))
         header.append(f"- wall time of this run: {time.monotonic() - started:.0f} s")

@@ -13,7 +13,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from importlib import metadata
 from typing import Any
 
-from .report import Result
+from .report import Result, median
 from .server import KEYS, Bench
 
 _PAYLOAD_SQL = (
@@ -93,14 +93,19 @@ async def _pgqueuer_once(dsn: str, n: int, batch: int) -> float:
     return n / elapsed
 
 
-def pgqueuer(bench: Bench, n: int, batches: Sequence[int], log: Any) -> Result:
+def _median_of(repeat: int, once: Callable[[], Coroutine[Any, Any, float]]) -> float:
+    return median([_asyncio_run(once) for _ in range(repeat)])
+
+
+def pgqueuer(bench: Bench, n: int, batches: Sequence[int], log: Any, repeat: int = 1) -> Result:
+    """PgQueuer's rate at its best batch size; each rate the median of `repeat` runs."""
     name = "PgQueuer"
     try:
         version = _version("pgqueuer")
         name = f"PgQueuer {version}"
         tried = []
         for batch in batches:
-            rate = _asyncio_run(lambda batch=batch: _pgqueuer_once(bench.dsn, n, batch))
+            rate = _median_of(repeat, lambda batch=batch: _pgqueuer_once(bench.dsn, n, batch))
             log(f"  peer {name}, batch_size {batch}: {rate:,.0f} jobs/s")
             tried.append((rate, batch))
     except Exception as exc:  # a peer that cannot run is reported, not fatal
@@ -176,18 +181,24 @@ def contextlib_async_stack() -> Any:
 
 
 def txoutbox(
-    bench: Bench, n: int, settings: Sequence[tuple[int, int, bool, bool]], log: Any
+    bench: Bench,
+    n: int,
+    settings: Sequence[tuple[int, int, bool, bool]],
+    log: Any,
+    repeat: int = 1,
 ) -> Result:
+    """txoutbox's rate at its best of `settings`; each rate the median of `repeat` runs."""
     name = "txoutbox"
     try:
         version = _version("txoutbox")
         name = f"txoutbox {version}"
         tried = []
         for batch, relays, delete, strict in settings:
-            rate = _asyncio_run(
+            rate = _median_of(
+                repeat,
                 lambda b=batch, r=relays, d=delete, s=strict: _txoutbox_once(
                     bench.dsn, n, b, r, d, s
-                )
+                ),
             )
             label = (
                 f"batch_size {batch}, {relays} relay{'s' if relays > 1 else ''}, "
