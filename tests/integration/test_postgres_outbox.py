@@ -166,23 +166,17 @@ async def test_relay_connections_carry_their_name_and_timeouts(relay_config: Con
             async with outbox.claim(1) as batch:
                 conn = batch.conn  # type: ignore[attr-defined]
                 settings = await _settings(conn)
-    assert settings == ("1min", "30s", "off")
+    assert settings == ("1min", "30s", "off", "force_generic_plan")
 
 
-async def _settings(conn: psycopg.AsyncConnection[object]) -> tuple[str, str, str]:
-    import trio_asyncio
-
-    async def read() -> tuple[str, str, str]:
-        cur = await conn.execute(
-            "SELECT current_setting('idle_in_transaction_session_timeout'),"
-            " current_setting('statement_timeout'), current_setting('jit')"
-        )
-        row = await cur.fetchone()
-        assert row is not None
-        return row  # type: ignore[return-value]
-
-    result: tuple[str, str, str] = await trio_asyncio.aio_as_trio(read)()
-    return result
+async def _settings(conn: psycopg.AsyncConnection[Any]) -> tuple[Any, ...]:
+    rows = await _fetch(
+        conn,
+        "SELECT current_setting('idle_in_transaction_session_timeout'),"
+        " current_setting('statement_timeout'), current_setting('jit'),"
+        " current_setting('plan_cache_mode')",
+    )
+    return rows[0]
 
 
 async def test_claims_run_the_generic_plans_of_their_prepared_statements(
