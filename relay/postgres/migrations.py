@@ -11,6 +11,7 @@ from psycopg import sql
 from ..config import Config
 from ..errors import MigrationRefused, SchemaMissing
 from .connect import connection_kwargs, describe_dsn, translate
+from .queries import Queries
 
 
 @attrs.frozen
@@ -203,9 +204,5 @@ def schema_version(conn: psycopg.Connection[Any], config: Config) -> int | None:
     ).fetchone()
     if not row or not row[0]:
         return None
-    found = conn.execute(
-        sql.SQL("SELECT max(version) FROM {}").format(
-            sql.Identifier(config.schema, "schema_version")
-        )
-    ).fetchone()
+    found = conn.execute(Queries(config.schema).schema_version).fetchone()
     return found[0] if found else None
