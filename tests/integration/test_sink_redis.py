@@ -259,8 +259,10 @@ async def test_a_server_not_there_makes_entering_raise_sink_unavailable() -> Non
 
 
 async def _silent_after_config(stream: trio.SocketStream) -> None:
-    """A Redis that answers the handshake and CONFIG GET, then never answers again."""
+    """A Redis that answers the handshake and CONFIG GET as a real server does, in the protocol the
+    client chose (RESP3 after `HELLO 3`, RESP2 otherwise), then never answers again."""
     buffer = b""
+    resp3 = False
     async with stream:
         while data := await stream.receive_some(65536):
             buffer += data
@@ -268,12 +270,32 @@ async def _silent_after_config(stream: trio.SocketStream) -> None:
                 command, buffer = _split_command(buffer)
                 if command is None:
                     break
-                if command[0].upper() == b"CONFIG":
-                    await stream.send_all(b"%1\r\n$18\r\nproto-max-bulk-len\r\n$3\r\n512\r\n")
-                elif command[0].upper() == b"EVALSHA":
+                name = command[0].upper()
+                if name == b"HELLO":
+                    resp3 = command[1:2] == [b"3"]
+                    await stream.send_all(_hello_reply(resp3))
+                elif name == b"CONFIG":
+                    pair = b"$18\r\nproto-max-bulk-len\r\n$3\r\n512\r\n"
+                    await stream.send_all((b"%1\r\n" if resp3 else b"*2\r\n") + pair)
+                elif name == b"EVALSHA":
                     await trio.sleep_forever()
                 else:
                     await stream.send_all(b"+OK\r\n")
+
+
+def _hello_reply(resp3: bool) -> bytes:
+    """What Redis 7 answers to HELLO: a map in RESP3, a flat array of pairs in RESP2."""
+    fields = [
+        (b"server", b"$5\r\nredis\r\n"),
+        (b"version", b"$5\r\n7.2.4\r\n"),
+        (b"proto", b":3\r\n" if resp3 else b":2\r\n"),
+        (b"id", b":7\r\n"),
+        (b"mode", b"$10\r\nstandalone\r\n"),
+        (b"role", b"$6\r\nmaster\r\n"),
+        (b"modules", b"*0\r\n"),
+    ]
+    head = b"%%%d\r\n" % len(fields) if resp3 else b"*%d\r\n" % (2 * len(fields))
+    return head + b"".join(b"$%d\r\n%s\r\n%s" % (len(k), k, v) for k, v in fields)
 
 
 def _split_command(buffer: bytes) -> tuple[list[bytes] | None, bytes]:
