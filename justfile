@@ -11,6 +11,20 @@ default:
 demo *args:
     {{venv}}/bin/relay demo {{args}}
 
+# The newest releases the version ranges allow go into a fresh venv; the lock is written only if
+# the whole suite passes there.
+# Refresh constraints.txt, the versions the README's commands and CI install.
+lock:
+    rm -rf .venv-lock
+    python3 -m venv .venv-lock
+    .venv-lock/bin/pip install -q -e '.[dev]'
+    .venv-lock/bin/python -m pytest -q -p no:cacheprovider
+    (echo "# The exact versions the whole suite last passed with ($(.venv-lock/bin/python -V), $(date -u +%Y-%m-%d))."; \
+     echo "# Made by \`just lock\`; installed by the README's commands and CI: pip install -c constraints.txt ..."; \
+     .venv-lock/bin/pip freeze --exclude-editable) > constraints.txt.new
+    mv constraints.txt.new constraints.txt
+    rm -rf .venv-lock
+
 # The whole test suite (unit, integration, chaos), with coverage.
 test *args:
     {{python}} -m pytest --cov --cov-report=term-missing:skip-covered {{args}}

@@ -1,5 +1,8 @@
 """relay: a transactional-outbox relay for PostgreSQL, on trio."""
 
+# The one place the version is written: the package build and `relay --version` read it here.
+__version__ = "0.1.0"
+
 from .backoff import Backoff as Backoff
 from .config import Config as Config
 from .errors import ConfigError as ConfigError

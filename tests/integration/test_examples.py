@@ -12,14 +12,15 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def embedded_servers() -> set[str]:
-    """Command lines of running embedded PostgreSQL servers (their data lives in relay-pg-*)."""
+    """Command lines of running embedded PostgreSQL servers (their data lives in relay-pg-*) of
+    this environment's wheel: another checkout's test run on the same machine has its own."""
     found = set()
     for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
         try:
             text = cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace")
         except OSError:
             continue
-        if "relay-pg-" in text and "postgres" in text:
+        if "relay-pg-" in text and "postgres" in text and text.startswith(sys.prefix):
             found.add(text)
     return found
 

@@ -83,7 +83,7 @@ def test_a_broker_sink_without_its_client_library_names_the_extra_to_install(
     with pytest.raises(ConfigError) as caught:
         open_sink(url)
     assert caught.value.reason == (
-        f"{url.split(':')[0]}:// needs the {package} package: pip install 'relay[{extra}]'"
+        f"{url.split(':')[0]}:// needs the {package} package: pip install 'relay-outbox[{extra}]'"
     )
     assert "hunter2" not in str(caught.value)
 
