@@ -15,8 +15,7 @@ import trio
 from .config import Config
 from .errors import PartialDelivery, SinkUnavailable
 from .ports import ClaimedBatch, Outbox, OutboxEvent, Retry, Sink
-from .ticker import DrainReport
-from .wakeups import WakeReason, Wakeups
+from .wakeups import DrainReport, WakeReason, Wakeups
 
 logger = logging.getLogger(__name__)
 

@@ -18,8 +18,8 @@ from .errors import RestartIntensityExceeded
 from .listener import Listener
 from .ports import Backlog, Handler, Outbox, ReportsBacklog, Sink, as_sink
 from .supervisor import ChildSpec, RestartPolicy, StartedOnce, Supervisor
-from .ticker import DrainReport, Ticker
-from .wakeups import WakeReason, Wakeups
+from .ticker import Ticker
+from .wakeups import DrainReport, WakeReason, Wakeups
 
 logger = logging.getLogger(__name__)
 
