@@ -2,7 +2,7 @@
 
 Every expected failure ends as one line on stderr and an exit code: 2 for bad usage, bad
 configuration or an unreachable database; 1 when the relay gave up. Never a traceback, never a
-password. Results go to stdout, logs to stderr.
+password. Results go to stdout, logs to stderr. This is the only place errors become exit codes.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ def _database_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
-    from .settings import add_run_options
+    from .daemon.settings import add_run_options
 
     parser = _Parser(prog="relay", description="A transactional-outbox relay for PostgreSQL.")
     commands = parser.add_subparsers(
@@ -170,10 +170,15 @@ def _iso(value: Any) -> str:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from .daemon import run_daemon
-    from .settings import load_settings
+    from .daemon.run import run_daemon
+    from .daemon.settings import load_settings
 
-    return run_daemon(load_settings(args))
+    stopped = run_daemon(load_settings(args))
+    for error in stopped.gave_up:
+        _say("gave up: ", error)
+    for error in stopped.errors:
+        _say("error: ", error)
+    return EXIT_USAGE if stopped.errors else EXIT_GAVE_UP if stopped.gave_up else EXIT_OK
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -196,17 +201,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = _parser().parse_args(argv)
         return COMMANDS[args.command](args)
-    except ConfigError as exc:
-        print(f"relay: {exc}", file=sys.stderr)
-        return EXIT_USAGE
     except RestartIntensityExceeded as exc:
-        print(f"relay: gave up: {exc}", file=sys.stderr)
+        _say("gave up: ", exc)
         return EXIT_GAVE_UP
-    except RelayError as exc:
-        print(f"relay: {exc}", file=sys.stderr)
+    except RelayError as exc:  # ConfigError included
+        _say("", exc)
         return EXIT_USAGE
     except KeyboardInterrupt:
         return EXIT_OK
+
+
+def _say(what: str, error: BaseException) -> None:
+    print(f"relay: {what}{error}", file=sys.stderr)
 
 
 def run() -> None:

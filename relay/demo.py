@@ -17,8 +17,8 @@ import attrs
 import trio
 
 from .config import Config
+from .daemon.logs import configure
 from .embedded import embedded_postgres_server
-from .logs import configure
 from .ports import OutboxEvent, Sink
 from .runtime import RelayHandle, run_relay
 from .sinks import StdoutSink

@@ -28,11 +28,11 @@ from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import choose_encoder
 
-from .config import Config
-from .drainer import BatchReport
-from .errors import ConfigError
-from .ports import Backlog
-from .runtime import RelayHandle, RelayStatistics
+from ..config import Config
+from ..drainer import BatchReport
+from ..errors import ConfigError
+from ..ports import Backlog
+from ..runtime import RelayHandle, RelayStatistics
 from .settings import Settings
 
 logger = logging.getLogger(__name__)

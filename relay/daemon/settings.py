@@ -16,9 +16,9 @@ from typing import Any
 
 import attrs
 
-from .backoff import Backoff
-from .config import Config, resolve_dsn
-from .errors import ConfigError
+from ..backoff import Backoff
+from ..config import Config, resolve_dsn
+from ..errors import ConfigError
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("text", "json")
