@@ -182,9 +182,10 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from .demo import run_demo
+    from .demo.run import run_demo
 
-    return run_demo(rate=args.rate, duration=args.duration)
+    run_demo(rate=args.rate, duration=args.duration)
+    return EXIT_OK
 
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {

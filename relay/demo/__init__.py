@@ -1,0 +1,1 @@
+"""`relay demo` with its embedded PostgreSQL server and its producer; nothing else imports it."""
