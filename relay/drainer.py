@@ -27,25 +27,20 @@ CONTENTION_PAUSE = 0.01
 class DrainerStatistics:
     """What the drainer has done.
 
-    Attributes:
-        delivered: events the sink took.
-        retried: failed events rescheduled.
-        dead: failed events moved to the dead table.
-        held: events put back untouched because an earlier event of their key failed.
-        batches: claims that returned at least one event.
-        claims: claims made.
-        empty_claims: claims that returned nothing.
-        last_drain_at: trio time the last drain finished, or None.
+    What each counter counts is in its `counter` metadata, which is also the help of the metric
+    that exports it (`relay_<name>_total`): a counter added here is exported with no more ado.
     """
 
-    delivered: int
-    retried: int
-    dead: int
-    held: int
-    batches: int
-    claims: int
-    empty_claims: int
-    last_drain_at: float | None
+    delivered: int = attrs.field(metadata={"counter": "Events the sink took."})
+    retried: int = attrs.field(metadata={"counter": "Failed events rescheduled for a retry."})
+    dead: int = attrs.field(metadata={"counter": "Failed events moved to the dead table."})
+    held: int = attrs.field(
+        metadata={"counter": "Events put back untouched behind a failed event of their key."}
+    )
+    batches: int = attrs.field(metadata={"counter": "Claims that returned events."})
+    claims: int = attrs.field(metadata={"counter": "Claims made, empty ones included."})
+    empty_claims: int = attrs.field(metadata={"counter": "Claims that returned nothing."})
+    last_drain_at: float | None  # trio time the last drain finished, or None
 
 
 @attrs.frozen

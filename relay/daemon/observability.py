@@ -29,7 +29,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.exposition import choose_encoder
 
 from ..config import Config
-from ..drainer import BatchReport
+from ..drainer import BatchReport, DrainerStatistics
 from ..errors import ConfigError
 from ..ports import Backlog
 from ..runtime import RelayHandle, RelayStatistics
@@ -110,10 +110,11 @@ class StatisticsCollector:
 
     def collect(self) -> Iterator[Metric]:
         stats = self.handle.statistics()
-        yield _counter("relay_delivered", "Events the sink took.", stats.delivered)
-        yield _counter("relay_retried", "Failed events rescheduled for a retry.", stats.retried)
-        yield _counter("relay_dead", "Failed events moved to the dead table.", stats.dead)
-        yield _counter("relay_batches", "Claims that returned events.", stats.batches)
+        for field in attrs.fields(DrainerStatistics):
+            if "counter" in field.metadata:
+                yield _counter(
+                    f"relay_{field.name}", field.metadata["counter"], getattr(stats, field.name)
+                )
         wakeups = CounterMetricFamily(
             "relay_wakeups", "Wakeups queued for the drainer, by reason.", labels=["reason"]
         )
