@@ -44,10 +44,11 @@ def _database_options(parser: argparse.ArgumentParser) -> None:
         "--dsn",
         help="libpq DSN or URL (default: $RELAY_DSN, then $DATABASE_URL, then libpq's PG*)",
     )
+    schema = Config().schema
     parser.add_argument(
         "--schema",
-        default=os.environ.get("RELAY_SCHEMA", "relay"),
-        help="the outbox schema (default: $RELAY_SCHEMA, else relay)",
+        default=os.environ.get("RELAY_SCHEMA", schema),
+        help=f"the outbox schema (default: $RELAY_SCHEMA, else {schema})",
     )
 
 

@@ -65,6 +65,10 @@ class Config:
         statement_timeout: seconds any one relay statement may run.
         pool_size: connections the drainer's pool keeps; with two or more, the drainer keeps one
             between claims.
+
+    A field with a `help` in its metadata is also an option of `relay run` (`--batch-size`,
+    `RELAY_BATCH_SIZE`, `batch_size` in its file), its default shown from here; `parts` makes
+    options of a value's parts (`--retry-backoff-base`).
     """
 
     dsn: str = attrs.field(default="", repr=False)  # may hold a password: never in a repr
@@ -74,16 +78,41 @@ class Config:
             lambda v: isinstance(v, str) and _IDENTIFIER.fullmatch(v) is not None,
             "must be a plain identifier (letters, digits, _; at most 63)",
         ),
+        metadata={"help": "the outbox schema"},
     )
-    batch_size: int = attrs.field(default=500, validator=_positive_int)
-    poll_interval: float = attrs.field(default=5.0, validator=_positive)
-    max_attempts: int = attrs.field(default=10, validator=_positive_int)
-    retry_backoff: Backoff = attrs.field(factory=Backoff)
-    delivery_timeout: float = attrs.field(default=30.0, validator=_positive)
+    batch_size: int = attrs.field(
+        default=500, validator=_positive_int, metadata={"help": "events claimed per transaction"}
+    )
+    poll_interval: float = attrs.field(
+        default=5.0, validator=_positive, metadata={"help": "seconds between fallback polls"}
+    )
+    max_attempts: int = attrs.field(
+        default=10, validator=_positive_int, metadata={"help": "deliveries before an event is dead"}
+    )
+    retry_backoff: Backoff = attrs.field(
+        factory=Backoff,
+        metadata={
+            "parts": {
+                "base": "first retry delay in seconds",
+                "cap": "longest retry delay in seconds",
+            }
+        },
+    )
+    delivery_timeout: float = attrs.field(
+        default=30.0,
+        validator=_positive,
+        metadata={"help": "seconds a batch may spend in the sink"},
+    )
     restart_intensity: int = attrs.field(
-        default=10, validator=_check(lambda v: isinstance(v, int) and v >= 0, "must be >= 0")
+        default=10,
+        validator=_check(lambda v: isinstance(v, int) and v >= 0, "must be >= 0"),
+        metadata={"help": "restarts allowed per period before giving up"},
     )
-    restart_period: float = attrs.field(default=60.0, validator=_positive)
+    restart_period: float = attrs.field(
+        default=60.0,
+        validator=_positive,
+        metadata={"help": "seconds over which restarts are counted"},
+    )
     restart_backoff: Backoff = attrs.field(factory=lambda: Backoff(base=0.1, cap=5.0))
     silent_listener_threshold: int = attrs.field(default=3, validator=_positive_int)
     application_name: str = "relay"
