@@ -24,7 +24,7 @@ from .wakeups import DrainReport, WakeReason, Wakeups
 logger = logging.getLogger(__name__)
 
 
-@attrs.frozen
+@attrs.frozen(kw_only=True)
 class RelayStatistics(DrainerStatistics):
     """A snapshot of a running relay: every field of `DrainerStatistics` (`delivered`,
     `retried`, `dead`, ...: attrs builds this class on it, so each is declared once), and:
