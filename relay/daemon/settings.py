@@ -18,7 +18,7 @@ from typing import Any
 import attrs
 
 from ..backoff import Backoff
-from ..config import Config, resolve_dsn
+from ..config import Config, option_field, resolve_dsn
 from ..errors import ConfigError
 from ..sinks import SinkOptions
 
@@ -67,39 +67,26 @@ class Settings:
     """All `relay run` needs: the relay's `Config` and the daemon's own options."""
 
     config: Config
-    sink: str = attrs.field(
-        default="stdout",
+    sink: str = option_field(
+        "stdout",
+        "where events go: stdout, http(s)://..., nats://..., redis(s)://..., amqp(s)://...,"
+        " python:module:callable",
         repr=False,  # a broker URL may hold a password
-        metadata={
-            "help": "where events go: stdout, http(s)://..., nats://..., redis(s)://...,"
-            " amqp(s)://..., python:module:callable"
-        },
     )
-    grace_period: float = attrs.field(
-        default=10.0,
-        validator=lambda _, __, v: _non_negative(v),
-        metadata={"help": "seconds the in-flight batch gets on SIGTERM"},
+    grace_period: float = option_field(
+        10.0, "seconds the in-flight batch gets on SIGTERM", lambda _, __, v: _non_negative(v)
     )
-    webhook_secret: str | None = attrs.field(
-        default=_SINK.secret,
-        repr=False,
-        metadata={"help": "HMAC-SHA256 secret for webhook signatures", "kind": str, "secret": True},
+    webhook_secret: str | None = option_field(
+        _SINK.secret, "HMAC-SHA256 secret for webhook signatures", repr=False, kind=str, secret=True
     )
-    sink_timeout: float = attrs.field(
-        default=_SINK.timeout, metadata={"help": "seconds per request or publish to the sink"}
+    sink_timeout: float = option_field(_SINK.timeout, "seconds per request or publish to the sink")
+    sink_concurrency: int = option_field(
+        _SINK.max_concurrency, "sink requests in flight across keys"
     )
-    sink_concurrency: int = attrs.field(
-        default=_SINK.max_concurrency, metadata={"help": "sink requests in flight across keys"}
-    )
-    log_level: str = attrs.field(
-        default="info", metadata={"help": _one_of(LOG_LEVELS), "choices": LOG_LEVELS}
-    )
-    log_format: str = attrs.field(
-        default="text", metadata={"help": _one_of(LOG_FORMATS), "choices": LOG_FORMATS}
-    )
-    metrics_addr: tuple[str, int] | None = attrs.field(
-        default=None,
-        metadata={"help": "HOST:PORT to serve /metrics, /healthz and /readyz", "kind": _address},
+    log_level: str = option_field("info", _one_of(LOG_LEVELS), choices=LOG_LEVELS)
+    log_format: str = option_field("text", _one_of(LOG_FORMATS), choices=LOG_FORMATS)
+    metrics_addr: tuple[str, int] | None = option_field(
+        None, "HOST:PORT to serve /metrics, /healthz and /readyz", kind=_address
     )
 
 
@@ -126,10 +113,7 @@ def _options(cls: type, defaults: Any) -> Iterator[Option]:
 
 
 _DEFAULTS = Settings(Config())
-RUN_OPTIONS: tuple[Option, ...] = (
-    *_options(Config, _DEFAULTS.config),
-    *_options(Settings, _DEFAULTS),
-)
+RUN_OPTIONS = (*_options(Config, _DEFAULTS.config), *_options(Settings, _DEFAULTS))
 
 
 def add_run_options(parser: argparse.ArgumentParser) -> None:
