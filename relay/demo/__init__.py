@@ -1,1 +1,1 @@
-"""`relay demo` with its embedded PostgreSQL server and its producer; nothing else imports it."""
+"""`relay demo`, with its embedded PostgreSQL server; nothing else imports it."""

@@ -5,6 +5,7 @@ Events flow to stdout as JSON lines; a live line on stderr shows what the relay 
 
 from __future__ import annotations
 
+import functools
 import logging
 import signal
 import statistics
@@ -21,9 +22,10 @@ from ..ports import OutboxEvent, Sink
 from ..runtime import RelayHandle, run_relay
 from ..sinks import StdoutSink
 from .embedded import embedded_postgres_server
-from .producer import produce
 
 log = logging.getLogger("relay.demo")
+
+_KEYS = 16  # orders spread over a few keys, so key order shows in the output
 
 
 @attrs.define(eq=False)
@@ -68,6 +70,28 @@ def _live_line(recorder: LagRecorder, produced: int, previous: int, interval: fl
 _DRAIN_GRACE = 5.0  # seconds the relay gets, once the producer stops, to catch up
 
 
+async def _produce(config: Config, rate: float, counter: list[int]) -> None:
+    from ..postgres.producer import Producer
+
+    producer = await trio.to_thread.run_sync(Producer.connect, config)
+    try:
+        step = 1.0 / rate
+        next_at = trio.current_time()
+        n = 0
+        while True:
+            n += 1
+            await trio.to_thread.run_sync(
+                functools.partial(
+                    producer.write, "orders.created", {"order": n}, key=f"order-{n % _KEYS}"
+                )
+            )
+            counter[0] += 1
+            next_at += step
+            await trio.sleep_until(next_at)
+    finally:
+        producer.close()
+
+
 async def _show(recorder: LagRecorder, counter: list[int], handle: RelayHandle) -> None:
     interval, previous = 1.0, 0
     while True:
@@ -84,7 +108,7 @@ async def _demo(config: Config, rate: float, duration: float | None) -> None:
         nursery.start_soon(_show, recorder, counter, handle)
         with trio.move_on_after(duration if duration is not None else float("inf")):
             async with trio.open_nursery() as producing:
-                producing.start_soon(produce, config, rate, counter)
+                producing.start_soon(_produce, config, rate, counter)
                 with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
                     async for _ in signals:
                         break
@@ -99,11 +123,7 @@ async def _demo(config: Config, rate: float, duration: float | None) -> None:
 
 
 def run_demo(*, rate: float = 50.0, duration: float | None = None) -> None:
-    """Run the demo until `duration` seconds pass or Ctrl-C.
-
-    Raises:
-        ConfigError: `rate` or `duration` is not a positive number.
-    """
+    """Run the demo until `duration` seconds pass or Ctrl-C (`ConfigError` if either is <= 0)."""
     from ..errors import ConfigError
     from ..postgres import migrate
 
