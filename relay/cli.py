@@ -176,9 +176,9 @@ def _run(args: argparse.Namespace) -> int:
 
     stopped = run_daemon(load_settings(args))
     for error in stopped.gave_up:
-        _say("gave up: ", error)
+        print(f"relay: gave up: {error}", file=sys.stderr)
     for error in stopped.errors:
-        _say("error: ", error)
+        print(f"relay: error: {error}", file=sys.stderr)
     return EXIT_USAGE if stopped.errors else EXIT_GAVE_UP if stopped.gave_up else EXIT_OK
 
 
@@ -204,17 +204,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = _parser().parse_args(argv)
         return COMMANDS[args.command](args)
     except RestartIntensityExceeded as exc:
-        _say("gave up: ", exc)
+        print(f"relay: gave up: {exc}", file=sys.stderr)
         return EXIT_GAVE_UP
     except RelayError as exc:  # ConfigError included
-        _say("", exc)
+        print(f"relay: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         return EXIT_OK
-
-
-def _say(what: str, error: BaseException) -> None:
-    print(f"relay: {what}{error}", file=sys.stderr)
 
 
 def run() -> None:

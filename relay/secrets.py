@@ -1,7 +1,4 @@
-"""Masking secrets in text, for the logs and the error messages alike.
-
-Part of the core, not of the daemon's logging setup: the adapter masks its own error messages.
-"""
+"""Masking secrets in text: in the core, since the adapter masks its own error messages too."""
 
 from __future__ import annotations
 

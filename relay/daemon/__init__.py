@@ -1,5 +1,1 @@
-"""`relay run`, the operational layer: the run loop, its settings, logging setup and metrics server.
-
-The embeddable core never imports this package (an import-linter contract says so): embedding
-relay costs none of it.
-"""
+"""`relay run`: its loop, settings, logging setup and metrics server; the core never imports it."""

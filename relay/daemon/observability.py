@@ -33,7 +33,6 @@ from ..drainer import BatchReport, DrainerStatistics
 from ..errors import ConfigError
 from ..ports import Backlog
 from ..runtime import RelayHandle, RelayStatistics
-from .settings import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -359,7 +358,7 @@ async def _listen(address: tuple[str, int]) -> socket.socket:
 
 async def serve_observability(
     handle: RelayHandle,
-    settings_or_config: Settings | Config,
+    config: Config,
     address: tuple[str, int],
     *,
     task_status: trio.TaskStatus[tuple[str, int]] = trio.TASK_STATUS_IGNORED,
@@ -371,18 +370,13 @@ async def serve_observability(
 
     Args:
         handle: the running relay, from `run_relay`.
-        settings_or_config: the daemon's `Settings` or the relay's `Config` (for readiness).
+        config: the relay's `Config` (for readiness).
         address: (host, port) to listen on; port 0 picks a free port.
         task_status: receives the (host, port) actually bound, once the socket is listening.
 
     Raises:
         ConfigError: `address` cannot be listened on (field `metrics_addr`).
     """
-    config = (
-        settings_or_config.config
-        if isinstance(settings_or_config, Settings)
-        else settings_or_config
-    )
     metrics = RelayMetrics.create(handle)
     sock = await _listen(address)
     handle.add_batch_observer(metrics.observe_batch)

@@ -68,21 +68,18 @@ async def _serve(settings: Settings, sink: Sink) -> None:
             if settings.metrics_addr is not None:
                 from .observability import serve_observability
 
-                await nursery.start(serve_observability, handle, settings, settings.metrics_addr)
+                await nursery.start(
+                    serve_observability, handle, settings.config, settings.metrics_addr
+                )
     log.info("stopped")
 
 
 @attrs.frozen
 class Stopped:
-    """How `run_daemon` ended: by a signal (no errors), or on the relay's own errors.
+    """How `run_daemon` ended: the errors the relay stopped on, none when a signal stopped it."""
 
-    Attributes:
-        gave_up: `RestartIntensityExceeded`: the actors kept failing.
-        errors: any other `RelayError` the relay stopped on.
-    """
-
-    gave_up: tuple[Exception, ...] = ()
-    errors: tuple[Exception, ...] = ()
+    gave_up: tuple[Exception, ...] = ()  # RestartIntensityExceeded: the actors kept failing
+    errors: tuple[Exception, ...] = ()  # any other RelayError
 
 
 def run_daemon(settings: Settings) -> Stopped:

@@ -291,12 +291,9 @@ class Queries:
             "INSERT INTO {outbox} (topic, key, payload, headers) VALUES {values} RETURNING id"
         ).format(outbox=self._table("outbox"), values=values)
 
-    # -- `relay status` and `relay dead` -----------------------------------------------------------
-
     @functools.cached_property
     def status(self) -> sql.Composed:
-        """Per topic: pending events (retrying ones included), those waiting for a scheduled
-        retry, dead ones, and the seconds since its oldest pending event was written."""
+        """For `relay status`, per topic: pending (retrying included), retrying, dead, age."""
         return sql.SQL(
             """
             WITH pending AS (
@@ -317,8 +314,7 @@ class Queries:
     def dead_where(
         topic: str | None, ids: Sequence[int], older_than: datetime.timedelta | None
     ) -> sql.Composed:
-        """The dead events of `topic`, among `ids`, dead longer than `older_than`; a filter left
-        out (None, no ids) takes them all."""
+        """Dead events of `topic`, among `ids`, dead longer than `older_than`; None: any."""
         clauses: list[sql.Composable] = [sql.SQL("true")]
         if topic is not None:
             clauses.append(sql.SQL("topic = {}").format(sql.Literal(topic)))
@@ -336,8 +332,7 @@ class Queries:
         ).format(dead=self._table("outbox_dead"), where=where, limit=sql.Literal(limit))
 
     def retry_dead(self, where: sql.Composable) -> sql.Composed:
-        """Move the dead events matching `where` back into the outbox, with their own ids and
-        their attempts reset."""
+        """Move the dead events matching `where` back into the outbox, attempts reset."""
         return sql.SQL(
             """
             WITH moved AS (DELETE FROM {dead} WHERE {where}
