@@ -32,14 +32,10 @@ _positive_int = _check(
 )
 
 
-def option_field(
-    default: Any, help: str, validator: Any = None, *, repr: bool = True, **more: Any
-) -> Any:
+def option_field(default: Any, help: str, check: Any = None, repr: bool = True, **more: Any) -> Any:
     """A field that is also a `relay run` option; `more` may give the flag's `kind` (its parser,
     when the annotation is none), `choices`, or say it is `secret`."""
-    return attrs.field(
-        default=default, validator=validator, repr=repr, metadata={"help": help, **more}
-    )
+    return attrs.field(default=default, validator=check, repr=repr, metadata={"help": help, **more})
 
 
 def notify_channel(schema: str) -> str:

@@ -27,7 +27,7 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 # A policy made without a Config has a Config's defaults.
-_DEFAULTS = Config()
+_CONFIG = Config()
 
 
 class Restart(enum.Enum):
@@ -71,10 +71,10 @@ class RestartPolicy:
     """
 
     intensity: int = attrs.field(
-        default=_DEFAULTS.restart_intensity, validator=attrs.validators.ge(0)
+        default=_CONFIG.restart_intensity, validator=attrs.validators.ge(0)
     )
-    period: float = attrs.field(default=_DEFAULTS.restart_period, validator=attrs.validators.gt(0))
-    backoff: Backoff = _DEFAULTS.restart_backoff  # a frozen value: one is enough for all
+    period: float = attrs.field(default=_CONFIG.restart_period, validator=attrs.validators.gt(0))
+    backoff: Backoff = _CONFIG.restart_backoff  # a frozen value: one is enough for all
 
     @classmethod
     def from_config(cls, config: Config) -> RestartPolicy:
