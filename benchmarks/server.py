@@ -16,7 +16,7 @@ import psycopg
 from psycopg.adapt import Loader
 
 from relay.config import Config
-from relay.embedded import EmbeddedPostgres, _bin
+from relay.demo.embedded import EmbeddedPostgres, _bin
 from relay.postgres import migrate
 from relay.postgres.queries import Queries
 

@@ -14,7 +14,7 @@ import psycopg
 import trio
 
 import relay
-from relay.embedded import embedded_postgres_server
+from relay.demo.embedded import embedded_postgres_server
 from relay.postgres import migrate
 
 ORDERS = 5

@@ -2,7 +2,7 @@
 
 Every expected failure ends as one line on stderr and an exit code: 2 for bad usage, bad
 configuration or an unreachable database; 1 when the relay gave up. Never a traceback, never a
-password. Results go to stdout, logs to stderr.
+password. Results go to stdout, logs to stderr. This is the only place errors become exit codes.
 """
 
 from __future__ import annotations
@@ -44,16 +44,17 @@ def _database_options(parser: argparse.ArgumentParser) -> None:
         "--dsn",
         help="libpq DSN or URL (default: $RELAY_DSN, then $DATABASE_URL, then libpq's PG*)",
     )
+    schema = Config().schema
     parser.add_argument(
         "--schema",
-        default=os.environ.get("RELAY_SCHEMA", "relay"),
-        help="the outbox schema (default: $RELAY_SCHEMA, else relay)",
+        default=os.environ.get("RELAY_SCHEMA", schema),
+        help=f"the outbox schema (default: $RELAY_SCHEMA, else {schema})",
     )
 
 
 def _parser() -> argparse.ArgumentParser:
     from . import __version__
-    from .settings import add_run_options
+    from .daemon.settings import add_run_options
 
     parser = _Parser(prog="relay", description="A transactional-outbox relay for PostgreSQL.")
     parser.add_argument("--version", action="version", version=f"relay {__version__}")
@@ -172,19 +173,25 @@ def _iso(value: Any) -> str:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from .daemon import run_daemon
-    from .settings import load_settings
+    from .daemon.run import run_daemon
+    from .daemon.settings import load_settings
 
-    return run_daemon(load_settings(args))
+    stopped = run_daemon(load_settings(args))
+    for error in stopped.gave_up:
+        print(f"relay: gave up: {error}", file=sys.stderr)
+    for error in stopped.errors:
+        print(f"relay: error: {error}", file=sys.stderr)
+    return EXIT_USAGE if stopped.errors else EXIT_GAVE_UP if stopped.gave_up else EXIT_OK
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from .embedded import require_embedded_postgres
+    from .demo.embedded import require_embedded_postgres
 
     require_embedded_postgres()
-    from .demo import run_demo
+    from .demo.run import run_demo
 
-    return run_demo(rate=args.rate, duration=args.duration)
+    run_demo(rate=args.rate, duration=args.duration)
+    return EXIT_OK
 
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
@@ -201,13 +208,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = _parser().parse_args(argv)
         return COMMANDS[args.command](args)
-    except ConfigError as exc:
-        print(f"relay: {exc}", file=sys.stderr)
-        return EXIT_USAGE
     except RestartIntensityExceeded as exc:
         print(f"relay: gave up: {exc}", file=sys.stderr)
         return EXIT_GAVE_UP
-    except RelayError as exc:
+    except RelayError as exc:  # ConfigError included
         print(f"relay: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:

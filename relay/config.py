@@ -32,6 +32,12 @@ _positive_int = _check(
 )
 
 
+def option_field(default: Any, help: str, check: Any = None, repr: bool = True, **more: Any) -> Any:
+    """A field that is also a `relay run` option; `more` may give the flag's `kind` (its parser,
+    when the annotation is none), `choices`, or say it is `secret`."""
+    return attrs.field(default=default, validator=check, repr=repr, metadata={"help": help, **more})
+
+
 def notify_channel(schema: str) -> str:
     """The NOTIFY channel of the outbox in `schema` (the migration's trigger signals on it)."""
     return f"{schema}_outbox"
@@ -50,13 +56,10 @@ class Config:
     Attributes:
         dsn: libpq connection string or URL; "" means libpq's own `PG*` variables.
         schema: the schema holding `outbox`, `outbox_dead` and `schema_version`.
-        batch_size: events claimed per transaction.
         poll_interval: seconds between fallback polls when no notification arrives.
-        max_attempts: deliveries tried before an event moves to the dead table.
         retry_backoff: delay before a failed event is tried again.
         delivery_timeout: seconds one batch may spend in the sink before it counts as failed.
         restart_intensity: restarts allowed within `restart_period` before the relay gives up.
-        restart_period: the window, in seconds, over which restarts are counted.
         restart_backoff: delay before a crashed actor is restarted.
         silent_listener_threshold: polls in a row that find unannounced work while the listener
             says it is connected, after which the listener is recycled.
@@ -65,25 +68,34 @@ class Config:
         statement_timeout: seconds any one relay statement may run.
         pool_size: connections the drainer's pool keeps; with two or more, the drainer keeps one
             between claims.
+
+    Fields made with `option_field`, and `retry_backoff`'s parts, are also options of `relay run`
+    (`--batch-size`, `RELAY_BATCH_SIZE`): their help says what the others are.
     """
 
     dsn: str = attrs.field(default="", repr=False)  # may hold a password: never in a repr
-    schema: str = attrs.field(
-        default="relay",
-        validator=_check(
+    schema: str = option_field(
+        "relay",
+        "the outbox schema",
+        _check(
             lambda v: isinstance(v, str) and _IDENTIFIER.fullmatch(v) is not None,
             "must be a plain identifier (letters, digits, _; at most 63)",
         ),
     )
-    batch_size: int = attrs.field(default=500, validator=_positive_int)
-    poll_interval: float = attrs.field(default=5.0, validator=_positive)
-    max_attempts: int = attrs.field(default=10, validator=_positive_int)
-    retry_backoff: Backoff = attrs.field(factory=Backoff)
-    delivery_timeout: float = attrs.field(default=30.0, validator=_positive)
-    restart_intensity: int = attrs.field(
-        default=10, validator=_check(lambda v: isinstance(v, int) and v >= 0, "must be >= 0")
+    batch_size: int = option_field(500, "events claimed per transaction", _positive_int)
+    poll_interval: float = option_field(5.0, "seconds between fallback polls", _positive)
+    max_attempts: int = option_field(10, "deliveries before an event is dead", _positive_int)
+    retry_backoff: Backoff = attrs.field(
+        factory=Backoff,
+        metadata={"parts": {"base": "first retry delay in seconds", "cap": "longest retry delay"}},
     )
-    restart_period: float = attrs.field(default=60.0, validator=_positive)
+    delivery_timeout: float = option_field(30.0, "seconds a batch may spend in the sink", _positive)
+    restart_intensity: int = option_field(
+        10,
+        "restarts allowed per period before giving up",
+        _check(lambda v: isinstance(v, int) and v >= 0, "must be >= 0"),
+    )
+    restart_period: float = option_field(60.0, "seconds over which restarts are counted", _positive)
     restart_backoff: Backoff = attrs.field(factory=lambda: Backoff(base=0.1, cap=5.0))
     silent_listener_threshold: int = attrs.field(default=3, validator=_positive_int)
     application_name: str = "relay"

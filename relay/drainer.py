@@ -7,7 +7,7 @@ import logging
 import random
 from collections.abc import Callable, Collection, Mapping, Sequence
 from types import MappingProxyType
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import attrs
 import trio
@@ -15,8 +15,7 @@ import trio
 from .config import Config
 from .errors import PartialDelivery, SinkUnavailable
 from .ports import ClaimedBatch, Outbox, OutboxEvent, Retry, Sink
-from .ticker import DrainReport
-from .wakeups import WakeReason, Wakeups
+from .wakeups import DrainReport, WakeReason, Wakeups
 
 logger = logging.getLogger(__name__)
 
@@ -24,29 +23,24 @@ logger = logging.getLogger(__name__)
 CONTENTION_PAUSE = 0.01
 
 
+def _counter(what: str) -> Any:
+    """A field of `DrainerStatistics` that counts `what`, from 0."""
+    return attrs.field(default=0, metadata={"counter": what})
+
+
 @attrs.frozen
 class DrainerStatistics:
-    """What the drainer has done.
+    """What the drainer has done. Each counter's metadata says what it counts, which is also the
+    help of the metric that exports it (`relay_<name>_total`)."""
 
-    Attributes:
-        delivered: events the sink took.
-        retried: failed events rescheduled.
-        dead: failed events moved to the dead table.
-        held: events put back untouched because an earlier event of their key failed.
-        batches: claims that returned at least one event.
-        claims: claims made.
-        empty_claims: claims that returned nothing.
-        last_drain_at: trio time the last drain finished, or None.
-    """
-
-    delivered: int
-    retried: int
-    dead: int
-    held: int
-    batches: int
-    claims: int
-    empty_claims: int
-    last_drain_at: float | None
+    delivered: int = _counter("Events the sink took.")
+    retried: int = _counter("Failed events rescheduled for a retry.")
+    dead: int = _counter("Failed events moved to the dead table.")
+    held: int = _counter("Events put back untouched behind a failed event of their key.")
+    batches: int = _counter("Claims that returned events.")
+    claims: int = _counter("Claims made, empty ones included.")
+    empty_claims: int = _counter("Claims that returned nothing.")
+    last_drain_at: float | None = None  # trio time the last drain finished, or None
 
 
 @attrs.frozen
@@ -148,14 +142,7 @@ class Drainer:
     wakeups: Wakeups
     reports: trio.MemorySendChannel[DrainReport]
     rng: random.Random = attrs.field(factory=random.Random)
-    _delivered: int = 0
-    _retried: int = 0
-    _dead: int = 0
-    _held: int = 0
-    _batches: int = 0
-    _claims: int = 0
-    _empty_claims: int = 0
-    _last_drain_at: float | None = None
+    _statistics: DrainerStatistics = attrs.field(factory=DrainerStatistics)
     _stopping: bool = False
     _batch_settled: trio.Event | None = None  # set while a claim is open, until it closes
     _observers: list[BatchObserver] = attrs.field(factory=list)
@@ -212,7 +199,7 @@ class Drainer:
                 break
         if self._stopping:
             return
-        self._last_drain_at = trio.current_time()
+        self._statistics = attrs.evolve(self._statistics, last_drain_at=trio.current_time())
         reports.send_nowait(
             DrainReport(reasons=reasons, found_fresh=found_fresh, next_due_at=claimed.next_due_at)
         )
@@ -223,13 +210,13 @@ class Drainer:
         delivered: tuple[OutboxEvent, ...] = ()
         outcome = None
         async with self.outbox.claim(self.config.batch_size) as batch:
-            self._claims += 1
+            self._count(claims=1)
             events = batch.events
             if events:
-                self._batches += 1
+                self._count(batches=1)
                 delivered, outcome = await self._deliver(batch)
             else:
-                self._empty_claims += 1
+                self._count(empty_claims=1)
         settled = trio.current_time()
         if events and self._observers:
             self._notify(BatchReport(settled - started, len(events), delivered))
@@ -303,10 +290,6 @@ class Drainer:
             events, failures, config=self.config, rng=self.rng, permanent=permanent
         )
         await batch.settle(retry=outcome.retry, bury=outcome.bury, hold=outcome.hold)
-        self._retried += len(outcome.retry)
-        self._dead += len(outcome.bury)
-        self._held += len(outcome.hold)
-        self._delivered += len(events) - len(outcome.retry) - len(outcome.bury) - len(outcome.hold)
         for id, reason in outcome.bury.items():
             logger.error("event %d moved to the dead table: %s", id, reason)
         if outcome is _ALL_DELIVERED:
@@ -314,17 +297,20 @@ class Drainer:
         else:
             failed = outcome.retry.keys() | outcome.bury.keys() | outcome.hold
             delivered = tuple(event for event in events if event.id not in failed)
+        self._count(
+            delivered=len(delivered),
+            retried=len(outcome.retry),
+            dead=len(outcome.bury),
+            held=len(outcome.hold),
+        )
         return delivered, outcome
+
+    def _count(self, **counts: int) -> None:
+        now = self._statistics
+        self._statistics = attrs.evolve(
+            now, **{name: getattr(now, name) + n for name, n in counts.items()}
+        )
 
     def statistics(self) -> DrainerStatistics:
         """Counts since the drainer was created (they survive restarts)."""
-        return DrainerStatistics(
-            delivered=self._delivered,
-            retried=self._retried,
-            dead=self._dead,
-            held=self._held,
-            batches=self._batches,
-            claims=self._claims,
-            empty_claims=self._empty_claims,
-            last_drain_at=self._last_drain_at,
-        )
+        return self._statistics

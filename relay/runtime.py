@@ -13,50 +13,35 @@ import attrs
 import trio
 
 from .config import Config
-from .drainer import BatchObserver, Drainer
+from .drainer import BatchObserver, Drainer, DrainerStatistics
 from .errors import RestartIntensityExceeded
 from .listener import Listener
 from .ports import Backlog, Handler, Outbox, ReportsBacklog, Sink, as_sink
 from .supervisor import ChildSpec, RestartPolicy, StartedOnce, Supervisor
-from .ticker import DrainReport, Ticker
-from .wakeups import WakeReason, Wakeups
+from .ticker import Ticker
+from .wakeups import DrainReport, WakeReason, Wakeups
 
 logger = logging.getLogger(__name__)
 
 
-@attrs.frozen
-class RelayStatistics:
-    """A snapshot of a running relay.
+@attrs.frozen(kw_only=True)
+class RelayStatistics(DrainerStatistics):
+    """A snapshot of a running relay: every field of `DrainerStatistics` (`delivered`,
+    `retried`, `dead`, ...: attrs builds this class on it, so each is declared once), and:
 
     Attributes:
-        delivered: events the sink took.
-        retried: failed events rescheduled.
-        dead: failed events moved to the dead table.
-        held: events put back behind a failed event of their key.
-        batches: claims that returned events.
-        claims: claims made (including empty ones).
-        empty_claims: claims that returned nothing.
         wakeups: wakeups queued for the drainer, by reason.
         coalesced: wakeups folded into one already pending, by reason.
         restarts: actor restarts by the supervisor.
         listener_recycles: times a silent listener was recycled.
         listener_connected: whether the listener is listening now.
-        last_drain_at: trio time the last drain finished, or None.
     """
 
-    delivered: int
-    retried: int
-    dead: int
-    held: int
-    batches: int
-    claims: int
-    empty_claims: int
     wakeups: Mapping[WakeReason, int]
     coalesced: Mapping[WakeReason, int]
     restarts: int
     listener_recycles: int
     listener_connected: bool
-    last_drain_at: float | None
 
 
 @attrs.define(eq=False)
@@ -71,23 +56,15 @@ class RelayHandle:
 
     def statistics(self) -> RelayStatistics:
         """A frozen snapshot of the relay's counters."""
-        drained = self._drainer.statistics()
         woken = self._wakeups.statistics()
         listener = self._listener.statistics()
         return RelayStatistics(
-            delivered=drained.delivered,
-            retried=drained.retried,
-            dead=drained.dead,
-            held=drained.held,
-            batches=drained.batches,
-            claims=drained.claims,
-            empty_claims=drained.empty_claims,
+            **attrs.asdict(self._drainer.statistics(), recurse=False),
             wakeups=woken.sent,
             coalesced=woken.coalesced,
             restarts=self._supervisor.statistics().restarts,
             listener_recycles=listener.recycles,
             listener_connected=listener.connected,
-            last_drain_at=drained.last_drain_at,
         )
 
     async def backlog(self) -> Backlog | None:

@@ -26,6 +26,9 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
+# A policy made without a Config has a Config's defaults.
+_CONFIG = Config()
+
 
 class Restart(enum.Enum):
     """When a child that ended is started again."""
@@ -67,9 +70,11 @@ class RestartPolicy:
         backoff: delay before a restart; `n` is how often that child restarted within `period`.
     """
 
-    intensity: int = attrs.field(default=10, validator=attrs.validators.ge(0))
-    period: float = attrs.field(default=60.0, validator=attrs.validators.gt(0))
-    backoff: Backoff = attrs.field(factory=lambda: Backoff(base=0.1, cap=5.0))
+    intensity: int = attrs.field(
+        default=_CONFIG.restart_intensity, validator=attrs.validators.ge(0)
+    )
+    period: float = attrs.field(default=_CONFIG.restart_period, validator=attrs.validators.gt(0))
+    backoff: Backoff = _CONFIG.restart_backoff  # a frozen value: one is enough for all
 
     @classmethod
     def from_config(cls, config: Config) -> RestartPolicy:

@@ -11,27 +11,12 @@ import trio
 
 from .config import Config
 from .listener import Listener
-from .wakeups import WakeReason, Wakeups
+from .wakeups import DrainReport, WakeReason, Wakeups
 
 logger = logging.getLogger(__name__)
 
 # A drain with one of these reasons proves the listener is alive (or just reconnected).
 _ANNOUNCED = frozenset({WakeReason.NOTIFY, WakeReason.CONNECT})
-
-
-@attrs.frozen
-class DrainReport:
-    """What the drainer tells the ticker after each drain.
-
-    Attributes:
-        reasons: the wakeup reasons behind the drain (empty for a drainer's first drain).
-        found_fresh: the drain claimed at least one event never tried before.
-        next_due_at: trio time of the earliest scheduled retry, or None.
-    """
-
-    reasons: frozenset[WakeReason]
-    found_fresh: bool
-    next_due_at: float | None
 
 
 @attrs.frozen

@@ -39,6 +39,21 @@ class WakeupStatistics:
     coalesced: Mapping[WakeReason, int]
 
 
+@attrs.frozen
+class DrainReport:
+    """What the drainer tells the ticker after each drain (here, so neither imports the other).
+
+    Attributes:
+        reasons: the wakeup reasons behind the drain (empty for a drainer's first drain).
+        found_fresh: the drain claimed at least one event never tried before.
+        next_due_at: trio time of the earliest scheduled retry, or None.
+    """
+
+    reasons: frozenset[WakeReason]
+    found_fresh: bool
+    next_due_at: float | None
+
+
 def _by_reason(counter: Counter[WakeReason]) -> dict[WakeReason, int]:
     return {reason: counter[reason] for reason in WakeReason}
 

@@ -19,7 +19,7 @@ import pytest
 from psycopg import conninfo, sql
 
 from relay import Config
-from relay.embedded import EmbeddedPostgres
+from relay.demo.embedded import EmbeddedPostgres
 from relay.postgres import migrate
 
 

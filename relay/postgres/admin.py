@@ -15,6 +15,7 @@ from psycopg.rows import dict_row
 from ..config import Config
 from .connect import connection_kwargs, translate
 from .migrations import require_latest, schema_version
+from .queries import Queries
 
 
 @attrs.frozen
@@ -45,14 +46,7 @@ class DeadFilter:
     older_than: datetime.timedelta | None = None
 
     def where(self) -> sql.Composable:
-        clauses: list[sql.Composable] = [sql.SQL("true")]
-        if self.topic is not None:
-            clauses.append(sql.SQL("topic = {}").format(sql.Literal(self.topic)))
-        if self.ids:
-            clauses.append(sql.SQL("id = ANY({})").format(sql.Literal(list(self.ids))))
-        if self.older_than is not None:
-            clauses.append(sql.SQL("failed_at < now() - {}").format(sql.Literal(self.older_than)))
-        return sql.SQL(" AND ").join(clauses)
+        return Queries.dead_where(self.topic, self.ids, self.older_than)
 
 
 @contextmanager
@@ -65,32 +59,10 @@ def _connect(config: Config, doing: str) -> Iterator[psycopg.Connection[Any]]:
         raise translate(exc, config, doing) from None
 
 
-def _tables(config: Config) -> dict[str, sql.Identifier]:
-    return {
-        "outbox": sql.Identifier(config.schema, "outbox"),
-        "dead": sql.Identifier(config.schema, "outbox_dead"),
-    }
-
-
 def status(config: Config) -> OutboxStatus:
     """Counts and ages of the outbox, per topic too."""
-    query = sql.SQL(
-        """
-        WITH pending AS (
-            SELECT topic, count(*) AS pending,
-                   count(*) FILTER (WHERE attempts > 0 AND available_at > now()) AS retrying,
-                   min(created_at) AS oldest
-            FROM {outbox} GROUP BY topic),
-        dead AS (SELECT topic, count(*) AS dead FROM {dead} GROUP BY topic)
-        SELECT coalesce(p.topic, d.topic) AS topic, coalesce(p.pending, 0) AS pending,
-               coalesce(p.retrying, 0) AS retrying, coalesce(d.dead, 0) AS dead,
-               extract(epoch FROM now() - p.oldest)::float8 AS age
-        FROM pending p FULL JOIN dead d ON p.topic = d.topic
-        ORDER BY 1
-        """
-    ).format(**_tables(config))
     with _connect(config, "status") as conn, conn.cursor(row_factory=dict_row) as cursor:
-        rows = cursor.execute(query).fetchall()
+        rows = cursor.execute(Queries(config.schema).status).fetchall()
     ages = [row["age"] for row in rows if row["age"] is not None]
     return OutboxStatus(
         pending=sum(row["pending"] for row in rows),
@@ -105,10 +77,7 @@ def status(config: Config) -> OutboxStatus:
 
 def list_dead(config: Config, where: DeadFilter, limit: int) -> list[dict[str, Any]]:
     """Dead events, oldest first, as dicts of their columns (payload and headers decoded)."""
-    query = sql.SQL(
-        "SELECT id, topic, key, payload, headers, created_at, attempts, last_error, failed_at"
-        " FROM {dead} WHERE {where} ORDER BY id LIMIT {limit}"
-    ).format(where=where.where(), limit=sql.Literal(limit), **_tables(config))
+    query = Queries(config.schema).list_dead(where.where(), limit)
     with _connect(config, "dead list") as conn, conn.cursor(row_factory=dict_row) as cursor:
         return cursor.execute(query).fetchall()
 
@@ -118,23 +87,11 @@ def retry_dead(config: Config, where: DeadFilter) -> int:
 
     The insert fires the NOTIFY trigger, so a running relay picks them up at once.
     """
-    query = sql.SQL(
-        """
-        WITH moved AS (DELETE FROM {dead} WHERE {where}
-                       RETURNING id, topic, key, payload, headers, created_at, last_error)
-        INSERT INTO {outbox} (id, topic, key, payload, headers, created_at, last_error)
-        OVERRIDING SYSTEM VALUE
-        SELECT id, topic, key, payload, headers, created_at, last_error FROM moved
-        """
-    ).format(where=where.where(), **_tables(config))
     with _connect(config, "dead retry") as conn:
-        return conn.execute(query).rowcount
+        return conn.execute(Queries(config.schema).retry_dead(where.where())).rowcount
 
 
 def purge_dead(config: Config, where: DeadFilter) -> int:
     """Delete dead events for good; returns how many."""
-    query = sql.SQL("DELETE FROM {dead} WHERE {where}").format(
-        where=where.where(), **_tables(config)
-    )
     with _connect(config, "dead purge") as conn:
-        return conn.execute(query).rowcount
+        return conn.execute(Queries(config.schema).purge_dead(where.where())).rowcount

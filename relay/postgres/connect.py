@@ -9,7 +9,7 @@ from psycopg import conninfo
 
 from ..config import Config
 from ..errors import OutboxUnavailable, SchemaMissing
-from ..logs import mask_secrets
+from ..secrets import mask_secrets
 
 
 def dsn_password(dsn: str) -> str | None:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import datetime
 import functools
 import zlib
+from collections.abc import Sequence
 
 import attrs
 from psycopg import sql
@@ -288,3 +290,61 @@ class Queries:
         return sql.SQL(
             "INSERT INTO {outbox} (topic, key, payload, headers) VALUES {values} RETURNING id"
         ).format(outbox=self._table("outbox"), values=values)
+
+    @functools.cached_property
+    def status(self) -> sql.Composed:
+        """For `relay status`, per topic: pending (retrying included), retrying, dead, age."""
+        return sql.SQL(
+            """
+            WITH pending AS (
+                SELECT topic, count(*) AS pending,
+                       count(*) FILTER (WHERE attempts > 0 AND available_at > now()) AS retrying,
+                       min(created_at) AS oldest
+                FROM {outbox} GROUP BY topic),
+            dead AS (SELECT topic, count(*) AS dead FROM {dead} GROUP BY topic)
+            SELECT coalesce(p.topic, d.topic) AS topic, coalesce(p.pending, 0) AS pending,
+                   coalesce(p.retrying, 0) AS retrying, coalesce(d.dead, 0) AS dead,
+                   extract(epoch FROM now() - p.oldest)::float8 AS age
+            FROM pending p FULL JOIN dead d ON p.topic = d.topic
+            ORDER BY 1
+            """
+        ).format(outbox=self._table("outbox"), dead=self._table("outbox_dead"))
+
+    @staticmethod
+    def dead_where(
+        topic: str | None, ids: Sequence[int], older_than: datetime.timedelta | None
+    ) -> sql.Composed:
+        """Dead events of `topic`, among `ids`, dead longer than `older_than`; None: any."""
+        clauses: list[sql.Composable] = [sql.SQL("true")]
+        if topic is not None:
+            clauses.append(sql.SQL("topic = {}").format(sql.Literal(topic)))
+        if ids:
+            clauses.append(sql.SQL("id = ANY({})").format(sql.Literal(list(ids))))
+        if older_than is not None:
+            clauses.append(sql.SQL("failed_at < now() - {}").format(sql.Literal(older_than)))
+        return sql.SQL(" AND ").join(clauses)
+
+    def list_dead(self, where: sql.Composable, limit: int) -> sql.Composed:
+        """At most `limit` dead events matching `where` (see `dead_where`), oldest first."""
+        return sql.SQL(
+            "SELECT id, topic, key, payload, headers, created_at, attempts, last_error, failed_at"
+            " FROM {dead} WHERE {where} ORDER BY id LIMIT {limit}"
+        ).format(dead=self._table("outbox_dead"), where=where, limit=sql.Literal(limit))
+
+    def retry_dead(self, where: sql.Composable) -> sql.Composed:
+        """Move the dead events matching `where` back into the outbox, attempts reset."""
+        return sql.SQL(
+            """
+            WITH moved AS (DELETE FROM {dead} WHERE {where}
+                           RETURNING id, topic, key, payload, headers, created_at, last_error)
+            INSERT INTO {outbox} (id, topic, key, payload, headers, created_at, last_error)
+            OVERRIDING SYSTEM VALUE
+            SELECT id, topic, key, payload, headers, created_at, last_error FROM moved
+            """
+        ).format(dead=self._table("outbox_dead"), outbox=self._table("outbox"), where=where)
+
+    def purge_dead(self, where: sql.Composable) -> sql.Composed:
+        """Delete the dead events matching `where` for good."""
+        return sql.SQL("DELETE FROM {dead} WHERE {where}").format(
+            dead=self._table("outbox_dead"), where=where
+        )

@@ -10,7 +10,7 @@ import threading
 import psycopg
 import pytest
 
-from relay.embedded import EmbeddedPostgres
+from relay.demo.embedded import EmbeddedPostgres
 
 from ..conftest import PostgresServer
 

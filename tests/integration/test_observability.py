@@ -21,7 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from psycopg import conninfo, sql
 
 from relay import Backoff, Config, ConfigError, OutboxEvent, RelayHandle, run_relay
-from relay.observability import serve_observability
+from relay.daemon.observability import serve_observability
 from relay.testing import MemoryOutbox, RecordingSink
 
 from ..conftest import PostgresServer

@@ -13,7 +13,7 @@ import trio
 from prometheus_client.parser import text_string_to_metric_families
 
 from relay import Config, OutboxEvent, RelayHandle, RelayStatistics, WakeReason, open_relay
-from relay.observability import (
+from relay.daemon.observability import (
     ObservabilityApp,
     Readiness,
     RelayMetrics,

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from relay import ConfigError
-from relay.settings import add_run_options, load_settings
+from relay.daemon.settings import add_run_options, load_settings
 
 
 def parse(*argv: str) -> argparse.Namespace:

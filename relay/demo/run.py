@@ -16,12 +16,12 @@ from collections.abc import Sequence
 import attrs
 import trio
 
-from .config import Config
+from ..config import Config
+from ..daemon.logs import configure
+from ..ports import OutboxEvent, Sink
+from ..runtime import RelayHandle, run_relay
+from ..sinks import StdoutSink
 from .embedded import embedded_postgres_server
-from .logs import configure
-from .ports import OutboxEvent, Sink
-from .runtime import RelayHandle, run_relay
-from .sinks import StdoutSink
 
 log = logging.getLogger("relay.demo")
 
@@ -71,7 +71,7 @@ _DRAIN_GRACE = 5.0  # seconds the relay gets, once the producer stops, to catch 
 
 
 async def _produce(config: Config, rate: float, counter: list[int]) -> None:
-    from .postgres.producer import Producer
+    from ..postgres.producer import Producer
 
     producer = await trio.to_thread.run_sync(Producer.connect, config)
     try:
@@ -122,10 +122,10 @@ async def _demo(config: Config, rate: float, duration: float | None) -> None:
     log.info("demo done: %d events produced, %d delivered", counter[0], recorder.delivered)
 
 
-def run_demo(*, rate: float = 50.0, duration: float | None = None) -> int:
-    """Run the demo until `duration` seconds pass or Ctrl-C; returns the exit code."""
-    from .errors import ConfigError
-    from .postgres import migrate
+def run_demo(*, rate: float = 50.0, duration: float | None = None) -> None:
+    """Run the demo until `duration` seconds pass or Ctrl-C (`ConfigError` if either is <= 0)."""
+    from ..errors import ConfigError
+    from ..postgres import migrate
 
     if not rate > 0:
         raise ConfigError("rate", f"must be > 0, got {rate}")
@@ -140,4 +140,3 @@ def run_demo(*, rate: float = 50.0, duration: float | None = None) -> int:
         log.info("relay running on %s: %s events/s; Ctrl-C to stop", server.dsn(), rate)
         trio.run(_demo, config, rate, duration)
     log.info("embedded server stopped and removed")
-    return 0

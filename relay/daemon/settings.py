@@ -1,8 +1,9 @@
 """The daemon's settings: flags win over `RELAY_*` variables, which win over a TOML file.
 
 Every option has one name: `--batch-size` on the command line, `RELAY_BATCH_SIZE` in the
-environment, `batch_size` in the file. Each value is checked here, and a bad one becomes a
-`ConfigError` naming the option.
+environment, `batch_size` in the file. The options are the fields of `Config` and `Settings` whose
+metadata has a `help`, their defaults shown from the fields. Each value is checked here, and a bad
+one becomes a `ConfigError` naming the option.
 """
 
 from __future__ import annotations
@@ -10,15 +11,16 @@ from __future__ import annotations
 import argparse
 import os
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import attrs
 
-from .backoff import Backoff
-from .config import Config, resolve_dsn
-from .errors import ConfigError
+from ..backoff import Backoff
+from ..config import Config, option_field, resolve_dsn
+from ..errors import ConfigError
+from ..sinks import SinkOptions
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("text", "json")
@@ -48,30 +50,16 @@ def _address(text: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-RUN_OPTIONS: tuple[Option, ...] = (
-    Option("schema", str, "the outbox schema (default: relay)"),
-    Option(
-        "sink",
-        str,
-        "where events go: stdout, http(s)://..., nats://..., redis(s)://..., amqp(s)://...,"
-        " python:module:callable",
-    ),
-    Option("batch_size", int, "events claimed per transaction (default: 500)"),
-    Option("poll_interval", float, "seconds between fallback polls (default: 5)"),
-    Option("max_attempts", int, "deliveries before an event is dead (default: 10)"),
-    Option("retry_backoff_base", float, "first retry delay in seconds (default: 1)"),
-    Option("retry_backoff_cap", float, "longest retry delay in seconds (default: 300)"),
-    Option("delivery_timeout", float, "seconds a batch may spend in the sink (default: 30)"),
-    Option("restart_intensity", int, "restarts allowed per period before giving up (default: 10)"),
-    Option("restart_period", float, "seconds over which restarts are counted (default: 60)"),
-    Option("grace_period", float, "seconds the in-flight batch gets on SIGTERM (default: 10)"),
-    Option("webhook_secret", str, "HMAC-SHA256 secret for webhook signatures", secret=True),
-    Option("sink_timeout", float, "seconds per request or publish to the sink (default: 10)"),
-    Option("sink_concurrency", int, "sink requests in flight across keys (default: 16)"),
-    Option("log_level", str, "debug, info, warning or error (default: info)", LOG_LEVELS),
-    Option("log_format", str, "text or json (default: text)", LOG_FORMATS),
-    Option("metrics_addr", _address, "HOST:PORT to serve /metrics, /healthz and /readyz"),
-)
+def _one_of(choices: tuple[str, ...]) -> str:
+    return f"{', '.join(choices[:-1])} or {choices[-1]}"
+
+
+def _non_negative(value: float) -> None:
+    if value < 0:
+        raise ConfigError("grace_period", f"must be >= 0, got {value!r}")
+
+
+_SINK = SinkOptions()  # the sink options' defaults are the sinks' own
 
 
 @attrs.frozen
@@ -79,19 +67,53 @@ class Settings:
     """All `relay run` needs: the relay's `Config` and the daemon's own options."""
 
     config: Config
-    sink: str = attrs.field(default="stdout", repr=False)  # a broker URL may hold a password
-    grace_period: float = attrs.field(default=10.0, validator=lambda _, __, v: _non_negative(v))
-    webhook_secret: str | None = attrs.field(default=None, repr=False)
-    sink_timeout: float = 10.0
-    sink_concurrency: int = 16
-    log_level: str = "info"
-    log_format: str = "text"
-    metrics_addr: tuple[str, int] | None = None
+    sink: str = option_field(
+        "stdout",
+        "where events go: stdout, http(s)://..., nats://..., redis(s)://..., amqp(s)://...,"
+        " python:module:callable",
+        repr=False,  # a broker URL may hold a password
+    )
+    grace_period: float = option_field(
+        10.0, "seconds the in-flight batch gets on SIGTERM", lambda _, __, v: _non_negative(v)
+    )
+    webhook_secret: str | None = option_field(
+        _SINK.secret, "HMAC-SHA256 secret for webhook signatures", repr=False, kind=str, secret=True
+    )
+    sink_timeout: float = option_field(_SINK.timeout, "seconds per request or publish to the sink")
+    sink_concurrency: int = option_field(
+        _SINK.max_concurrency, "sink requests in flight across keys"
+    )
+    log_level: str = option_field("info", _one_of(LOG_LEVELS), choices=LOG_LEVELS)
+    log_format: str = option_field("text", _one_of(LOG_FORMATS), choices=LOG_FORMATS)
+    metrics_addr: tuple[str, int] | None = option_field(
+        None, "HOST:PORT to serve /metrics, /healthz and /readyz", kind=_address
+    )
 
 
-def _non_negative(value: float) -> None:
-    if value < 0:
-        raise ConfigError("grace_period", f"must be >= 0, got {value!r}")
+def _option(name: str, kind: Any, metadata: Mapping[str, Any], default: Any) -> Option:
+    shown = f"{default:g}" if isinstance(default, float) else default
+    return Option(
+        name,
+        metadata.get("kind", kind),
+        metadata["help"] + ("" if default is None else f" (default: {shown})"),
+        metadata.get("choices"),
+        metadata.get("secret", False),
+    )
+
+
+def _options(cls: type, defaults: Any) -> Iterator[Option]:
+    """The options the fields of `cls` declare, with their defaults as `defaults` has them."""
+    for field in attrs.fields(attrs.resolve_types(cls)):
+        default = getattr(defaults, field.name)
+        if "help" in field.metadata:
+            yield _option(field.name, field.type, field.metadata, default)
+        for part, help in field.metadata.get("parts", {}).items():
+            kind = attrs.fields_dict(attrs.resolve_types(type(default)))[part].type
+            yield _option(f"{field.name}_{part}", kind, {"help": help}, getattr(default, part))
+
+
+_DEFAULTS = Settings(Config())
+RUN_OPTIONS = (*_options(Config, _DEFAULTS.config), *_options(Settings, _DEFAULTS))
 
 
 def add_run_options(parser: argparse.ArgumentParser) -> None:
@@ -165,47 +187,22 @@ def load_settings(args: argparse.Namespace, environ: Mapping[str, str] | None = 
         elif option.name in file:
             values[option.name] = _value(option, file[option.name], str(config_path))
     dsn = resolve_dsn(getattr(args, "dsn", None), env) or str(file.get("dsn", ""))
-    config = Config(
-        dsn=dsn,
-        **{
-            k: values[k]
-            for k in (
-                "schema",
-                "batch_size",
-                "poll_interval",
-                "max_attempts",
-                "delivery_timeout",
-                "restart_intensity",
-                "restart_period",
-            )
-            if k in values
-        },
-        retry_backoff=_backoff(values),
-    )
-    return Settings(
-        config=config,
-        **{
-            k: values[k]
-            for k in (
-                "sink",
-                "grace_period",
-                "webhook_secret",
-                "sink_timeout",
-                "sink_concurrency",
-                "log_level",
-                "log_format",
-                "metrics_addr",
-            )
-            if k in values
-        },
-    )
+    config = Config(dsn=dsn, retry_backoff=_backoff(values), **_fields_of(Config, values))
+    return Settings(config=config, **_fields_of(Settings, values))
+
+
+def _fields_of(cls: type, values: Mapping[str, Any]) -> dict[str, Any]:
+    fields = attrs.fields_dict(cls)
+    return {name: value for name, value in values.items() if name in fields}
 
 
 def _backoff(values: Mapping[str, Any]) -> Backoff:
-    default = Backoff()
+    default = _DEFAULTS.config.retry_backoff
     base = values.get("retry_backoff_base", default.base)
     cap = values.get("retry_backoff_cap", default.cap)
     try:
-        return Backoff(base=base, cap=max(cap, base) if "retry_backoff_cap" not in values else cap)
+        return attrs.evolve(
+            default, base=base, cap=max(cap, base) if "retry_backoff_cap" not in values else cap
+        )
     except ValueError as exc:
         raise ConfigError("retry_backoff", str(exc)) from None

@@ -28,12 +28,11 @@ from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import choose_encoder
 
-from .config import Config
-from .drainer import BatchReport
-from .errors import ConfigError
-from .ports import Backlog
-from .runtime import RelayHandle, RelayStatistics
-from .settings import Settings
+from ..config import Config
+from ..drainer import BatchReport, DrainerStatistics
+from ..errors import ConfigError
+from ..ports import Backlog
+from ..runtime import RelayHandle, RelayStatistics
 
 logger = logging.getLogger(__name__)
 
@@ -110,10 +109,11 @@ class StatisticsCollector:
 
     def collect(self) -> Iterator[Metric]:
         stats = self.handle.statistics()
-        yield _counter("relay_delivered", "Events the sink took.", stats.delivered)
-        yield _counter("relay_retried", "Failed events rescheduled for a retry.", stats.retried)
-        yield _counter("relay_dead", "Failed events moved to the dead table.", stats.dead)
-        yield _counter("relay_batches", "Claims that returned events.", stats.batches)
+        for field in attrs.fields(DrainerStatistics):
+            if "counter" in field.metadata:
+                yield _counter(
+                    f"relay_{field.name}", field.metadata["counter"], getattr(stats, field.name)
+                )
         wakeups = CounterMetricFamily(
             "relay_wakeups", "Wakeups queued for the drainer, by reason.", labels=["reason"]
         )
@@ -358,7 +358,7 @@ async def _listen(address: tuple[str, int]) -> socket.socket:
 
 async def serve_observability(
     handle: RelayHandle,
-    settings_or_config: Settings | Config,
+    config: Config,
     address: tuple[str, int],
     *,
     task_status: trio.TaskStatus[tuple[str, int]] = trio.TASK_STATUS_IGNORED,
@@ -370,18 +370,13 @@ async def serve_observability(
 
     Args:
         handle: the running relay, from `run_relay`.
-        settings_or_config: the daemon's `Settings` or the relay's `Config` (for readiness).
+        config: the relay's `Config` (for readiness).
         address: (host, port) to listen on; port 0 picks a free port.
         task_status: receives the (host, port) actually bound, once the socket is listening.
 
     Raises:
         ConfigError: `address` cannot be listened on (field `metrics_addr`).
     """
-    config = (
-        settings_or_config.config
-        if isinstance(settings_or_config, Settings)
-        else settings_or_config
-    )
     metrics = RelayMetrics.create(handle)
     sock = await _listen(address)
     handle.add_batch_observer(metrics.observe_batch)

@@ -8,18 +8,17 @@ from __future__ import annotations
 
 import logging
 import signal
-import sys
 
+import attrs
 import trio
 
-from .cli import EXIT_GAVE_UP, EXIT_OK, EXIT_USAGE
-from .errors import RelayError, RestartIntensityExceeded
+from ..errors import RelayError, RestartIntensityExceeded
+from ..ports import Sink
+from ..runtime import RelayHandle, run_relay
+from ..sinks import SinkOptions, open_sink
+from ..sinks.urls import url_secrets
 from .logs import configure
-from .ports import Sink
-from .runtime import RelayHandle, run_relay
 from .settings import Settings
-from .sinks import SinkOptions, open_sink
-from .sinks.urls import url_secrets
 
 log = logging.getLogger("relay.daemon")
 
@@ -69,13 +68,28 @@ async def _serve(settings: Settings, sink: Sink) -> None:
             if settings.metrics_addr is not None:
                 from .observability import serve_observability
 
-                await nursery.start(serve_observability, handle, settings, settings.metrics_addr)
+                await nursery.start(
+                    serve_observability, handle, settings.config, settings.metrics_addr
+                )
     log.info("stopped")
 
 
-def run_daemon(settings: Settings) -> int:
-    """Run until a signal (exit 0) or until the relay gives up (exit 1)."""
-    from .postgres.connect import dsn_password
+@attrs.frozen
+class Stopped:
+    """How `run_daemon` ended: the errors the relay stopped on, none when a signal stopped it."""
+
+    gave_up: tuple[Exception, ...] = ()  # RestartIntensityExceeded: the actors kept failing
+    errors: tuple[Exception, ...] = ()  # any other RelayError
+
+
+def run_daemon(settings: Settings) -> Stopped:
+    """Run the relay until a signal or until it stops on its own errors, and say which (the
+    command line turns that into an exit code).
+
+    Raises:
+        ConfigError: the sink cannot be opened as configured.
+    """
+    from ..postgres.connect import dsn_password
 
     configure(
         settings.log_level,
@@ -87,18 +101,12 @@ def run_daemon(settings: Settings) -> int:
         ],
     )
     sink = _sink(settings)
-    code = EXIT_OK
+    gave_up: tuple[Exception, ...] = ()
+    errors: tuple[Exception, ...] = ()
     try:
         trio.run(_serve, settings, sink)
     except* RestartIntensityExceeded as group:
-        _report("gave up", group)
-        code = EXIT_GAVE_UP
+        gave_up = group.exceptions
     except* RelayError as group:
-        _report("error", group)
-        code = EXIT_USAGE
-    return code
-
-
-def _report(what: str, group: BaseExceptionGroup[RelayError]) -> None:
-    for error in group.exceptions:
-        print(f"relay: {what}: {error}", file=sys.stderr)
+        errors = group.exceptions
+    return Stopped(gave_up, errors)

@@ -1,0 +1,1 @@
+"""`relay run`: its loop, settings, logging setup and metrics server; the core never imports it."""

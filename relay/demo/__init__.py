@@ -1,0 +1,1 @@
+"""`relay demo`, with its embedded PostgreSQL server; nothing else imports it."""
