@@ -17,9 +17,9 @@ from .errors import RelayError, RestartIntensityExceeded
 from .logs import configure
 from .ports import Sink
 from .runtime import RelayHandle, run_relay
+from .secrets import find_secrets
 from .settings import Settings
 from .sinks import SinkOptions, open_sink
-from .sinks.urls import url_secrets
 
 log = logging.getLogger("relay.daemon")
 
@@ -75,15 +75,13 @@ async def _serve(settings: Settings, sink: Sink) -> None:
 
 def run_daemon(settings: Settings) -> int:
     """Run until a signal (exit 0) or until the relay gives up (exit 1)."""
-    from .postgres.connect import dsn_password
-
     configure(
         settings.log_level,
         settings.log_format,
         secrets=[
-            dsn_password(settings.config.dsn) or "",
+            *find_secrets(settings.config.dsn),
             settings.webhook_secret or "",
-            *url_secrets(settings.sink),
+            *find_secrets(settings.sink),
         ],
     )
     sink = _sink(settings)

@@ -5,21 +5,10 @@ from __future__ import annotations
 import datetime
 import json
 import logging
-import re
 import sys
 from collections.abc import Iterable
 
-_PASSWORD_IN_URL = re.compile(r"(://[^:/@\s]*:)[^@\s]*@")
-_PASSWORD_IN_KEYWORDS = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
-
-
-def mask_secrets(text: str, secrets: Iterable[str] = ()) -> str:
-    """`text` with each of `secrets`, and anything shaped like a DSN password, replaced by ***."""
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "***")
-    text = _PASSWORD_IN_URL.sub(r"\1***@", text)
-    return _PASSWORD_IN_KEYWORDS.sub(r"\1***", text)
+from .secrets import mask
 
 
 class _MaskSecrets(logging.Filter):
@@ -41,7 +30,7 @@ class _MaskSecrets(logging.Filter):
         return True
 
     def mask(self, text: str) -> str:
-        return mask_secrets(text, self.secrets)
+        return mask(text, self.secrets)
 
 
 class JsonFormatter(logging.Formatter):

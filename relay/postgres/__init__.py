@@ -7,7 +7,6 @@ writer's API) and `connect` (connection settings and the psycopg-to-relay error 
 
 from typing import TYPE_CHECKING, Any
 
-from .connect import redact as redact
 from .enqueue import NewEvent as NewEvent
 from .enqueue import enqueue as enqueue
 from .enqueue import enqueue_async as enqueue_async
@@ -41,5 +40,4 @@ __all__ = [
     "enqueue_many_async",
     "migrate",
     "open_postgres_outbox",
-    "redact",
 ]

@@ -1,4 +1,4 @@
-"""Connection settings, password redaction and the psycopg-to-relay error boundary."""
+"""Connection settings and the psycopg-to-relay error boundary."""
 
 from __future__ import annotations
 
@@ -9,21 +9,7 @@ from psycopg import conninfo
 
 from ..config import Config
 from ..errors import OutboxUnavailable, SchemaMissing
-from ..logs import mask_secrets
-
-
-def dsn_password(dsn: str) -> str | None:
-    """The password written in `dsn`, if any (to mask it wherever it might be echoed)."""
-    try:
-        password = conninfo.conninfo_to_dict(dsn).get("password") if dsn else None
-    except psycopg.ProgrammingError:
-        return None
-    return str(password) if password else None
-
-
-def redact(text: str, dsn: str = "") -> str:
-    """`text` with any password (from `dsn`, or shaped like one) replaced by `***`."""
-    return mask_secrets(text, [dsn_password(dsn) or ""])
+from ..secrets import find_secrets, mask
 
 
 def describe_dsn(dsn: str) -> str:
@@ -89,6 +75,5 @@ def translate(exc: psycopg.Error, config: Config, doing: str) -> OutboxUnavailab
             "run `relay migrate`"
         )
     first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return OutboxUnavailable(
-        f"{doing} failed at {describe_dsn(config.dsn)}: {redact(first_line, config.dsn)}"
-    )
+    shown = mask(first_line, find_secrets(config.dsn))
+    return OutboxUnavailable(f"{doing} failed at {describe_dsn(config.dsn)}: {shown}")

@@ -60,8 +60,9 @@ from nats.js.api import PubAck
 from ..aio import aio_as_trio, asyncio_loop
 from ..errors import PartialDelivery, SinkUnavailable
 from ..ports import OutboxEvent
+from ..secrets import mask_url
 from .lanes import Failure, deliver_in_lanes
-from .nats_url import Target, Unroutable, parse_url, redact
+from .nats_url import Target, Unroutable, parse_url
 from .options import SinkOptions
 
 logger = logging.getLogger(__name__)
@@ -112,7 +113,7 @@ class JetStreamSink:
         options: its `timeout` bounds each connection attempt and each wait for an ack.
     """
 
-    url: str = attrs.field(repr=lambda url: repr(redact(url)))
+    url: str = attrs.field(repr=lambda url: repr(mask_url(url)))
     options: SinkOptions = attrs.field(factory=SinkOptions)
     _target: Target = attrs.field(init=False, repr=False)
     _limiter: trio.CapacityLimiter = attrs.field(init=False, repr=False)

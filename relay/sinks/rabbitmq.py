@@ -56,9 +56,10 @@ from pamqp.encode import field_table
 from ..aio import aio_as_trio, asyncio_loop
 from ..errors import ConfigError, PartialDelivery, SinkUnavailable
 from ..ports import OutboxEvent
+from ..secrets import find_secrets, mask, mask_url
 from .lanes import Failure, deliver_in_lanes
 from .options import SinkOptions
-from .rabbitmq_url import SHORTSTR_BYTES, AmqpTarget, parse_url, redact
+from .rabbitmq_url import SHORTSTR_BYTES, AmqpTarget, parse_url
 
 logger = logging.getLogger(__name__)
 
@@ -107,7 +108,7 @@ class RabbitMQSink:
         target: what `url` says, parsed once.
     """
 
-    url: str = attrs.field(repr=lambda url: repr(redact(url)))
+    url: str = attrs.field(repr=lambda url: repr(mask_url(url)))
     options: SinkOptions = attrs.field(factory=SinkOptions)
     target: AmqpTarget = attrs.field(init=False, repr=False)
     _ssl: ssl.SSLContext | None = attrs.field(init=False, repr=False)
@@ -304,7 +305,7 @@ class RabbitMQSink:
         text = str(exc)
         if not text and isinstance(exc, StopAsyncIteration | EOFError):
             text = "the connection was closed"  # how the client reports a refused handshake
-        # A client error may quote its URL; never let the password through.
-        if self.target.password and self.target.password != "guest":
-            text = text.replace(self.target.password, "***")
+        # A client error may quote its URL; never let the password through (nor mask the
+        # default one, which is also the default user's name).
+        text = mask(text, find_secrets(self.url) if self.target.password != "guest" else ())
         return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -61,9 +61,10 @@ from redis.backoff import NoBackoff
 from ..aio import aio_as_trio, asyncio_loop
 from ..errors import ConfigError, PartialDelivery, SinkUnavailable
 from ..ports import OutboxEvent
+from ..secrets import mask_url
 from .encoding import headers_json
 from .options import SinkOptions
-from .redis_url import RedisTarget, redact
+from .redis_url import RedisTarget
 
 _CHUNK_BYTES = 4 * 1024 * 1024  # per script call: Redis serves nobody else while a script runs
 _BULK_LIMIT = 512 * 1024 * 1024  # proto-max-bulk-len's default, when CONFIG GET is not allowed
@@ -157,7 +158,7 @@ class RedisStreamSink:
             `proto-max-bulk-len` on entering.
     """
 
-    url: str = attrs.field(repr=lambda url: repr(redact(url)))
+    url: str = attrs.field(repr=lambda url: repr(mask_url(url)))
     options: SinkOptions = attrs.field(factory=SinkOptions)
     max_payload: int | None = attrs.field(default=None, repr=False)
     target: RedisTarget = attrs.field(init=False, repr=False)

@@ -36,6 +36,7 @@ import trio
 
 from ..errors import ConfigError
 from ..ports import OutboxEvent
+from ..secrets import mask_url
 from .encoding import encode_event
 from .lanes import Failure, deliver_in_lanes
 from .options import SinkOptions
@@ -102,17 +103,6 @@ def _digest(secret: str | bytes, timestamp: int, body: bytes) -> str:
     return mac.hexdigest()
 
 
-def redact(url: str) -> str:
-    """`url` with the password of its user information, if any, replaced by `***`."""
-    try:
-        parsed = httpx.URL(url)
-    except httpx.InvalidURL:
-        return "<invalid URL>"
-    if not parsed.password:
-        return url
-    return str(parsed.copy_with(username=parsed.username, password="***"))
-
-
 def _check_url(instance: object, attribute: attrs.Attribute[str], value: str) -> None:
     try:
         parsed = httpx.URL(value)
@@ -120,10 +110,11 @@ def _check_url(instance: object, attribute: attrs.Attribute[str], value: str) ->
         if any(c.isspace() for c in value) or not 0 < (parsed.port or 80) < 65536:
             raise httpx.InvalidURL("a space or a port out of range")
     except httpx.InvalidURL as exc:
-        raise ConfigError("sink", f"not a valid URL: {redact(value)!r} ({exc})") from None
+        raise ConfigError("sink", f"not a valid URL: {mask_url(value)!r} ({exc})") from None
     if parsed.scheme not in ("http", "https") or not parsed.host:
         raise ConfigError(
-            "sink", f"a webhook needs an http:// or https:// URL with a host, got {redact(value)!r}"
+            "sink",
+            f"a webhook needs an http:// or https:// URL with a host, got {mask_url(value)!r}",
         )
 
 
@@ -150,7 +141,7 @@ class WebhookSink:
         transport: an httpx transport to use instead of the network, for tests.
     """
 
-    url: str = attrs.field(validator=_check_url, repr=lambda url: repr(redact(url)))
+    url: str = attrs.field(validator=_check_url, repr=lambda url: repr(mask_url(url)))
     options: SinkOptions = attrs.field(factory=SinkOptions)
     clock: Callable[[], float] = attrs.field(default=time.time, repr=False)
     transport: httpx.AsyncBaseTransport | None = attrs.field(default=None, repr=False)

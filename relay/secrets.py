@@ -1,0 +1,125 @@
+"""Finding and masking secrets in DSNs, sink URLs and any text that may quote them.
+
+One rule, said once, for libpq URLs, key=value conninfo strings and sink URLs alike:
+
+- A URL's user information ends at the last `@` before its host. A password may hold any URL
+  delimiter unencoded (`/ ? # @ : %`, spaces, quotes), so the host is not where a URL parser puts
+  it: the end is the last `@`, unless the later ones all sit in the query of a well-formed reading
+  with no user information or one ending at an earlier `@` (`https://u:p@h/x?to=a@b` keeps its
+  query). Only a password holding
+  a `?name=value`, after something that reads as a host, can be cut in the wrong place.
+- The user name ends at its first `:`; what follows is the password. A lone user name is a
+  credential where the scheme sends it as one (a NATS token, HTTP basic authentication), else a
+  name, shown.
+- A value named like a secret (`password`, `sslpassword`, `token`, `secret`...) is one too: in a
+  URL's query up to the next `name=`, in a conninfo string quoted or up to a space.
+
+A secret is replaced by `***`. Text that may quote one in pieces (a parser's error, a log line) is
+masked with `find_secrets` of the DSN or URL it came from as well.
+"""
+
+from __future__ import annotations
+
+import re
+import urllib.parse
+from collections.abc import Iterable
+
+MASK = "***"
+
+_TOKEN_SCHEMES = frozenset({"nats", "http", "https"})
+_SECRET_NAME = r"[\w.-]*(?:password|passwd|pwd|token|secret|api_?key)"
+# A query value runs to the next parameter: the secret may hold `&` or `#` unencoded.
+_SECRET_PARAMETER = re.compile(
+    rf"(?P<name>[?&]{_SECRET_NAME}=)(?P<value>(?:(?!&[\w.-]+=).)*)", re.IGNORECASE | re.DOTALL
+)
+_MASKED_PARAMETER = rf"\g<name>{MASK}"
+# libpq's conninfo: a value in single quotes (backslash escapes), else up to a space.
+_SECRET_KEYWORD = rf"(?P<name>\b{_SECRET_NAME}\s*=\s*)(?P<value>'(?:[^'\\]|\\.)*'?|\S+)"
+# In free text a URL runs to the next space, and is masked as a URL.
+_URL_OR_KEYWORD = re.compile(
+    rf"(?P<url>\b[A-Za-z][A-Za-z0-9+.-]*://\S+)|{_SECRET_KEYWORD}", re.IGNORECASE | re.DOTALL
+)
+_HOST = r"(?:\[[^\]\s/?#@]*\]|[^\[\]\s/?#@:,]*)(?::\d*)?"
+# What may follow the user information: hosts, a path, a query of name=value pairs, a fragment.
+_AFTER_USERINFO = re.compile(
+    rf"{_HOST}(?:,{_HOST})*(?:/[^?#]*)?"
+    r"(?:\?(?P<query>[\w.-]+=[^&#]*(?:&[\w.-]+=[^&#]*)*))?(?:#.*)?",
+    re.DOTALL,
+)
+_DELIMITERS = re.compile(r"[/?#@:&=\s'\"]")
+_SHORTEST_PIECE = 4  # shorter pieces of a secret are too likely to be ordinary words
+
+
+def mask_url(url: str) -> str:
+    """`url` with its password (or token) and its secret query parameters replaced by `***`."""
+    split = _split(url)
+    if split is None:
+        return _SECRET_PARAMETER.sub(_MASKED_PARAMETER, url)
+    scheme, shown, _, after = split
+    return f"{scheme}://{shown}@{_SECRET_PARAMETER.sub(_MASKED_PARAMETER, after)}"
+
+
+def mask(text: str, secrets: Iterable[str] = ()) -> str:
+    """`text` with each of `secrets`, and whatever the module's rule finds, replaced by `***`."""
+    for secret in sorted({s for s in secrets if s}, key=len, reverse=True):
+        text = text.replace(secret, MASK)
+    return _URL_OR_KEYWORD.sub(_mask_match, text)
+
+
+def find_secrets(dsn_or_url: str) -> list[str]:
+    """The secrets a DSN or URL holds, to mask wherever they may be quoted.
+
+    Each as written and decoded, and every piece of it between delimiters (a parser may quote one
+    alone); longest first, so that masking a piece cannot leave the rest of a longer one behind.
+    """
+    found: set[str] = set()
+    if "://" in dsn_or_url:
+        split = _split(dsn_or_url)
+        if split is not None and split[2] is not None:
+            found.add(split[2])
+        found |= {match["value"] for match in _SECRET_PARAMETER.finditer(dsn_or_url)}
+    else:
+        keywords = re.finditer(_SECRET_KEYWORD, dsn_or_url, re.IGNORECASE | re.DOTALL)
+        found |= {_unquote(match["value"]) for match in keywords}
+    found |= {urllib.parse.unquote(secret) for secret in found}
+    found |= {p for s in found for p in _DELIMITERS.split(s) if len(p) >= _SHORTEST_PIECE}
+    return sorted((s for s in found if s), key=lambda s: (-len(s), s))
+
+
+def _split(url: str) -> tuple[str, str, str | None, str] | None:
+    """`url`'s scheme, its user information as shown masked, its secret (None for a lone user
+    name) and what follows the user information; None when it has none."""
+    scheme, sep, rest = url.partition("://")
+    at = _userinfo_end(rest) if sep else -1
+    if at < 0:
+        return None
+    user, colon, password = rest[:at].partition(":")
+    if colon:
+        return scheme, f"{user}:{MASK}", password, rest[at + 1 :]
+    if scheme.lower() in _TOKEN_SCHEMES:
+        return scheme, MASK, user, rest[at + 1 :]
+    return scheme, user, None, rest[at + 1 :]
+
+
+def _userinfo_end(rest: str) -> int:
+    """The index of the `@` that ends the user information in `rest` (a URL after `://`), or -1."""
+    ats = [i for i, c in enumerate(rest) if c == "@"]
+    for at in [-1, *ats[:-1]]:  # -1: no user information at all
+        reading = _AFTER_USERINFO.fullmatch(rest, at + 1)
+        query = len(rest) if reading is None or reading["query"] is None else reading.start("query")
+        if all(later > query for later in ats if later > at):
+            return at  # the later `@`s are in this reading's query, not in a password
+    return ats[-1] if ats else -1
+
+
+def _mask_match(match: re.Match[str]) -> str:
+    if match["url"] is not None:
+        return mask_url(match["url"])
+    return f"{match['name']}{MASK}"
+
+
+def _unquote(value: str) -> str:
+    if not value.startswith("'"):
+        return value
+    quoted = value[1:-1] if len(value) > 1 and value.endswith("'") else value[1:]
+    return re.sub(r"\\(.)", r"\1", quoted, flags=re.DOTALL)
