@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import psycopg
@@ -65,6 +67,19 @@ def connection_kwargs(config: Config) -> dict[str, Any]:
         "keepalives_count": 3,
     }
     return kwargs
+
+
+@contextmanager
+def map_psycopg_errors(
+    config: Config, doing: str, *, into: type[OutboxUnavailable] | None = None
+) -> Iterator[None]:
+    """Raise a psycopg error from the block as relay's (see `translate`), or as `into` with its
+    message; from None, as psycopg's own may quote the DSN."""
+    try:
+        yield
+    except psycopg.Error as exc:
+        error = translate(exc, config, doing)
+        raise (error if into is None else into(str(error))) from None
 
 
 def translate(exc: psycopg.Error, config: Config, doing: str) -> OutboxUnavailable:

@@ -27,8 +27,9 @@ from psycopg_pool import AsyncConnectionPool
 
 from ..aio import asyncio_loop
 from ..config import Config
+from ..errors import OutboxUnavailable
 from ..ports import Backlog, JsonObject, OutboxEvent, Retry
-from .connect import connection_kwargs, translate
+from .connect import connection_kwargs, map_psycopg_errors
 from .migrations import require_latest
 from .notifications import Notifications
 from .queries import Queries
@@ -120,7 +121,7 @@ class PostgresBatch:
             for id, reason in bury.items()
         ]
         queries = self.outbox.queries
-        try:
+        with map_psycopg_errors(self.outbox.config, "settle"):
             if put_back or dead:
                 async with self.conn.cursor() as cursor:
                     await cursor.execute(queries.quiet)
@@ -129,8 +130,6 @@ class PostgresBatch:
                     if dead:
                         await cursor.executemany(queries.bury, dead)
             await self.conn.commit()
-        except psycopg.Error as exc:
-            raise translate(exc, self.outbox.config, "settle") from None
         self.settled = True
         await self.outbox._tidy_up(self.conn, removed=len(self.events) - len(put_back))
 
@@ -164,25 +163,22 @@ class PostgresOutbox:
             return
         self._removed = 0
         try:
-            await conn.execute(self.queries.vacuum)
-        except psycopg.Error as exc:  # tidying up is not delivery: say so, and go on
-            log.warning("VACUUM of the outbox failed: %s", translate(exc, self.config, "vacuum"))
+            with map_psycopg_errors(self.config, "vacuum"):
+                await conn.execute(self.queries.vacuum)
+        except OutboxUnavailable as exc:  # tidying up is not delivery: say so, and go on
+            log.warning("VACUUM of the outbox failed: %s", exc)
 
     async def _aio(
         self, doing: str, fn: Callable[P, Awaitable[T]], *args: P.args, **kwargs: P.kwargs
     ) -> T:
-        try:
+        with map_psycopg_errors(self.config, doing):
             result: T = await trio_asyncio.aio_as_trio(fn)(*args, **kwargs)
             return result
-        except psycopg.Error as exc:
-            raise translate(exc, self.config, doing) from None
 
     @asynccontextmanager
     async def claim(self, limit: int) -> AsyncIterator[PostgresBatch]:
-        try:
+        with map_psycopg_errors(self.config, "claim"):
             conn, rows, contended, due = await self._claim_rows(limit)
-        except psycopg.Error as exc:
-            raise translate(exc, self.config, "claim") from None
         batch = None
         try:
             batch = PostgresBatch(
@@ -294,10 +290,8 @@ class PostgresOutbox:
         Runs on the outbox's own loop, so any trio task can ask (a metrics server outside the
         relay's task tree too). Counting is O(n) in the pending events: see `Queries.backlog`.
         """
-        try:
+        with map_psycopg_errors(self.config, "backlog"):
             pending, age, usage = await trio_asyncio.aio_as_trio(self._backlog, loop=self.loop)()
-        except psycopg.Error as exc:
-            raise translate(exc, self.config, "backlog") from None
         return Backlog(pending=pending, oldest_age=age, notification_queue_usage=usage)
 
     async def _backlog(self) -> tuple[int, float | None, float]:
