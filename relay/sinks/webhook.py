@@ -27,8 +27,7 @@ import hmac
 import ssl
 import time
 from collections.abc import AsyncGenerator, Callable, Sequence
-from types import TracebackType
-from typing import Self, cast
+from typing import cast
 
 import attrs
 import httpx
@@ -39,6 +38,7 @@ from ..ports import OutboxEvent
 from ..secrets import mask_url
 from .encoding import encode_event
 from .lanes import Failure, deliver_in_lanes
+from .lifetime import NetworkSink, close_bounded
 from .options import SinkOptions
 
 SIGNATURE_HEADER = "Relay-Signature"
@@ -49,7 +49,6 @@ DEFAULT_TOLERANCE = 300.0
 _USER_AGENT = "relay-webhook"
 _DETAIL_BYTES = 200  # of an error answer's body, kept for `last_error`
 _DRAIN_LIMIT = 64 * 1024  # past this an answer's body is dropped with its connection
-_CLOSE_TIMEOUT = 5.0
 
 
 def sign(secret: str | bytes, body: bytes, timestamp: int) -> str:
@@ -119,7 +118,7 @@ def _check_url(instance: object, attribute: attrs.Attribute[str], value: str) ->
 
 
 @attrs.define(eq=False)
-class WebhookSink:
+class WebhookSink(NetworkSink[httpx.AsyncClient]):
     """POSTs each event to `url`; events of different keys concurrently, of one key in order.
 
     Use it as an async context manager: entering opens the connection pool, leaving closes it (the
@@ -145,7 +144,6 @@ class WebhookSink:
     options: SinkOptions = attrs.field(factory=SinkOptions)
     clock: Callable[[], float] = attrs.field(default=time.time, repr=False)
     transport: httpx.AsyncBaseTransport | None = attrs.field(default=None, repr=False)
-    _client: httpx.AsyncClient | None = attrs.field(default=None, init=False, repr=False)
     _limiter: trio.CapacityLimiter = attrs.field(init=False, repr=False)
     _verify: bool | ssl.SSLContext = attrs.field(init=False, repr=False)
 
@@ -165,27 +163,17 @@ class WebhookSink:
                 "sink.ca_file", f"cannot load {self.options.ca_file}: {exc}"
             ) from None
 
-    async def __aenter__(self) -> Self:
-        if self._client is not None:
-            raise RuntimeError("this WebhookSink is already open")
-        self._client = self._open_client()
-        return self
+    uses_asyncio = False  # httpx runs on trio itself
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        client, self._client = self._client, None
-        if client is not None:
-            with trio.move_on_after(_CLOSE_TIMEOUT, shield=True):
-                await client.aclose()
+    async def _connect(self, stack: contextlib.AsyncExitStack) -> httpx.AsyncClient:
+        client = self._open_client()
+        stack.push_async_callback(close_bounded, client.aclose)
+        return client
 
     async def deliver(self, events: Sequence[OutboxEvent]) -> None:
         """Send the events; raise `PartialDelivery` if any was not delivered."""
-        if self._client is not None:
-            await self._deliver(self._client, events)
+        if self._session is not None:
+            await self._deliver(self._session, events)
         else:
             async with self._open_client() as client:
                 await self._deliver(client, events)
