@@ -22,21 +22,16 @@ T = TypeVar("T")
 get_running_loop = asyncio.get_running_loop
 
 
-def current_loop() -> Any:
-    """The trio-asyncio loop the current trio task runs asyncio code on, or None."""
-    return trio_asyncio.current_loop.get()
-
-
 @asynccontextmanager
-async def asyncio_loop() -> AsyncIterator[None]:
-    """Use the caller's trio-asyncio loop, or open one for as long as the block runs."""
-    if current_loop() is not None:
-        yield
+async def asyncio_loop() -> AsyncIterator[Any]:
+    """Use the caller's trio-asyncio loop, or open one for as long as the block runs; yields it."""
+    if (loop := trio_asyncio.current_loop.get()) is not None:
+        yield loop
         return
     failure: Exception | None = None
-    async with trio_asyncio.open_loop():
+    async with trio_asyncio.open_loop() as loop:
         try:
-            yield
+            yield loop
         except Exception as exc:
             # Carried past the loop's own nursery, so the caller sees the error itself
             # (say, SchemaMissing) rather than a group around it.
@@ -46,7 +41,7 @@ async def asyncio_loop() -> AsyncIterator[None]:
 
 
 def aio_as_trio(fn: Callable[P, Awaitable[T]], *, loop: Any = None) -> Callable[P, Awaitable[T]]:
-    """`fn`, an asyncio coroutine function, made awaitable from trio on `loop` (a loop from
-    `current_loop`), by default the current task's."""
+    """`fn`, an asyncio coroutine function, made awaitable from trio on `loop` (as
+    `asyncio_loop` yields it), by default the current task's."""
     wrapped: Callable[P, Awaitable[T]] = trio_asyncio.aio_as_trio(fn, loop=loop)
     return wrapped

@@ -1,21 +1,19 @@
-"""Finding and masking secrets in DSNs, sink URLs and any text that may quote them.
+"""Finding and masking secrets in DSNs, sink URLs and the text that may quote them.
 
-One rule, said once, for libpq URLs, key=value conninfo strings and sink URLs alike:
+One rule, for libpq URLs and conninfo strings and sink URLs alike, each secret masked as `***`:
 
-- A URL's user information ends at the last `@` before its host. A password may hold any URL
-  delimiter unencoded (`/ ? # @ : %`, spaces, quotes), so the host is not where a URL parser puts
-  it: the end is the last `@`, unless the later ones all sit in the query of a well-formed reading
-  with no user information or one ending at an earlier `@` (`https://u:p@h/x?to=a@b` keeps its
-  query). Only a password holding
-  a `?name=value`, after something that reads as a host, can be cut in the wrong place.
-- The user name ends at its first `:`; what follows is the password. A lone user name is a
-  credential where the scheme sends it as one (a NATS token, HTTP basic authentication), else a
-  name, shown.
-- A value named like a secret (`password`, `sslpassword`, `token`, `secret`...) is one too: in a
-  URL's query up to the next `name=`, in a conninfo string quoted or up to a space.
+- A URL's user information ends at the last `@` before its host. A password may hold any
+  delimiter unencoded (`/ ? # @ : %`, spaces, quotes), so that is the last `@`, unless the later
+  ones all sit in the query of a well-formed reading with no user information or one ending at an
+  earlier `@` (`https://u:p@h/x?to=a@b`). Only a password holding `?name=value` after something
+  that reads as a host can be cut in the wrong place.
+- The password follows the user name's first `:`. A lone user name is a credential where the
+  scheme sends it as one (a NATS token, HTTP basic authentication), else a name, shown.
+- Values named like secrets (`password`, `sslpassword`, `token`, `secret`...) are too: in a URL's
+  query up to the next `name=`, in conninfo quoted or up to a space.
 
-A secret is replaced by `***`. Text that may quote one in pieces (a parser's error, a log line) is
-masked with `find_secrets` of the DSN or URL it came from as well.
+Text that may quote a secret in pieces (a parser's error, a log line) is masked with
+`find_secrets` of the DSN or URL it came from.
 """
 
 from __future__ import annotations
@@ -63,7 +61,9 @@ def mask(text: str, secrets: Iterable[str] = ()) -> str:
     """`text` with each of `secrets`, and whatever the module's rule finds, replaced by `***`."""
     for secret in sorted({s for s in secrets if s}, key=len, reverse=True):
         text = text.replace(secret, MASK)
-    return _URL_OR_KEYWORD.sub(_mask_match, text)
+    return _URL_OR_KEYWORD.sub(
+        lambda found: mask_url(found["url"]) if found["url"] else f"{found['name']}{MASK}", text
+    )
 
 
 def find_secrets(dsn_or_url: str) -> list[str]:
@@ -110,12 +110,6 @@ def _userinfo_end(rest: str) -> int:
         if all(later > query for later in ats if later > at):
             return at  # the later `@`s are in this reading's query, not in a password
     return ats[-1] if ats else -1
-
-
-def _mask_match(match: re.Match[str]) -> str:
-    if match["url"] is not None:
-        return mask_url(match["url"])
-    return f"{match['name']}{MASK}"
 
 
 def _unquote(value: str) -> str:

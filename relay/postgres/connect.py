@@ -73,22 +73,20 @@ def connection_kwargs(config: Config) -> dict[str, Any]:
 def map_psycopg_errors(
     config: Config, doing: str, *, into: type[OutboxUnavailable] | None = None
 ) -> Iterator[None]:
-    """Raise a psycopg error from the block as relay's (see `translate`), or as `into` with its
-    message; from None, as psycopg's own may quote the DSN."""
+    """Raise a psycopg error from the block, met while `doing` something, as relay's: `into` if
+    given, else `SchemaMissing` or `OutboxUnavailable`. From None: psycopg's may quote the DSN."""
     try:
         yield
     except psycopg.Error as exc:
-        error = translate(exc, config, doing)
+        where = describe_dsn(config.dsn)
+        if isinstance(exc, psycopg.errors.UndefinedTable | psycopg.errors.InvalidSchemaName):
+            error: OutboxUnavailable = SchemaMissing(
+                f"the outbox in schema {config.schema!r} is missing at {where}: run `relay migrate`"
+            )
+        else:
+            text = str(exc).strip()
+            first_line = text.splitlines()[0] if text else type(exc).__name__
+            error = OutboxUnavailable(
+                f"{doing} failed at {where}: {mask(first_line, find_secrets(config.dsn))}"
+            )
         raise (error if into is None else into(str(error))) from None
-
-
-def translate(exc: psycopg.Error, config: Config, doing: str) -> OutboxUnavailable:
-    """The relay error for a psycopg error raised while `doing` something."""
-    if isinstance(exc, psycopg.errors.UndefinedTable | psycopg.errors.InvalidSchemaName):
-        return SchemaMissing(
-            f"the outbox in schema {config.schema!r} is missing at {describe_dsn(config.dsn)}: "
-            "run `relay migrate`"
-        )
-    first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    shown = mask(first_line, find_secrets(config.dsn))
-    return OutboxUnavailable(f"{doing} failed at {describe_dsn(config.dsn)}: {shown}")

@@ -24,7 +24,7 @@ from psycopg.adapt import Loader
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
-from ..aio import aio_as_trio, asyncio_loop, current_loop, get_running_loop
+from ..aio import aio_as_trio, asyncio_loop, get_running_loop
 from ..config import Config
 from ..errors import OutboxUnavailable
 from ..ports import Backlog, JsonObject, OutboxEvent, Retry
@@ -324,7 +324,7 @@ async def open_postgres_outbox(config: Config) -> AsyncIterator[PostgresOutbox]:
         SchemaMissing: the outbox tables are not there, or not migrated to the latest version
             (run `relay migrate`).
     """
-    async with asyncio_loop():
+    async with asyncio_loop() as loop:
         queries = Queries(config.schema)
         kwargs = connection_kwargs(config)
         pool: AsyncConnectionPool[TrioConnection] = AsyncConnectionPool(
@@ -341,7 +341,7 @@ async def open_postgres_outbox(config: Config) -> AsyncIterator[PostgresOutbox]:
             configure=_configure,
             name=f"relay-{config.schema}",
         )
-        outbox = PostgresOutbox(config, pool, queries, loop=current_loop())
+        outbox = PostgresOutbox(config, pool, queries, loop=loop)
         # A direct first connection gives the user the server's own words for a bad DSN, where
         # the pool would only time out; it also checks that the schema was migrated.
         with map_psycopg_errors(config, "connect"):
