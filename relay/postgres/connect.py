@@ -11,7 +11,7 @@ from psycopg import conninfo
 
 from ..config import Config
 from ..errors import OutboxUnavailable, SchemaMissing
-from ..secrets import find_secrets, mask
+from ..secrets import find_secrets, mask, mask_url
 
 
 def describe_dsn(dsn: str) -> str:
@@ -22,7 +22,13 @@ def describe_dsn(dsn: str) -> str:
         return "(unparseable DSN)"
     host = params.get("host") or params.get("hostaddr") or "(libpq default host)"
     port = params.get("port") or "5432"
-    return f"{host}:{port}/{params.get('dbname') or '(default database)'}"
+    where = f"{host}:{port}/{params.get('dbname') or '(default database)'}"
+    # A password holding an unencoded delimiter makes libpq read another password than the one
+    # written, and a piece of it as the host, port or database: then show the DSN as written,
+    # masked, which names what libpq misread.
+    secrets = find_secrets(dsn)
+    misread = params.get("password") not in (None, *secrets) or mask(where, secrets) != where
+    return mask_url(dsn) if misread else where
 
 
 # plan_cache_mode: the claim's prepared statements keep their one generic plan. Left to choose,
