@@ -32,10 +32,14 @@ _SECRET_PARAMETER = re.compile(
 )
 _MASKED_PARAMETER = rf"\g<name>{MASK}"
 # libpq's conninfo: a value in single quotes (backslash escapes), else up to a space.
-_SECRET_KEYWORD = rf"(?P<name>\b{_SECRET_NAME}\s*=\s*)(?P<value>'(?:[^'\\]|\\.)*'?|\S+)"
+_SECRET_KEYWORD = re.compile(
+    rf"(?P<name>\b{_SECRET_NAME}\s*=\s*)(?P<value>'(?:[^'\\]|\\.)*'?|\S+)",
+    re.IGNORECASE | re.DOTALL,
+)
 # In free text a URL runs to the next space, and is masked as a URL.
 _URL_OR_KEYWORD = re.compile(
-    rf"(?P<url>\b[A-Za-z][A-Za-z0-9+.-]*://\S+)|{_SECRET_KEYWORD}", re.IGNORECASE | re.DOTALL
+    rf"(?P<url>\b[A-Za-z][A-Za-z0-9+.-]*://\S+)|{_SECRET_KEYWORD.pattern}",
+    re.IGNORECASE | re.DOTALL,
 )
 _HOST = r"(?:\[[^\]\s/?#@]*\]|[^\[\]\s/?#@:,]*)(?::\d*)?"
 # What may follow the user information: hosts, a path, a query of name=value pairs, a fragment.
@@ -72,15 +76,16 @@ def find_secrets(dsn_or_url: str) -> list[str]:
     Each as written and decoded, and every piece of it between delimiters (a parser may quote one
     alone); longest first, so that masking a piece cannot leave the rest of a longer one behind.
     """
-    found: set[str] = set()
     if "://" in dsn_or_url:
-        split = _split(dsn_or_url)
-        if split is not None and split[2] is not None:
+        found = {match["value"] for match in _SECRET_PARAMETER.finditer(dsn_or_url)}
+        if (split := _split(dsn_or_url)) and split[2] is not None:
             found.add(split[2])
-        found |= {match["value"] for match in _SECRET_PARAMETER.finditer(dsn_or_url)}
-    else:
-        keywords = re.finditer(_SECRET_KEYWORD, dsn_or_url, re.IGNORECASE | re.DOTALL)
-        found |= {_unquote(match["value"]) for match in keywords}
+    else:  # conninfo: a quoted value with its backslash escapes undone
+        keywords = (match["value"] for match in _SECRET_KEYWORD.finditer(dsn_or_url))
+        found = {
+            re.sub(r"(?s)\\(.)", r"\1", k[1:].removesuffix("'")) if k[0] == "'" else k
+            for k in keywords
+        }
     found |= {urllib.parse.unquote(secret) for secret in found}
     found |= {p for s in found for p in _DELIMITERS.split(s) if len(p) >= _SHORTEST_PIECE}
     return sorted((s for s in found if s), key=lambda s: (-len(s), s))
@@ -110,10 +115,3 @@ def _userinfo_end(rest: str) -> int:
         if all(later > query for later in ats if later > at):
             return at  # the later `@`s are in this reading's query, not in a password
     return ats[-1] if ats else -1
-
-
-def _unquote(value: str) -> str:
-    if not value.startswith("'"):
-        return value
-    quoted = value[1:-1] if len(value) > 1 and value.endswith("'") else value[1:]
-    return re.sub(r"\\(.)", r"\1", quoted, flags=re.DOTALL)

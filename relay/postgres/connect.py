@@ -23,9 +23,8 @@ def describe_dsn(dsn: str) -> str:
     host = params.get("host") or params.get("hostaddr") or "(libpq default host)"
     port = params.get("port") or "5432"
     where = f"{host}:{port}/{params.get('dbname') or '(default database)'}"
-    # A password holding an unencoded delimiter makes libpq read another password than the one
-    # written, and a piece of it as the host, port or database: then show the DSN as written,
-    # masked, which names what libpq misread.
+    # A password holding an unencoded delimiter makes libpq misread it, and a piece of it as the
+    # host, port or database: then show the DSN as written, masked.
     secrets = find_secrets(dsn)
     misread = params.get("password") not in (None, *secrets) or mask(where, secrets) != where
     return mask_url(dsn) if misread else where

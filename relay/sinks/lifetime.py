@@ -14,8 +14,7 @@ from ..aio import asyncio_loop
 
 S = TypeVar("S")
 
-CLOSE_TIMEOUT = 5.0
-"""Seconds a sink waits for its connection to close before it lets go of it."""
+CLOSE_TIMEOUT = 5.0  # seconds a sink waits for its connection to close before it lets go
 
 
 @attrs.define(eq=False)

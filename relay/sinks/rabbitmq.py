@@ -272,7 +272,6 @@ class RabbitMQSink(NetworkSink[_Session]):
         text = str(exc)
         if not text and isinstance(exc, StopAsyncIteration | EOFError):
             text = "the connection was closed"  # how the client reports a refused handshake
-        # A client error may quote its URL; never let the password through (nor mask the
-        # default one, which is also the default user's name).
+        # A client error may quote its URL: mask its password, but not `guest`, the default user.
         text = mask(text, find_secrets(self.url) if self.target.password != "guest" else ())
         return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
