@@ -8,7 +8,7 @@ import logging
 import sys
 from collections.abc import Iterable
 
-from ..secrets import mask_secrets
+from ..secrets import mask
 
 
 class _MaskSecrets(logging.Filter):
@@ -30,7 +30,7 @@ class _MaskSecrets(logging.Filter):
         return True
 
     def mask(self, text: str) -> str:
-        return mask_secrets(text, self.secrets)
+        return mask(text, self.secrets)
 
 
 class JsonFormatter(logging.Formatter):

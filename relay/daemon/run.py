@@ -15,8 +15,8 @@ import trio
 from ..errors import RelayError, RestartIntensityExceeded
 from ..ports import Sink
 from ..runtime import RelayHandle, run_relay
+from ..secrets import find_secrets
 from ..sinks import SinkOptions, open_sink
-from ..sinks.urls import url_secrets
 from .logs import configure
 from .settings import Settings
 
@@ -89,15 +89,13 @@ def run_daemon(settings: Settings) -> Stopped:
     Raises:
         ConfigError: the sink cannot be opened as configured.
     """
-    from ..postgres.connect import dsn_password
-
     configure(
         settings.log_level,
         settings.log_format,
         secrets=[
-            dsn_password(settings.config.dsn) or "",
+            *find_secrets(settings.config.dsn),
             settings.webhook_secret or "",
-            *url_secrets(settings.sink),
+            *find_secrets(settings.sink),
         ],
     )
     sink = _sink(settings)

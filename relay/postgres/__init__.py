@@ -1,4 +1,4 @@
-"""relay's PostgreSQL side: the only code that imports psycopg and trio_asyncio.
+"""relay's PostgreSQL side: the only code that imports psycopg.
 
 A package rather than one `postgres.py`, so that each part stays one job: `queries` (every
 statement, named), `migrations` (the schema), `outbox` (the `Outbox` port), `enqueue` (the
@@ -7,7 +7,6 @@ writer's API) and `connect` (connection settings and the psycopg-to-relay error 
 
 from typing import TYPE_CHECKING, Any
 
-from .connect import redact as redact
 from .enqueue import NewEvent as NewEvent
 from .enqueue import enqueue as enqueue
 from .enqueue import enqueue_async as enqueue_async
@@ -22,8 +21,8 @@ if TYPE_CHECKING:
 
 
 def __getattr__(name: str) -> Any:
-    # Loaded on first use: importing trio_asyncio installs its asyncio policy, which a program
-    # that only enqueues (perhaps from plain asyncio) should not pay for.
+    # Loaded on first use: importing trio-asyncio (through relay.aio) installs its asyncio
+    # policy, which a program that only enqueues (perhaps from plain asyncio) should not pay for.
     if name in ("PostgresOutbox", "open_postgres_outbox"):
         from . import outbox
 
@@ -41,5 +40,4 @@ __all__ = [
     "enqueue_many_async",
     "migrate",
     "open_postgres_outbox",
-    "redact",
 ]

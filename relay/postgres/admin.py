@@ -13,7 +13,7 @@ from psycopg import sql
 from psycopg.rows import dict_row
 
 from ..config import Config
-from .connect import connection_kwargs, translate
+from .connect import connection_kwargs, map_psycopg_errors
 from .migrations import require_latest, schema_version
 from .queries import Queries
 
@@ -51,12 +51,12 @@ class DeadFilter:
 
 @contextmanager
 def _connect(config: Config, doing: str) -> Iterator[psycopg.Connection[Any]]:
-    try:
-        with psycopg.connect(config.dsn, **connection_kwargs(config)) as conn:
-            require_latest(config, schema_version(conn, config))
-            yield conn
-    except psycopg.Error as exc:
-        raise translate(exc, config, doing) from None
+    with (
+        map_psycopg_errors(config, doing),
+        psycopg.connect(config.dsn, **connection_kwargs(config)) as conn,
+    ):
+        require_latest(config, schema_version(conn, config))
+        yield conn
 
 
 def status(config: Config) -> OutboxStatus:

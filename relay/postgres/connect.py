@@ -1,7 +1,9 @@
-"""Connection settings, password redaction and the psycopg-to-relay error boundary."""
+"""Connection settings and the psycopg-to-relay error boundary."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import psycopg
@@ -9,21 +11,7 @@ from psycopg import conninfo
 
 from ..config import Config
 from ..errors import OutboxUnavailable, SchemaMissing
-from ..secrets import mask_secrets
-
-
-def dsn_password(dsn: str) -> str | None:
-    """The password written in `dsn`, if any (to mask it wherever it might be echoed)."""
-    try:
-        password = conninfo.conninfo_to_dict(dsn).get("password") if dsn else None
-    except psycopg.ProgrammingError:
-        return None
-    return str(password) if password else None
-
-
-def redact(text: str, dsn: str = "") -> str:
-    """`text` with any password (from `dsn`, or shaped like one) replaced by `***`."""
-    return mask_secrets(text, [dsn_password(dsn) or ""])
+from ..secrets import find_secrets, mask, mask_url
 
 
 def describe_dsn(dsn: str) -> str:
@@ -34,7 +22,12 @@ def describe_dsn(dsn: str) -> str:
         return "(unparseable DSN)"
     host = params.get("host") or params.get("hostaddr") or "(libpq default host)"
     port = params.get("port") or "5432"
-    return f"{host}:{port}/{params.get('dbname') or '(default database)'}"
+    where = f"{host}:{port}/{params.get('dbname') or '(default database)'}"
+    # A password holding an unencoded delimiter makes libpq misread it, and a piece of it as the
+    # host, port or database: then show the DSN as written, masked.
+    secrets = find_secrets(dsn)
+    misread = params.get("password") not in (None, *secrets) or mask(where, secrets) != where
+    return mask_url(dsn) if misread else where
 
 
 # plan_cache_mode: the claim's prepared statements keep their one generic plan. Left to choose,
@@ -81,14 +74,24 @@ def connection_kwargs(config: Config) -> dict[str, Any]:
     return kwargs
 
 
-def translate(exc: psycopg.Error, config: Config, doing: str) -> OutboxUnavailable:
-    """The relay error for a psycopg error raised while `doing` something."""
-    if isinstance(exc, psycopg.errors.UndefinedTable | psycopg.errors.InvalidSchemaName):
-        return SchemaMissing(
-            f"the outbox in schema {config.schema!r} is missing at {describe_dsn(config.dsn)}: "
-            "run `relay migrate`"
-        )
-    first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return OutboxUnavailable(
-        f"{doing} failed at {describe_dsn(config.dsn)}: {redact(first_line, config.dsn)}"
-    )
+@contextmanager
+def map_psycopg_errors(
+    config: Config, doing: str, *, into: type[OutboxUnavailable] | None = None
+) -> Iterator[None]:
+    """Raise a psycopg error from the block, met while `doing` something, as relay's: `into` if
+    given, else `SchemaMissing` or `OutboxUnavailable`. From None: psycopg's may quote the DSN."""
+    try:
+        yield
+    except psycopg.Error as exc:
+        where = describe_dsn(config.dsn)
+        if isinstance(exc, psycopg.errors.UndefinedTable | psycopg.errors.InvalidSchemaName):
+            error: OutboxUnavailable = SchemaMissing(
+                f"the outbox in schema {config.schema!r} is missing at {where}: run `relay migrate`"
+            )
+        else:
+            text = str(exc).strip()
+            first_line = text.splitlines()[0] if text else type(exc).__name__
+            error = OutboxUnavailable(
+                f"{doing} failed at {where}: {mask(first_line, find_secrets(config.dsn))}"
+            )
+        raise (error if into is None else into(str(error))) from None

@@ -10,7 +10,7 @@ from psycopg import sql
 
 from ..config import Config
 from ..errors import MigrationRefused, SchemaMissing
-from .connect import connection_kwargs, describe_dsn, translate
+from .connect import connection_kwargs, describe_dsn, map_psycopg_errors
 from .queries import Queries
 
 
@@ -180,11 +180,11 @@ def migrate(config: Config) -> list[Migration]:
         MigrationRefused: see `migrate_connection`.
     """
     kwargs = connection_kwargs(config) | {"application_name": f"{config.application_name}-migrate"}
-    try:
-        with psycopg.connect(config.dsn, autocommit=True, **kwargs) as conn:
-            return migrate_connection(conn, config)
-    except psycopg.Error as exc:
-        raise translate(exc, config, "migrate") from None
+    with (
+        map_psycopg_errors(config, "migrate"),
+        psycopg.connect(config.dsn, autocommit=True, **kwargs) as conn,
+    ):
+        return migrate_connection(conn, config)
 
 
 def require_latest(config: Config, version: int | None) -> None:

@@ -10,7 +10,7 @@ import trio
 
 from ..config import Config
 from ..errors import ListenerLost
-from .connect import translate
+from .connect import map_psycopg_errors
 
 
 @attrs.define(eq=False)
@@ -30,7 +30,7 @@ class Notifications:
 
     async def __anext__(self) -> None:
         pgconn = self.conn.pgconn
-        try:
+        with map_psycopg_errors(self.config, "listen", into=ListenerLost):
             while pgconn.notifies() is None:
                 await trio.lowlevel.wait_readable(pgconn.socket)
                 pgconn.consume_input()  # raises once the server closed the connection
@@ -38,5 +38,3 @@ class Notifications:
                     raise ListenerLost("the listening connection ended")
             while pgconn.notifies() is not None:
                 pass  # the rest of a burst: one wakeup is enough
-        except psycopg.Error as exc:
-            raise ListenerLost(str(translate(exc, self.config, "listen"))) from None

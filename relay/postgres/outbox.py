@@ -1,10 +1,10 @@
 """The `Outbox` port on PostgreSQL, through psycopg.
 
-The pool and the listening connection are psycopg asyncio objects, reached through trio-asyncio
-(`_aio`, which is also where their psycopg errors become relay errors). The claimed connection is
-a `TrioConnection`, which the drainer's claim, settle and rollback drive from trio directly: one
-claim is one round trip. A claim holds its connection and open transaction while the drainer
-delivers; leaving the claim without settling rolls it back, so every event returns untouched.
+The pool and the listening connection are psycopg asyncio objects, reached through `relay.aio`.
+The claimed connection is a `TrioConnection`, which the drainer's claim, settle and rollback drive
+from trio directly: one claim is one round trip. A claim holds its connection and open
+transaction while the drainer delivers; leaving the claim without settling rolls it back, so
+every event returns untouched.
 """
 
 from __future__ import annotations
@@ -13,22 +13,22 @@ import asyncio
 import logging
 import operator
 import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping, Sequence
+from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 from contextlib import asynccontextmanager
-from typing import Any, ParamSpec, TypeVar
+from typing import Any
 
 import attrs
 import psycopg
 import trio
-import trio_asyncio
 from psycopg.adapt import Loader
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
-from ..aio import asyncio_loop
+from ..aio import aio_as_trio, asyncio_loop, get_running_loop
 from ..config import Config
+from ..errors import OutboxUnavailable
 from ..ports import Backlog, JsonObject, OutboxEvent, Retry
-from .connect import connection_kwargs, translate
+from .connect import connection_kwargs, map_psycopg_errors
 from .migrations import require_latest
 from .notifications import Notifications
 from .queries import Queries
@@ -37,11 +37,8 @@ from .trio_connection import TrioConnection
 log = logging.getLogger("relay.postgres")
 
 # psycopg binds `asyncio.get_running_loop` when it is imported; if that happened before
-# trio_asyncio patched asyncio, psycopg cannot see a trio-asyncio loop. Point it at the patched one.
-psycopg.waiting.get_running_loop = asyncio.get_running_loop  # type: ignore[attr-defined]
-
-P = ParamSpec("P")
-T = TypeVar("T")
+# trio-asyncio patched asyncio, psycopg cannot see a trio-asyncio loop. Point it at the patched one.
+psycopg.waiting.get_running_loop = get_running_loop  # type: ignore[attr-defined]
 
 _CLEANUP_SECONDS = 5.0
 # The window a claim picks its partitions from is one batch of rows. When the other relays hold
@@ -120,7 +117,7 @@ class PostgresBatch:
             for id, reason in bury.items()
         ]
         queries = self.outbox.queries
-        try:
+        with map_psycopg_errors(self.outbox.config, "settle"):
             if put_back or dead:
                 async with self.conn.cursor() as cursor:
                     await cursor.execute(queries.quiet)
@@ -129,8 +126,6 @@ class PostgresBatch:
                     if dead:
                         await cursor.executemany(queries.bury, dead)
             await self.conn.commit()
-        except psycopg.Error as exc:
-            raise translate(exc, self.outbox.config, "settle") from None
         self.settled = True
         await self.outbox._tidy_up(self.conn, removed=len(self.events) - len(put_back))
 
@@ -164,25 +159,15 @@ class PostgresOutbox:
             return
         self._removed = 0
         try:
-            await conn.execute(self.queries.vacuum)
-        except psycopg.Error as exc:  # tidying up is not delivery: say so, and go on
-            log.warning("VACUUM of the outbox failed: %s", translate(exc, self.config, "vacuum"))
-
-    async def _aio(
-        self, doing: str, fn: Callable[P, Awaitable[T]], *args: P.args, **kwargs: P.kwargs
-    ) -> T:
-        try:
-            result: T = await trio_asyncio.aio_as_trio(fn)(*args, **kwargs)
-            return result
-        except psycopg.Error as exc:
-            raise translate(exc, self.config, doing) from None
+            with map_psycopg_errors(self.config, "vacuum"):
+                await conn.execute(self.queries.vacuum)
+        except OutboxUnavailable as exc:  # tidying up is not delivery: say so, and go on
+            log.warning("VACUUM of the outbox failed: %s", exc)
 
     @asynccontextmanager
     async def claim(self, limit: int) -> AsyncIterator[PostgresBatch]:
-        try:
+        with map_psycopg_errors(self.config, "claim"):
             conn, rows, contended, due = await self._claim_rows(limit)
-        except psycopg.Error as exc:
-            raise translate(exc, self.config, "claim") from None
         batch = None
         try:
             batch = PostgresBatch(
@@ -207,7 +192,7 @@ class PostgresOutbox:
         for attempt in range(1, attempts + 1):
             conn, self._spare = self._spare, None
             if conn is None:
-                conn = await trio_asyncio.aio_as_trio(self.pool.getconn)()
+                conn = await aio_as_trio(self.pool.getconn)()
             try:
                 rows, contended, due = await self._claim_on(conn, limit)
                 return conn, rows, contended, due
@@ -286,7 +271,7 @@ class PostgresOutbox:
         finally:
             # Closed or not, it goes back: the pool replaces a closed connection.
             with trio.move_on_after(_CLEANUP_SECONDS):
-                await trio_asyncio.aio_as_trio(self.pool.putconn)(conn)
+                await aio_as_trio(self.pool.putconn)(conn)
 
     async def backlog(self) -> Backlog:
         """Pending events, the oldest one's age and the NOTIFY queue's usage (`ReportsBacklog`).
@@ -294,10 +279,8 @@ class PostgresOutbox:
         Runs on the outbox's own loop, so any trio task can ask (a metrics server outside the
         relay's task tree too). Counting is O(n) in the pending events: see `Queries.backlog`.
         """
-        try:
-            pending, age, usage = await trio_asyncio.aio_as_trio(self._backlog, loop=self.loop)()
-        except psycopg.Error as exc:
-            raise translate(exc, self.config, "backlog") from None
+        with map_psycopg_errors(self.config, "backlog"):
+            pending, age, usage = await aio_as_trio(self._backlog, loop=self.loop)()
         return Backlog(pending=pending, oldest_age=age, notification_queue_usage=usage)
 
     async def _backlog(self) -> tuple[int, float | None, float]:
@@ -311,12 +294,13 @@ class PostgresOutbox:
 
     @asynccontextmanager
     async def listen(self) -> AsyncIterator[AsyncIterator[None]]:
-        conn = await self._aio("listen", self._listen_connection)
+        with map_psycopg_errors(self.config, "listen"):
+            conn = await aio_as_trio(self._listen_connection)()
         try:
             yield Notifications(conn, self.config)
         finally:
             with trio.CancelScope(shield=True), trio.move_on_after(_CLEANUP_SECONDS):
-                await trio_asyncio.aio_as_trio(conn.close)()
+                await aio_as_trio(conn.close)()
 
     async def _listen_connection(self) -> psycopg.AsyncConnection[Any]:
         conn = await psycopg.AsyncConnection.connect(
@@ -340,7 +324,7 @@ async def open_postgres_outbox(config: Config) -> AsyncIterator[PostgresOutbox]:
         SchemaMissing: the outbox tables are not there, or not migrated to the latest version
             (run `relay migrate`).
     """
-    async with asyncio_loop():
+    async with asyncio_loop() as loop:
         queries = Queries(config.schema)
         kwargs = connection_kwargs(config)
         pool: AsyncConnectionPool[TrioConnection] = AsyncConnectionPool(
@@ -357,19 +341,20 @@ async def open_postgres_outbox(config: Config) -> AsyncIterator[PostgresOutbox]:
             configure=_configure,
             name=f"relay-{config.schema}",
         )
-        outbox = PostgresOutbox(config, pool, queries, loop=trio_asyncio.current_loop.get())
+        outbox = PostgresOutbox(config, pool, queries, loop=loop)
         # A direct first connection gives the user the server's own words for a bad DSN, where
         # the pool would only time out; it also checks that the schema was migrated.
-        await outbox._aio("connect", _check_reachable, config, kwargs, queries)
-        await outbox._aio("connect", pool.open)
+        with map_psycopg_errors(config, "connect"):
+            await aio_as_trio(_check_reachable)(config, kwargs, queries)
+            await aio_as_trio(pool.open)()
         try:
             yield outbox
         finally:
             with trio.CancelScope(shield=True), trio.move_on_after(_CLEANUP_SECONDS):
                 spare, outbox._spare = outbox._spare, None
                 if spare is not None:
-                    await trio_asyncio.aio_as_trio(pool.putconn)(spare)
-                await trio_asyncio.aio_as_trio(pool.close)()
+                    await aio_as_trio(pool.putconn)(spare)
+                await aio_as_trio(pool.close)()
 
 
 _CHECK_ATTEMPTS = 5

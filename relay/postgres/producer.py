@@ -9,7 +9,7 @@ import attrs
 import psycopg
 
 from ..config import Config
-from .connect import translate
+from .connect import map_psycopg_errors
 from .enqueue import enqueue
 
 
@@ -26,18 +26,14 @@ class Producer:
 
     @classmethod
     def connect(cls, config: Config) -> Producer:
-        try:
+        with map_psycopg_errors(config, "producer connect"):
             return cls(config, psycopg.connect(config.dsn, application_name="relay-producer"))
-        except psycopg.Error as exc:
-            raise translate(exc, config, "producer connect") from None
 
     def write(self, topic: str, payload: Any, *, key: str | None = None) -> int:
         """Enqueue one event and commit; returns its id."""
-        try:
+        with map_psycopg_errors(self.config, "enqueue"):
             id = enqueue(self.conn, topic, payload, key=key, schema=self.config.schema)
             self.conn.commit()
-        except psycopg.Error as exc:
-            raise translate(exc, self.config, "enqueue") from None
         self.commit_times[id] = time.time()
         return id
 

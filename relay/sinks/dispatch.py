@@ -6,10 +6,10 @@ import importlib
 
 from ..errors import ConfigError
 from ..ports import Sink
+from ..secrets import find_secrets, mask
 from .options import SinkOptions
 from .python import load_python_sink
 from .stdout import StdoutSink
-from .urls import hide_secrets
 from .webhook import WebhookSink
 
 _EXPECTED = (
@@ -74,7 +74,7 @@ def _open_broker_sink(scheme: str, url: str, options: SinkOptions) -> Sink:
     try:
         sink: Sink = getattr(module, class_name)(url, options)
     except ConfigError as exc:
-        # The sink redacts what it parsed; a password with an unencoded delimiter parses wrongly
+        # The sink masks what it parsed; a password with an unencoded delimiter parses wrongly
         # and may show in pieces. Mask those too, at this one boundary.
-        raise ConfigError(exc.field, hide_secrets(exc.reason, url)) from None
+        raise ConfigError(exc.field, mask(exc.reason, find_secrets(url))) from None
     return sink

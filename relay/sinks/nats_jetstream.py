@@ -42,12 +42,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import math
 from collections.abc import Awaitable, Callable, Sequence
-from types import TracebackType
-from typing import Self
 
 import attrs
 import nats  # first: a missing client then names the package, `nats`, not `nats.errors`
@@ -57,11 +56,13 @@ import trio
 from nats.aio.client import Client
 from nats.js.api import PubAck
 
-from ..aio import aio_as_trio, asyncio_loop
+from ..aio import aio_as_trio
 from ..errors import PartialDelivery, SinkUnavailable
 from ..ports import OutboxEvent
+from ..secrets import mask_url
 from .lanes import Failure, deliver_in_lanes
-from .nats_url import Target, Unroutable, parse_url, redact
+from .lifetime import NetworkSink, close_bounded
+from .nats_url import Target, Unroutable, parse_url
 from .options import SinkOptions
 
 logger = logging.getLogger(__name__)
@@ -76,7 +77,6 @@ _OWN_HEADERS = frozenset(
     for name in (MSG_ID_HEADER, EXPECTED_STREAM_HEADER, TOPIC_HEADER, KEY_HEADER, CREATED_AT_HEADER)
 )
 _MESSAGE_TOO_BIG = 10054  # JetStream's err_code for a message over the stream's max_msg_size
-_CLOSE_TIMEOUT = 5.0
 _WATCH_INTERVAL = 0.05  # how often a delivery checks that the connection is still up
 _CLIENT_TIMEOUT_MARGIN = 1.0  # trio bounds each ack wait; the client's own bound only backs it up
 # A connection that goes silent without closing is declared lost after about a minute.
@@ -100,27 +100,27 @@ class JetStreamStatistics:
     connects: int
 
 
+@attrs.frozen
+class _Connection:
+    client: Client
+    publish: Callable[..., Awaitable[PubAck]]
+
+
 @attrs.define(eq=False)
-class JetStreamSink:
+class JetStreamSink(NetworkSink[_Connection]):
     """Publishes each event to JetStream: the keys side by side, each key in order.
 
-    Enter it (`async with sink`) to connect; leaving closes the connection. The drainer does both,
-    and enters it again after a `SinkUnavailable`.
+    Entering connects to the first server that answers (see `NetworkSink` for the lifetime).
 
     Attributes:
         url: the `nats://` URL; see the module's documentation.
         options: its `timeout` bounds each connection attempt and each wait for an ack.
     """
 
-    url: str = attrs.field(repr=lambda url: repr(redact(url)))
+    url: str = attrs.field(repr=lambda url: repr(mask_url(url)))
     options: SinkOptions = attrs.field(factory=SinkOptions)
     _target: Target = attrs.field(init=False, repr=False)
     _limiter: trio.CapacityLimiter = attrs.field(init=False, repr=False)
-    _stack: contextlib.AsyncExitStack | None = attrs.field(default=None, init=False, repr=False)
-    _client: Client | None = attrs.field(default=None, init=False, repr=False)
-    _publish: Callable[..., Awaitable[PubAck]] | None = attrs.field(
-        default=None, init=False, repr=False
-    )
     _counts: dict[str, int] = attrs.field(init=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
@@ -134,28 +134,10 @@ class JetStreamSink:
         """A frozen snapshot of the sink's counters."""
         return JetStreamStatistics(**self._counts)
 
-    async def __aenter__(self) -> Self:
-        if self._stack is not None:
-            raise RuntimeError("this JetStreamSink is already open")
-        async with contextlib.AsyncExitStack() as stack:
-            await stack.enter_async_context(asyncio_loop())
-            client = await self._connect()
-            stack.push_async_callback(_close, client)
-            self._client = client
-            self._publish = aio_as_trio(client.jetstream().publish)
-            self._stack = stack.pop_all()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        stack, self._stack = self._stack, None
-        self._client = self._publish = None
-        if stack is not None:
-            await stack.__aexit__(exc_type, exc, traceback)
+    async def _connect(self, stack: contextlib.AsyncExitStack) -> _Connection:
+        client = await self._dial()
+        stack.push_async_callback(close_bounded, functools.partial(aio_as_trio(_close), client))
+        return _Connection(client, aio_as_trio(client.jetstream().publish))
 
     async def deliver(self, events: Sequence[OutboxEvent]) -> None:
         """Publish the events; raise `PartialDelivery` if any was not stored.
@@ -165,9 +147,7 @@ class JetStreamSink:
             SinkUnavailable: the connection is lost; the whole batch counts as failed.
             RuntimeError: the sink was not entered.
         """
-        client = self._client
-        if client is None:
-            raise RuntimeError("this JetStreamSink is not open: enter it first: async with sink")
+        client = self._open().client
         if not client.is_connected:
             raise SinkUnavailable(_lost_reason(client))
         failed: PartialDelivery | None = None
@@ -195,7 +175,7 @@ class JetStreamSink:
         if failed is not None:
             raise failed
 
-    async def _connect(self) -> Client:
+    async def _dial(self) -> Client:
         target, failures = self._target, []
         for server in target.servers:
             client, seen = Client(), list[Exception]()
@@ -226,17 +206,17 @@ class JetStreamSink:
                 except Exception as exc:  # whatever it is, the next server may answer
                     gave_up = isinstance(exc, nats.errors.NoServersError) and seen
                     failures.append(f"{server}: {_describe(seen[-1] if gave_up else exc)}")
-                    await _close(client)
+                    await close_bounded(functools.partial(aio_as_trio(_close), client))
                     continue
                 self._counts["connects"] += 1
                 return client
             failures.append(f"{server}: no answer within {self.options.timeout:g}s")
-            await _close(client)
+            await close_bounded(functools.partial(aio_as_trio(_close), client))
         raise SinkUnavailable(f"cannot connect to NATS ({'; '.join(failures)})")
 
     async def _send(self, event: OutboxEvent) -> Failure | None:
-        publish, target, timeout = self._publish, self._target, self.options.timeout
-        if publish is None:
+        session, target, timeout = self._session, self._target, self.options.timeout
+        if session is None:
             return Failure("the sink was closed")
         try:
             subject = target.subject.render(event.topic, event.key)
@@ -245,7 +225,7 @@ class JetStreamSink:
             return Failure(str(exc), permanent=True)
         with trio.move_on_after(timeout):
             try:
-                ack = await publish(
+                ack = await session.publish(
                     subject,
                     event.payload_json,
                     timeout=timeout + _CLIENT_TIMEOUT_MARGIN,
@@ -301,13 +281,9 @@ def _describe(exc: object) -> str:
 
 
 async def _close(client: Client) -> None:
-    with trio.move_on_after(_CLOSE_TIMEOUT, shield=True):
-        with contextlib.suppress(Exception):  # best effort: no publish is left waiting
-            await aio_as_trio(client.close)()
-        await aio_as_trio(_stop_subscriptions)(client)
-
-
-async def _stop_subscriptions(client: Client) -> None:
+    """On asyncio: close `client` (best effort: no publish is left waiting), subscriptions too."""
+    with contextlib.suppress(Exception):
+        await client.close()
     # nats-py (2.16) leaves the tasks of its subscriptions pending for ever when its close fails
     # halfway (see `deliver`); on a loop relay opened itself, that fails the loop's exit.
     subscriptions = getattr(client, "_subs", {})

@@ -12,6 +12,7 @@ from collections.abc import Callable
 import attrs
 
 from ..errors import ConfigError
+from ..secrets import mask_url
 from .urls import parameters
 
 DEFAULT_PORT = 4222
@@ -20,16 +21,6 @@ _PARAMETERS = ("subject", "stream", "max_inflight", "msg_id_prefix")
 
 class Unroutable(ValueError):
     """An event's topic or key makes no valid subject or stream name."""
-
-
-def redact(url: str) -> str:
-    """`url` with its password (or token) replaced by `***`."""
-    scheme, sep, rest = url.partition("://")
-    userinfo, at, hosts = rest.rpartition("@")
-    if not sep or not at:
-        return url
-    user, colon, _ = userinfo.partition(":")
-    return f"{scheme}://{user + ':***' if colon else '***'}@{hosts}"
 
 
 def _printable(text: str) -> bool:
@@ -111,7 +102,7 @@ def parse_url(url: str) -> Target:
     """
 
     def fail(reason: str) -> ConfigError:
-        return ConfigError("sink", f"{reason} in {redact(url)!r}")
+        return ConfigError("sink", f"{reason} in {mask_url(url)!r}")
 
     scheme, sep, rest = url.partition("://")
     if scheme.lower() != "nats" or not sep:

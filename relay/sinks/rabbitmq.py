@@ -43,8 +43,6 @@ import functools
 import logging
 import ssl
 from collections.abc import Awaitable, Callable, Sequence
-from types import TracebackType
-from typing import Self
 
 import aio_pika
 import attrs
@@ -53,16 +51,17 @@ from aio_pika import exceptions as amqp
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractExchange
 from pamqp.encode import field_table
 
-from ..aio import aio_as_trio, asyncio_loop
+from ..aio import aio_as_trio
 from ..errors import ConfigError, PartialDelivery, SinkUnavailable
 from ..ports import OutboxEvent
+from ..secrets import find_secrets, mask, mask_url
 from .lanes import Failure, deliver_in_lanes
+from .lifetime import NetworkSink, close_bounded
 from .options import SinkOptions
-from .rabbitmq_url import SHORTSTR_BYTES, AmqpTarget, parse_url, redact
+from .rabbitmq_url import SHORTSTR_BYTES, AmqpTarget, parse_url
 
 logger = logging.getLogger(__name__)
 
-_CLOSE_TIMEOUT = 5.0
 # What the client raises when the connection or the channel is gone (StopAsyncIteration and
 # RuntimeError included): the sink must reconnect.
 _LOST = (*amqp.CONNECTION_EXCEPTIONS, EOFError)
@@ -93,12 +92,11 @@ class _ClosedOnFailure(aio_pika.Connection):
 
 
 @attrs.define(eq=False)
-class RabbitMQSink:
+class RabbitMQSink(NetworkSink[_Session]):
     """Publishes each event to a RabbitMQ exchange; of one key in order, keys concurrently.
 
-    Enter it (`async with sink`) before `deliver`: entering connects, opens a channel in
-    publisher-confirm mode and checks (or declares) the exchange; leaving closes the connection.
-    The drainer does both, and enters again after a `SinkUnavailable`.
+    Entering connects, opens a channel in publisher-confirm mode and checks (or declares) the
+    exchange (see `NetworkSink` for the lifetime).
 
     Attributes:
         url: `amqp://...` or `amqps://...`, see the module's docstring for its parameters.
@@ -107,13 +105,11 @@ class RabbitMQSink:
         target: what `url` says, parsed once.
     """
 
-    url: str = attrs.field(repr=lambda url: repr(redact(url)))
+    url: str = attrs.field(repr=lambda url: repr(mask_url(url)))
     options: SinkOptions = attrs.field(factory=SinkOptions)
     target: AmqpTarget = attrs.field(init=False, repr=False)
     _ssl: ssl.SSLContext | None = attrs.field(init=False, repr=False)
     _limiter: trio.CapacityLimiter = attrs.field(init=False, repr=False)
-    _stack: contextlib.AsyncExitStack | None = attrs.field(default=None, init=False, repr=False)
-    _session: _Session | None = attrs.field(default=None, init=False, repr=False)
 
     @target.default
     def _parse(self) -> AmqpTarget:
@@ -138,41 +134,21 @@ class RabbitMQSink:
     def _make_limiter(self) -> trio.CapacityLimiter:
         return trio.CapacityLimiter(self.options.max_concurrency)
 
-    async def __aenter__(self) -> Self:
-        if self._stack is not None:
-            raise RuntimeError("this RabbitMQSink is already open")
-        async with contextlib.AsyncExitStack() as stack:
-            await stack.enter_async_context(asyncio_loop())
-            with trio.move_on_after(self.options.timeout) as scope:
-                try:
-                    connection = await aio_as_trio(self._connect)()
-                    stack.push_async_callback(self._close, connection)
-                    channel, exchange = await aio_as_trio(self._open_channel)(connection)
-                except _LOST as exc:
-                    raise SinkUnavailable(self._cannot_connect(exc)) from None
-            if scope.cancelled_caught:
-                raise SinkUnavailable(
-                    f"cannot connect to {self.target.where}: "
-                    f"no answer within {self.options.timeout:g}s"
-                )
-            self._session = _Session(connection, channel, exchange)
-            self._stack = stack.pop_all()
+    async def _connect(self, stack: contextlib.AsyncExitStack) -> _Session:
+        with trio.move_on_after(self.options.timeout) as scope:
+            try:
+                connection = await aio_as_trio(self._dial)()
+                # A connection already lost may fail to close: closing is all we wanted.
+                stack.push_async_callback(close_bounded, aio_as_trio(connection.close), *_LOST)
+                channel, exchange = await aio_as_trio(self._open_channel)(connection)
+            except _LOST as exc:
+                raise SinkUnavailable(self._cannot_connect(exc)) from None
+        if scope.cancelled_caught:
+            raise SinkUnavailable(
+                f"cannot connect to {self.target.where}: no answer within {self.options.timeout:g}s"
+            )
         logger.info("publishing to exchange %r on %s", self.target.exchange, self.target.where)
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self._session = None
-        stack, self._stack = self._stack, None
-        if stack is not None:
-            # Closes the connection (bounded in `_close`), then the asyncio loop if it is ours,
-            # outside any cancel scope of our own: the loop's nursery must be left in the scope
-            # it was entered in.
-            await stack.aclose()
+        return _Session(connection, channel, exchange)
 
     async def deliver(self, events: Sequence[OutboxEvent]) -> None:
         """Publish the events and wait for the broker's confirms.
@@ -183,9 +159,7 @@ class RabbitMQSink:
             SinkUnavailable: the connection or the channel is lost; reconnect by entering again.
             RuntimeError: the sink was not entered.
         """
-        session = self._session
-        if session is None:
-            raise RuntimeError("this RabbitMQSink is not open: enter it first: async with sink")
+        session = self._open()
         if session.connection.is_closed or session.channel.is_closed:
             raise SinkUnavailable(f"the connection or channel to {self.target.where} is closed")
         lost: list[str] = []
@@ -197,7 +171,7 @@ class RabbitMQSink:
                 raise SinkUnavailable(lost[0]) from None
             raise
 
-    async def _connect(self) -> AbstractConnection:
+    async def _dial(self) -> AbstractConnection:
         target = self.target
         return await aio_pika.connect(
             host=target.host,
@@ -225,12 +199,6 @@ class RabbitMQSink:
         else:
             exchange = await channel.get_exchange(target.exchange, ensure=True)
         return channel, exchange
-
-    @staticmethod
-    async def _close(connection: AbstractConnection) -> None:
-        # A connection already lost may fail to close: closing is all we wanted.
-        with trio.move_on_after(_CLOSE_TIMEOUT, shield=True), contextlib.suppress(*_LOST):
-            await aio_as_trio(connection.close)()
 
     async def _send(
         self, publish: Callable[..., Awaitable[object]], lost: list[str], event: OutboxEvent
@@ -304,7 +272,6 @@ class RabbitMQSink:
         text = str(exc)
         if not text and isinstance(exc, StopAsyncIteration | EOFError):
             text = "the connection was closed"  # how the client reports a refused handshake
-        # A client error may quote its URL; never let the password through.
-        if self.target.password and self.target.password != "guest":
-            text = text.replace(self.target.password, "***")
+        # A client error may quote its URL: mask its password, but not `guest`, the default user.
+        text = mask(text, find_secrets(self.url) if self.target.password != "guest" else ())
         return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

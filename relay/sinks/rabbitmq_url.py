@@ -12,6 +12,7 @@ import attrs
 
 from ..errors import ConfigError
 from ..ports import OutboxEvent
+from ..secrets import mask_url
 from .urls import parameters
 
 DEFAULT_EXCHANGE = "relay"
@@ -23,17 +24,12 @@ _PARAMETERS = ("exchange", "declare", "routing_key", "max_message_size")
 
 
 def redact(url: str) -> str:
-    """`url` with the password of its user information, if any, replaced by `***`."""
+    """`url` masked as `relay.secrets` masks a URL, or `<invalid URL>` when it cannot be split."""
     try:
-        parts = urllib.parse.urlsplit(url)
-        password = parts.password
+        urllib.parse.urlsplit(url)
     except ValueError:
         return "<invalid URL>"
-    if password is None:
-        return url
-    userinfo, _, hostport = parts.netloc.rpartition("@")
-    user = userinfo.partition(":")[0]
-    return urllib.parse.urlunsplit(parts._replace(netloc=f"{user}:***@{hostport}"))
+    return mask_url(url)
 
 
 @attrs.frozen

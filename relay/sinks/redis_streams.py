@@ -47,8 +47,7 @@ from __future__ import annotations
 import contextlib
 import ssl
 from collections.abc import Sequence
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 import attrs
 import redis  # before its submodules: missing, it is what the ImportError names
@@ -58,16 +57,17 @@ import trio
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from ..aio import aio_as_trio, asyncio_loop
+from ..aio import aio_as_trio
 from ..errors import ConfigError, PartialDelivery, SinkUnavailable
 from ..ports import OutboxEvent
+from ..secrets import mask_url
 from .encoding import headers_json
+from .lifetime import NetworkSink, close_bounded
 from .options import SinkOptions
-from .redis_url import RedisTarget, redact
+from .redis_url import RedisTarget
 
 _CHUNK_BYTES = 4 * 1024 * 1024  # per script call: Redis serves nobody else while a script runs
 _BULK_LIMIT = 512 * 1024 * 1024  # proto-max-bulk-len's default, when CONFIG GET is not allowed
-_CLOSE_TIMEOUT = 5.0
 _HELD = -1
 
 # KEYS: stream, marker, per event. ARGV: ttl, maxlen or "", then per event id, topic, key,
@@ -143,11 +143,11 @@ _Entry = tuple[OutboxEvent, bytes]  # an event and its headers as JSON
 
 
 @attrs.define(eq=False)
-class RedisStreamSink:
+class RedisStreamSink(NetworkSink[Any]):  # the session: the script, registered on the client
     """Adds each event to its topic's Redis stream, once, in key order, a batch per script call.
 
-    Enter it (`async with sink`) before `deliver`: entering connects and checks the server,
-    leaving disconnects. See the module's documentation for the URL, the entries and the errors.
+    Entering connects and checks the server (see `NetworkSink` for the lifetime). See the
+    module's documentation for the URL, the entries and the errors.
 
     Attributes:
         url: `redis://` or `rediss://`, see the module's documentation.
@@ -157,13 +157,10 @@ class RedisStreamSink:
             `proto-max-bulk-len` on entering.
     """
 
-    url: str = attrs.field(repr=lambda url: repr(redact(url)))
+    url: str = attrs.field(repr=lambda url: repr(mask_url(url)))
     options: SinkOptions = attrs.field(factory=SinkOptions)
     max_payload: int | None = attrs.field(default=None, repr=False)
     target: RedisTarget = attrs.field(init=False, repr=False)
-    _client: Any = attrs.field(default=None, init=False, repr=False)
-    _script: Any = attrs.field(default=None, init=False, repr=False)
-    _stack: contextlib.AsyncExitStack | None = attrs.field(default=None, init=False, repr=False)
     _limit: int = attrs.field(default=_BULK_LIMIT, init=False, repr=False)
     _added: int = attrs.field(default=0, init=False, repr=False)
     _duplicates: int = attrs.field(default=0, init=False, repr=False)
@@ -188,51 +185,30 @@ class RedisStreamSink:
         """What the sink has written so far."""
         return RedisSinkStatistics(added=self._added, duplicates=self._duplicates)
 
-    async def __aenter__(self) -> Self:
-        if self._stack is not None:
-            raise RuntimeError("this RedisStreamSink is already open")
-        async with contextlib.AsyncExitStack() as stack:
-            await stack.enter_async_context(asyncio_loop())
-            target, options = self.target, self.options
-            client = redis.asyncio.Redis(
-                host=target.host,
-                port=target.port,
-                db=target.db,
-                username=target.username,
-                password=target.password,
-                ssl=target.tls,
-                ssl_cert_reqs="required" if options.verify_tls else "none",
-                ssl_check_hostname=options.verify_tls,
-                ssl_ca_certs=options.ca_file,
-                # Trio's deadline bounds each answer, so that a timeout is always ours (retryable),
-                # never a race with the client's (which would drop the connection).
-                socket_timeout=None,
-                socket_connect_timeout=options.timeout,
-                # The relay retries and reconnects; the client's own retries would only delay that.
-                retry=Retry(NoBackoff(), 0),
-                client_name="relay",
-            )
-            stack.push_async_callback(self._close, client)
-            limit = await self._ask_limit(client)
-            self._limit = limit if self.max_payload is None else self.max_payload
-            self._client, self._script = client, client.register_script(_SCRIPT)
-            self._stack = stack.pop_all()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        stack, self._stack, self._client, self._script = self._stack, None, None, None
-        if stack is not None:
-            await stack.aclose()
-
-    @staticmethod
-    async def _close(client: Any) -> None:
-        with trio.move_on_after(_CLOSE_TIMEOUT, shield=True):
-            await aio_as_trio(client.aclose)()
+    async def _connect(self, stack: contextlib.AsyncExitStack) -> Any:
+        target, options = self.target, self.options
+        client = redis.asyncio.Redis(
+            host=target.host,
+            port=target.port,
+            db=target.db,
+            username=target.username,
+            password=target.password,
+            ssl=target.tls,
+            ssl_cert_reqs="required" if options.verify_tls else "none",
+            ssl_check_hostname=options.verify_tls,
+            ssl_ca_certs=options.ca_file,
+            # Trio's deadline bounds each answer, so that a timeout is always ours (retryable),
+            # never a race with the client's (which would drop the connection).
+            socket_timeout=None,
+            socket_connect_timeout=options.timeout,
+            # The relay retries and reconnects; the client's own retries would only delay that.
+            retry=Retry(NoBackoff(), 0),
+            client_name="relay",
+        )
+        stack.push_async_callback(close_bounded, aio_as_trio(client.aclose))
+        limit = await self._ask_limit(client)
+        self._limit = limit if self.max_payload is None else self.max_payload
+        return client.register_script(_SCRIPT)
 
     async def _ask_limit(self, client: Any) -> int:
         """The server's `proto-max-bulk-len`; this first command also checks the connection."""
@@ -254,8 +230,7 @@ class RedisStreamSink:
     async def deliver(self, events: Sequence[OutboxEvent]) -> None:
         """Add the events; raise `PartialDelivery` naming those not added, `SinkUnavailable` when
         the connection is lost."""
-        if self._script is None:
-            raise RuntimeError("this RedisStreamSink is not open: enter it first: async with sink")
+        script = self._open()
         outcome = _Outcome()
         chunk: list[_Entry] = []
         size = 0
@@ -270,14 +245,14 @@ class RedisStreamSink:
             chunk.append((event, headers))
             size += len(event.payload_json) + len(headers)
             if size >= _CHUNK_BYTES:
-                await self._send(chunk, outcome)
+                await self._send(script, chunk, outcome)
                 chunk, size = [], 0
         if chunk:
-            await self._send(chunk, outcome)
+            await self._send(script, chunk, outcome)
         if outcome.failures:
             raise PartialDelivery(outcome.failures, permanent=outcome.permanent)
 
-    async def _send(self, chunk: list[_Entry], outcome: _Outcome) -> None:
+    async def _send(self, script: Any, chunk: list[_Entry], outcome: _Outcome) -> None:
         target = self.target
         streams: dict[str, str] = {}
         keys: list[str] = []
@@ -291,7 +266,7 @@ class RedisStreamSink:
         reason: str | None = None
         with trio.move_on_after(self.options.timeout) as scope:
             try:
-                results = await aio_as_trio(self._script)(keys=keys, args=args)
+                results = await aio_as_trio(script)(keys=keys, args=args)
             except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
                 raise SinkUnavailable(f"{self._at}: {exc}") from None
             except redis.exceptions.RedisError as exc:  # OOM, READONLY, NOPERM, BUSY...

@@ -11,6 +11,7 @@ import urllib.parse
 import attrs
 
 from ..errors import ConfigError
+from ..secrets import mask_url
 from .urls import parameters
 
 DEFAULT_STREAM = "{topic}"
@@ -19,21 +20,8 @@ DEFAULT_DEDUP_PREFIX = "relay:dedup:"
 _PARAMETERS = ("stream", "maxlen", "dedup_ttl", "dedup_prefix")
 
 
-def redact(url: str) -> str:
-    """`url` with the password of its user information, if any, replaced by `***`."""
-    scheme, sep, rest = url.partition("://")
-    # The last "@" before the query, else the last one at all: a password may hold "?" or "@",
-    # and hiding too much (a query's "@") is the safe mistake.
-    before_query = rest.partition("?")[0]
-    source = before_query if "@" in before_query else rest
-    userinfo, at, hostpart = source.rpartition("@")
-    if not at or ":" not in userinfo:
-        return url
-    return f"{scheme}{sep}{userinfo.partition(':')[0]}:***@{hostpart}{rest[len(source) :]}"
-
-
 def _fail(url: str, reason: str) -> ConfigError:
-    return ConfigError("sink", f"{reason} in {redact(url)!r}")
+    return ConfigError("sink", f"{reason} in {mask_url(url)!r}")
 
 
 @attrs.frozen

@@ -27,8 +27,7 @@ import hmac
 import ssl
 import time
 from collections.abc import AsyncGenerator, Callable, Sequence
-from types import TracebackType
-from typing import Self, cast
+from typing import cast
 
 import attrs
 import httpx
@@ -36,8 +35,10 @@ import trio
 
 from ..errors import ConfigError
 from ..ports import OutboxEvent
+from ..secrets import mask_url
 from .encoding import encode_event
 from .lanes import Failure, deliver_in_lanes
+from .lifetime import NetworkSink, close_bounded
 from .options import SinkOptions
 
 SIGNATURE_HEADER = "Relay-Signature"
@@ -48,7 +49,6 @@ DEFAULT_TOLERANCE = 300.0
 _USER_AGENT = "relay-webhook"
 _DETAIL_BYTES = 200  # of an error answer's body, kept for `last_error`
 _DRAIN_LIMIT = 64 * 1024  # past this an answer's body is dropped with its connection
-_CLOSE_TIMEOUT = 5.0
 
 
 def sign(secret: str | bytes, body: bytes, timestamp: int) -> str:
@@ -102,17 +102,6 @@ def _digest(secret: str | bytes, timestamp: int, body: bytes) -> str:
     return mac.hexdigest()
 
 
-def redact(url: str) -> str:
-    """`url` with the password of its user information, if any, replaced by `***`."""
-    try:
-        parsed = httpx.URL(url)
-    except httpx.InvalidURL:
-        return "<invalid URL>"
-    if not parsed.password:
-        return url
-    return str(parsed.copy_with(username=parsed.username, password="***"))
-
-
 def _check_url(instance: object, attribute: attrs.Attribute[str], value: str) -> None:
     try:
         parsed = httpx.URL(value)
@@ -120,15 +109,16 @@ def _check_url(instance: object, attribute: attrs.Attribute[str], value: str) ->
         if any(c.isspace() for c in value) or not 0 < (parsed.port or 80) < 65536:
             raise httpx.InvalidURL("a space or a port out of range")
     except httpx.InvalidURL as exc:
-        raise ConfigError("sink", f"not a valid URL: {redact(value)!r} ({exc})") from None
+        raise ConfigError("sink", f"not a valid URL: {mask_url(value)!r} ({exc})") from None
     if parsed.scheme not in ("http", "https") or not parsed.host:
         raise ConfigError(
-            "sink", f"a webhook needs an http:// or https:// URL with a host, got {redact(value)!r}"
+            "sink",
+            f"a webhook needs an http:// or https:// URL with a host, got {mask_url(value)!r}",
         )
 
 
 @attrs.define(eq=False)
-class WebhookSink:
+class WebhookSink(NetworkSink[httpx.AsyncClient]):
     """POSTs each event to `url`; events of different keys concurrently, of one key in order.
 
     Use it as an async context manager: entering opens the connection pool, leaving closes it (the
@@ -150,11 +140,10 @@ class WebhookSink:
         transport: an httpx transport to use instead of the network, for tests.
     """
 
-    url: str = attrs.field(validator=_check_url, repr=lambda url: repr(redact(url)))
+    url: str = attrs.field(validator=_check_url, repr=lambda url: repr(mask_url(url)))
     options: SinkOptions = attrs.field(factory=SinkOptions)
     clock: Callable[[], float] = attrs.field(default=time.time, repr=False)
     transport: httpx.AsyncBaseTransport | None = attrs.field(default=None, repr=False)
-    _client: httpx.AsyncClient | None = attrs.field(default=None, init=False, repr=False)
     _limiter: trio.CapacityLimiter = attrs.field(init=False, repr=False)
     _verify: bool | ssl.SSLContext = attrs.field(init=False, repr=False)
 
@@ -174,27 +163,17 @@ class WebhookSink:
                 "sink.ca_file", f"cannot load {self.options.ca_file}: {exc}"
             ) from None
 
-    async def __aenter__(self) -> Self:
-        if self._client is not None:
-            raise RuntimeError("this WebhookSink is already open")
-        self._client = self._open_client()
-        return self
+    uses_asyncio = False  # httpx runs on trio itself
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        client, self._client = self._client, None
-        if client is not None:
-            with trio.move_on_after(_CLOSE_TIMEOUT, shield=True):
-                await client.aclose()
+    async def _connect(self, stack: contextlib.AsyncExitStack) -> httpx.AsyncClient:
+        client = self._open_client()
+        stack.push_async_callback(close_bounded, client.aclose)
+        return client
 
     async def deliver(self, events: Sequence[OutboxEvent]) -> None:
         """Send the events; raise `PartialDelivery` if any was not delivered."""
-        if self._client is not None:
-            await self._deliver(self._client, events)
+        if self._session is not None:
+            await self._deliver(self._session, events)
         else:
             async with self._open_client() as client:
                 await self._deliver(client, events)

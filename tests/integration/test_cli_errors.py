@@ -43,6 +43,16 @@ def test_migrate_with_a_closed_port_exits_2_with_one_line() -> None:
     assert "127.0.0.1:1" in line
 
 
+@pytest.mark.parametrize("password", ["hunter/22", "hun@ter22", "s3cr#etpw", "s3cr:etpw"])
+def test_a_password_holding_a_delimiter_is_not_printed_though_libpq_misreads_it(
+    password: str,
+) -> None:
+    result = relay("migrate", "--dsn", f"postgresql://me:{password}@127.0.0.1:1/db")
+    line = assert_one_clear_line(result, secret=password)
+    for piece in ("hunter", "ter22", "s3cr", "etpw"):
+        assert piece not in line
+
+
 def test_migrate_with_a_malformed_dsn_exits_2_with_one_line() -> None:
     result = relay("migrate", "--dsn", "postgresql://me:s3cr3t-pw@localhost:notaport/db")
     assert_one_clear_line(result, secret="s3cr3t-pw")

@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 
 from relay import ConfigError, OutboxEvent
+from relay.secrets import mask_url
 from relay.sinks import SinkOptions, open_sink
 from relay.sinks.nats_jetstream import JetStreamSink
-from relay.sinks.nats_url import Unroutable, parse_url, redact
+from relay.sinks.nats_url import Unroutable, parse_url
 
 
 def test_a_bare_url_publishes_to_the_topic_on_the_default_port() -> None:
@@ -134,7 +135,7 @@ def test_a_bad_url_is_a_config_error_without_the_password(url: str, reason: str)
     ],
 )
 def test_redact_hides_the_password_or_the_token(url: str, redacted: str) -> None:
-    assert redact(url) == redacted
+    assert mask_url(url) == redacted
 
 
 def test_the_sink_repr_hides_the_password() -> None:

@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 
 from relay import ConfigError, OutboxEvent
+from relay.secrets import mask_url
 from relay.sinks import SinkOptions, open_sink
 from relay.sinks.redis_streams import RedisStreamSink
-from relay.sinks.redis_url import RedisTarget, redact
+from relay.sinks.redis_url import RedisTarget
 
 
 def test_a_bare_url_takes_every_default() -> None:
@@ -123,7 +124,7 @@ def test_a_malformed_url_is_a_config_error_without_the_password(url: str, reason
     ],
 )
 def test_redact_hides_the_password_only(url: str, redacted: str) -> None:
-    assert redact(url) == redacted
+    assert mask_url(url) == redacted
 
 
 def test_the_repr_hides_the_password() -> None:

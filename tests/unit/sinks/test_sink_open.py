@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from relay import ConfigError
+from relay.secrets import find_secrets
 from relay.sinks import SinkOptions, StdoutSink, WebhookSink, open_sink
-from relay.sinks.urls import url_secrets
 
 
 @pytest.mark.parametrize("url", ["stdout", "", "  stdout  "])
@@ -157,13 +157,13 @@ def test_a_password_with_an_unencoded_delimiter_never_shows_in_the_error(url: st
         assert piece not in text, text
 
 
-def test_url_secrets_are_the_password_its_decoded_form_and_its_pieces() -> None:
-    assert url_secrets("amqp://u:a%2Fbcde/fghi@h/") == [
+def test_find_secrets_finds_the_password_its_decoded_form_and_its_pieces() -> None:
+    assert find_secrets("amqp://u:a%2Fbcde/fghi@h/") == [
         "a%2Fbcde/fghi",
         "a/bcde/fghi",
         "a%2Fbcde",
         "bcde",
         "fghi",
     ]
-    assert url_secrets("nats://tok3n@127.0.0.1") == ["tok3n"]
-    assert url_secrets("redis://127.0.0.1:6379") == []
+    assert find_secrets("nats://tok3n@127.0.0.1") == ["tok3n"]
+    assert find_secrets("redis://127.0.0.1:6379") == []
