@@ -121,11 +121,7 @@ def parse_url(url: str) -> Target:
         else:
             raise fail("empty user information")
     try:
-        pairs = urllib.parse.parse_qsl(query, keep_blank_values=True, strict_parsing=bool(query))
-    except ValueError:
-        raise fail("malformed query") from None
-    try:
-        params = parameters(pairs, _PARAMETERS)
+        params = parameters(query, _PARAMETERS)
     except ValueError as exc:
         raise fail(str(exc)) from None
     inflight = params.get("max_inflight")

@@ -85,11 +85,7 @@ def parse_url(url: str) -> AmqpTarget:
     if parts.fragment:
         raise bad("a fragment (#...) has no meaning")
     try:
-        pairs = urllib.parse.parse_qsl(parts.query, keep_blank_values=True, strict_parsing=True)
-    except ValueError:
-        raise bad("the query must be name=value pairs joined by &") from None
-    try:
-        query = parameters(pairs, _PARAMETERS)
+        query = parameters(parts.query, _PARAMETERS)
     except ValueError as exc:
         raise bad(str(exc)) from None
     exchange = query.get("exchange", DEFAULT_EXCHANGE)

@@ -56,9 +56,7 @@ class RedisTarget:
         if path and not (path.isascii() and path.isdigit()):
             raise _fail(url, f"the path must be a database number, got {path!r}")
         try:
-            params = parameters(
-                urllib.parse.parse_qsl(parts.query, keep_blank_values=True), _PARAMETERS
-            )
+            params = parameters(parts.query, _PARAMETERS)
         except ValueError as exc:
             raise _fail(url, str(exc)) from None
         stream = params.get("stream", DEFAULT_STREAM)

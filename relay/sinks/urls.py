@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import urllib.parse
+from collections.abc import Sequence
 
 
-def parameters(pairs: Iterable[tuple[str, str]], known: Sequence[str]) -> dict[str, str]:
-    """A URL query's `(name, value)` pairs by name, each name one of `known`, given once.
+def parameters(query: str, known: Sequence[str]) -> dict[str, str]:
+    """A URL query's `name=value` pairs by name, each name one of `known`, given once.
 
     Raises:
-        ValueError: a name is unknown or given twice; its message says which.
+        ValueError: the query is not `name=value` pairs, or a name is unknown or given twice; its
+            message says which.
     """
+    try:
+        pairs = urllib.parse.parse_qsl(query, keep_blank_values=True, strict_parsing=bool(query))
+    except ValueError:
+        raise ValueError("the query must be name=value pairs joined by &") from None
     found: dict[str, str] = {}
     for name, value in pairs:
         if name not in known:

@@ -65,6 +65,7 @@ def test_the_stream_is_named_from_the_template(template: str, topic: str, stream
         ("?strem=x", "unknown parameter 'strem'"),
         ("?socket_timeout=5", "unknown parameter 'socket_timeout'"),
         ("?maxlen=5&maxlen=6", "parameter 'maxlen' given twice"),
+        ("?maxlen", "the query must be name=value pairs"),
         ("?stream={key}", "only {topic} may be used"),
         ("?stream={topic.upper}", "only {topic} may be used"),
         ("?stream={topic!r}", "only {topic} may be used"),
