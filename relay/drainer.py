@@ -13,7 +13,7 @@ import attrs
 import trio
 
 from .config import Config
-from .errors import PartialDelivery, SinkUnavailable
+from .errors import NotRestartable, PartialDelivery, SinkUnavailable
 from .ports import ClaimedBatch, Outbox, OutboxEvent, Retry, Sink
 from .wakeups import DrainReport, WakeReason, Wakeups
 
@@ -158,7 +158,8 @@ class Drainer:
 
         Raises:
             OutboxUnavailable: claiming, settling or asking for the next due time failed.
-            SinkUnavailable: the sink lost its destination; the batch was rolled back untouched.
+            SinkUnavailable: the sink lost its destination; the batch was rolled back untouched
+                (`OutputClosed` too, which the supervisor does not restart).
             Exception: whatever entering or leaving the sink raised.
         """
         # A clone per run: a restarted drainer must not find its channel end closed.
@@ -269,7 +270,8 @@ class Drainer:
                 # Not the events' fault: leaving the claim unsettled puts them back as they were
                 # (no attempt counted), and the supervisor restarts the drainer, which enters the
                 # sink again: that reconnects it.
-                logger.warning("sink unavailable, reconnecting: %s", exc)
+                if not isinstance(exc, NotRestartable):
+                    logger.warning("sink unavailable, reconnecting: %s", exc)
                 raise
             except Exception as exc:  # any sink error fails the whole batch, the relay goes on
                 logger.warning("sink failed a batch of %d events", len(events), exc_info=True)

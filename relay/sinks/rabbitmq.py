@@ -25,10 +25,11 @@ headers of those names. Every message is `mandatory`.
 
 An event is delivered once the broker confirmed it (publisher confirms). An unroutable message
 (returned: no queue bound for its routing key), a nack, or no confirm within `SinkOptions.timeout`
-is a retryable failure. Headers that are no AMQP table (a JSON array included), a routing key over 255 bytes and a payload
-over `max_message_size` are permanent failures. A lost connection or a channel the broker closed
-raises `SinkUnavailable`: the drainer retries the batch and enters the sink again, which
-reconnects; the sink never reconnects by itself (no `connect_robust`), the supervisor owns that.
+is a retryable failure. Headers that are no AMQP table (a JSON array included), a routing key over
+255 bytes and a payload over `max_message_size` are permanent failures. A lost connection or a
+channel the broker closed raises `SinkUnavailable`: the drainer retries the batch and enters the
+sink again, which reconnects; the sink never reconnects by itself (no `connect_robust`), the
+supervisor owns that.
 
 The events of one key are published one after the other, each once the previous one is
 confirmed; keys go concurrently, up to `SinkOptions.max_concurrency` unconfirmed messages at once.
