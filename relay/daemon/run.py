@@ -18,6 +18,7 @@ from ..ports import Sink
 from ..runtime import RelayHandle, run_relay
 from ..secrets import find_secrets
 from ..sinks import SinkOptions, open_sink
+from .environ import take_secrets
 from .logs import configure
 from .settings import Settings
 
@@ -92,6 +93,8 @@ def run_daemon(settings: Settings) -> Stopped:
         OutputClosed: stdout was closed (the reader of the pipe went away); the batch in flight
             was rolled back, and the message says how many events are left pending.
     """
+    # Before the sink is opened: a `python:` sink is imported then, and must not find them.
+    settings, _ = take_secrets(settings)
     configure(
         settings.log_level,
         settings.log_format,
