@@ -8,7 +8,9 @@ from .config import Config as Config
 from .errors import ConfigError as ConfigError
 from .errors import ListenerLost as ListenerLost
 from .errors import MigrationRefused as MigrationRefused
+from .errors import NotRestartable as NotRestartable
 from .errors import OutboxUnavailable as OutboxUnavailable
+from .errors import OutputClosed as OutputClosed
 from .errors import PartialDelivery as PartialDelivery
 from .errors import RelayError as RelayError
 from .errors import RestartIntensityExceeded as RestartIntensityExceeded
@@ -35,8 +37,10 @@ __all__ = [
     "ListenerLost",
     "MigrationRefused",
     "NewEvent",
+    "NotRestartable",
     "OutboxEvent",
     "OutboxUnavailable",
+    "OutputClosed",
     "PartialDelivery",
     "RelayError",
     "RelayHandle",

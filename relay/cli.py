@@ -1,7 +1,8 @@
 """The `relay` command line.
 
 Every expected failure ends as one line on stderr and an exit code: 2 for bad usage, bad
-configuration or an unreachable database; 1 when the relay gave up. Never a traceback, never a
+configuration or an unreachable database; 1 when the relay gave up; 74 (EX_IOERR) when `relay run`
+stopped because its stdout was closed. Never a traceback, never a
 password. Results go to stdout, logs to stderr. This is the only place errors become exit codes.
 """
 
@@ -17,9 +18,10 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from .config import Config, resolve_dsn
-from .errors import ConfigError, RelayError, RestartIntensityExceeded
+from .errors import ConfigError, OutputClosed, RelayError, RestartIntensityExceeded
 
 EXIT_OK, EXIT_GAVE_UP, EXIT_USAGE = 0, 1, 2
+EXIT_IOERR = 74  # sysexits.h: an output could not be written
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhd]?)")
 _UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -211,11 +213,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RestartIntensityExceeded as exc:
         print(f"relay: gave up: {exc}", file=sys.stderr)
         return EXIT_GAVE_UP
+    except OutputClosed as exc:
+        _discard_stdout()
+        print(f"relay: {exc}", file=sys.stderr)
+        return EXIT_IOERR
     except RelayError as exc:  # ConfigError included
         print(f"relay: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         return EXIT_OK
+
+
+def _discard_stdout() -> None:
+    """Point stdout at /dev/null: else the interpreter's last flush of what is buffered fails on
+    the closed pipe and prints its own error (the recipe of Python's `signal` documentation)."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
 
 
 def run() -> None:

@@ -13,8 +13,11 @@ import attrs
 import trio
 
 from .config import Config
-from .errors import PartialDelivery, SinkUnavailable
+from .errors import NotRestartable, PartialDelivery, SinkUnavailable
+from .failure_log import FailureLog
 from .ports import ClaimedBatch, Outbox, OutboxEvent, Retry, Sink
+from .reasons import describe_error
+from .secrets import find_secrets
 from .wakeups import DrainReport, WakeReason, Wakeups
 
 logger = logging.getLogger(__name__)
@@ -146,6 +149,10 @@ class Drainer:
     _stopping: bool = False
     _batch_settled: trio.Event | None = None  # set while a claim is open, until it closes
     _observers: list[BatchObserver] = attrs.field(factory=list)
+    # Every reason passes through it before it is logged or stored as `last_error`.
+    failure_log: FailureLog = attrs.field(
+        default=attrs.Factory(lambda self: FailureLog(find_secrets(self.config.dsn)), True)
+    )
 
     async def run(
         self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
@@ -158,7 +165,8 @@ class Drainer:
 
         Raises:
             OutboxUnavailable: claiming, settling or asking for the next due time failed.
-            SinkUnavailable: the sink lost its destination; the batch was rolled back untouched.
+            SinkUnavailable: the sink lost its destination; the batch was rolled back untouched
+                (`OutputClosed` too, which the supervisor does not restart).
             Exception: whatever entering or leaving the sink raised.
         """
         # A clone per run: a restarted drainer must not find its channel end closed.
@@ -264,18 +272,16 @@ class Drainer:
                 claimed = {event.id for event in events}
                 failures = {id: reason for id, reason in partial.failures.items() if id in claimed}
                 permanent = partial.permanent
-                logger.warning("sink failed %d of %d events", len(failures), len(events))
             except SinkUnavailable as exc:
                 # Not the events' fault: leaving the claim unsettled puts them back as they were
                 # (no attempt counted), and the supervisor restarts the drainer, which enters the
                 # sink again: that reconnects it.
-                logger.warning("sink unavailable, reconnecting: %s", exc)
+                if not isinstance(exc, NotRestartable):
+                    logger.warning("sink unavailable, reconnecting: %s", exc)
                 raise
             except Exception as exc:  # any sink error fails the whole batch, the relay goes on
                 logger.warning("sink failed a batch of %d events", len(events), exc_info=True)
-                failures = dict.fromkeys(
-                    (event.id for event in events), f"{type(exc).__name__}: {exc}"
-                )
+                failures = dict.fromkeys((event.id for event in events), describe_error(exc))
         if scope.cancelled_caught:
             logger.warning(
                 "sink timed out on a batch of %d events after %ss",
@@ -287,11 +293,14 @@ class Drainer:
                 f"delivery timed out after {self.config.delivery_timeout}s",
             )
         outcome = settle_plan(
-            events, failures, config=self.config, rng=self.rng, permanent=permanent
+            events,
+            self.failure_log.clean(failures),
+            config=self.config,
+            rng=self.rng,
+            permanent=permanent,
         )
         await batch.settle(retry=outcome.retry, bury=outcome.bury, hold=outcome.hold)
-        for id, reason in outcome.bury.items():
-            logger.error("event %d moved to the dead table: %s", id, reason)
+        self.failure_log.record(events, outcome.retry, outcome.bury, self.config.max_attempts)
         if outcome is _ALL_DELIVERED:
             delivered = tuple(events)
         else:

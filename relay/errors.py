@@ -53,6 +53,19 @@ class SinkUnavailable(RelayError):
     """
 
 
+class NotRestartable(RelayError):
+    """An actor's error that no restart can mend: the supervisor stops every actor and raises it
+    (bare, not in a group), and the relay stops."""
+
+
+class OutputClosed(SinkUnavailable, NotRestartable):
+    """The sink's output is closed for good (say, the reader of `relay run | head` went away).
+
+    Like any `SinkUnavailable`, the batch is rolled back untouched and counts no attempt; unlike
+    a broker that may come back, a closed output cannot reopen, so the relay stops.
+    """
+
+
 class PartialDelivery(RelayError):
     """Raised by a sink when some events of a batch failed and the rest were delivered.
 

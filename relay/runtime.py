@@ -14,7 +14,7 @@ import trio
 
 from .config import Config
 from .drainer import BatchObserver, Drainer, DrainerStatistics
-from .errors import RestartIntensityExceeded
+from .errors import NotRestartable, RestartIntensityExceeded
 from .listener import Listener
 from .ports import Backlog, Handler, Outbox, ReportsBacklog, Sink, as_sink
 from .supervisor import ChildSpec, RestartPolicy, StartedOnce, Supervisor
@@ -122,6 +122,8 @@ async def run_relay(
     Raises:
         RestartIntensityExceeded: the actors failed more often than `config.restart_intensity`
             within `config.restart_period`; every actor has stopped. Raised bare, not in a group.
+        NotRestartable: an actor met an error no restart can mend (`OutputClosed`: the sink's
+            output is closed for good); every actor has stopped. Raised bare.
         OutboxUnavailable: PostgreSQL could not be reached when opening it.
     """
     the_sink = as_sink(sink)
@@ -190,8 +192,9 @@ async def open_relay(
     Raises:
         RestartIntensityExceeded: the relay gave up, before or during the block (which is then
             cancelled).
+        NotRestartable: the relay stopped on an error no restart can mend (`OutputClosed`).
     """
-    failure: RestartIntensityExceeded | None = None
+    failure: RestartIntensityExceeded | NotRestartable | None = None
     error: BaseException | None = None
 
     async def relay(*, task_status: trio.TaskStatus[RelayHandle]) -> None:
@@ -199,7 +202,7 @@ async def open_relay(
         status = StartedOnce(task_status.started)
         try:
             await run_relay(config, sink, outbox=outbox, rng=rng, task_status=status)
-        except RestartIntensityExceeded as error:
+        except (RestartIntensityExceeded, NotRestartable) as error:
             if not status.called:
                 raise  # nursery.start raises it as it is
             failure = error

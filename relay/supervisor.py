@@ -20,7 +20,7 @@ import trio
 
 from .backoff import Backoff
 from .config import Config
-from .errors import RelayError, RestartIntensityExceeded
+from .errors import NotRestartable, RelayError, RestartIntensityExceeded
 
 logger = logging.getLogger(__name__)
 
@@ -130,7 +130,7 @@ class Supervisor:
     rng: random.Random | None = None
     _recent: deque[tuple[float, str]] = attrs.field(factory=deque)
     _restarts: Counter[str] = attrs.field(factory=Counter)
-    _failure: RestartIntensityExceeded | None = None
+    _failure: RestartIntensityExceeded | NotRestartable | None = None
     _nursery: trio.Nursery | None = None
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -142,6 +142,7 @@ class Supervisor:
         Raises:
             RestartIntensityExceeded: too many restarts; every child has been stopped. Its
                 `__cause__` is the last child's error (None if that child returned).
+            NotRestartable: a child raised it; every child has been stopped.
         """
         self._failure = None
         async with trio.open_nursery() as nursery:
@@ -166,6 +167,9 @@ class Supervisor:
                 if error is not None:
                     logger.warning("%s failed while stopping", spec.name, exc_info=error)
                 await trio.sleep_forever()  # takes the pending cancellation
+            if isinstance(error, NotRestartable):
+                self._stop(spec, error)
+                await trio.sleep_forever()  # takes the cancellation _stop requested
             if error is None and spec.restart is not Restart.PERMANENT:
                 logger.info("%s finished", spec.name)
                 break
@@ -210,6 +214,14 @@ class Supervisor:
         logger.error("%s; stopping", failure, exc_info=error)
         if self._failure is None:
             self._failure = failure
+        assert self._nursery is not None
+        self._nursery.cancel_scope.cancel()
+
+    def _stop(self, spec: ChildSpec, error: NotRestartable) -> None:
+        # Whoever catches it says it in one line: no traceback here.
+        logger.debug("%s stopped: %s; stopping", spec.name, error)
+        if self._failure is None:
+            self._failure = error
         assert self._nursery is not None
         self._nursery.cancel_scope.cancel()
 

@@ -10,6 +10,13 @@ from collections.abc import Iterable
 
 from ..secrets import mask
 
+# What every record has; anything else was given as `extra=` and is a field of the JSON line.
+_STANDARD = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
+
+
+def _extra(record: logging.LogRecord) -> dict[str, object]:
+    return {name: value for name, value in vars(record).items() if name not in _STANDARD}
+
 
 class _MaskSecrets(logging.Filter):
     """Replace known secrets, and anything shaped like a DSN password, by `***`."""
@@ -27,6 +34,9 @@ class _MaskSecrets(logging.Filter):
             record.msg, record.args = masked, None
         if record.exc_text:
             record.exc_text = self.mask(record.exc_text)
+        for name, value in _extra(record).items():
+            if isinstance(value, str):
+                setattr(record, name, self.mask(value))
         return True
 
     def mask(self, text: str) -> str:
@@ -34,10 +44,12 @@ class _MaskSecrets(logging.Filter):
 
 
 class JsonFormatter(logging.Formatter):
-    """One JSON object per line: time, level, logger, message, and the exception if any."""
+    """One JSON object per line: time, level, logger, message, the exception if any, and the
+    record's `extra` fields as keys of their own (they never replace the four above)."""
 
     def format(self, record: logging.LogRecord) -> str:
-        entry = {
+        entry: dict[str, object] = {
+            **_extra(record),
             "time": datetime.datetime.fromtimestamp(record.created, datetime.UTC).isoformat(),
             "level": record.levelname.lower(),
             "logger": record.name,
@@ -45,7 +57,7 @@ class JsonFormatter(logging.Formatter):
         }
         if record.exc_text or record.exc_info:
             entry["exception"] = record.exc_text or self.formatException(record.exc_info)  # type: ignore[arg-type]
-        return json.dumps(entry)
+        return json.dumps(entry, default=str)
 
 
 def configure(level: str = "info", fmt: str = "text", *, secrets: Iterable[str] = ()) -> None:

@@ -12,11 +12,13 @@ import signal
 import attrs
 import trio
 
-from ..errors import RelayError, RestartIntensityExceeded
+from ..config import Config
+from ..errors import OutputClosed, RelayError, RestartIntensityExceeded
 from ..ports import Sink
 from ..runtime import RelayHandle, run_relay
 from ..secrets import find_secrets
 from ..sinks import SinkOptions, open_sink
+from .environ import take_secrets
 from .logs import configure
 from .settings import Settings
 
@@ -88,7 +90,11 @@ def run_daemon(settings: Settings) -> Stopped:
 
     Raises:
         ConfigError: the sink cannot be opened as configured.
+        OutputClosed: stdout was closed (the reader of the pipe went away); the batch in flight
+            was rolled back, and the message says how many events are left pending.
     """
+    # Before the sink is opened: a `python:` sink is imported then, and must not find them.
+    settings, _ = take_secrets(settings)
     configure(
         settings.log_level,
         settings.log_format,
@@ -101,10 +107,25 @@ def run_daemon(settings: Settings) -> Stopped:
     sink = _sink(settings)
     gave_up: tuple[Exception, ...] = ()
     errors: tuple[Exception, ...] = ()
+    closed: OutputClosed | None = None
     try:
         trio.run(_serve, settings, sink)
+    except* OutputClosed as group:
+        [first, *_] = group.exceptions
+        closed = first if isinstance(first, OutputClosed) else OutputClosed("the output is closed")
     except* RestartIntensityExceeded as group:
         gave_up = group.exceptions
     except* RelayError as group:
         errors = group.exceptions
+    if closed is not None:
+        raise OutputClosed(f"{closed}: stopping; {_left_pending(settings.config)}") from None
     return Stopped(gave_up, errors)
+
+
+def _left_pending(config: Config) -> str:
+    from ..postgres.admin import status
+
+    try:
+        return f"{status(config).pending} events left pending"
+    except RelayError:  # the count is a courtesy: the events are safe either way
+        return "the undelivered events stay pending"

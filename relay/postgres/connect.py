@@ -30,6 +30,18 @@ def describe_dsn(dsn: str) -> str:
     return mask_url(dsn) if misread else where
 
 
+def with_default_password(dsn: str, password: str) -> str:
+    """`dsn` with `password` when it names none: what libpq does with `PGPASSWORD`, made
+    explicit so the variable can go. An unparseable `dsn` is returned as it is (connecting says
+    what is wrong with it)."""
+    try:
+        if conninfo.conninfo_to_dict(dsn).get("password"):
+            return dsn
+        return conninfo.make_conninfo(dsn, password=password)
+    except psycopg.ProgrammingError:
+        return dsn
+
+
 # plan_cache_mode: the claim's prepared statements keep their one generic plan. Left to choose,
 # the server finds the generic plan's estimate (for a LIMIT it cannot see) dearer than a custom
 # plan's and plans every claim afresh, which costs more than running it (0.6 of 1.5 ms for a

@@ -7,8 +7,9 @@ from collections.abc import Awaitable, Callable, Sequence
 import attrs
 import trio
 
-from ..errors import PartialDelivery
+from ..errors import PartialDelivery, SinkUnavailable
 from ..ports import OutboxEvent
+from ..reasons import describe_error
 
 
 @attrs.frozen
@@ -43,19 +44,31 @@ async def deliver_in_lanes(
 ) -> None:
     """Send each key's events one after the other, the keys concurrently, `limiter` sends at once.
 
-    After an event of a key fails, the later events of that key are not sent.
+    After an event of a key fails, the later events of that key are not sent. An exception from
+    `send` is that one event's (retryable) failure: a bug in the code that sends one event must
+    not fail its neighbours on other keys, which a task crashing the nursery would. The exception
+    is `SinkUnavailable`: it stops every lane and is raised as it is, outside any group.
 
     Raises:
         PartialDelivery: some event was not delivered; it names every such event (the held-back
             ones with the reason `held behind event N`), the permanent failures in `permanent`.
+        SinkUnavailable: a `send` raised it; the batch is undone by the caller's rollback.
     """
     failures: dict[int, str] = {}
     permanent: set[int] = set()
+    unavailable: list[SinkUnavailable] = []
 
-    async def send_lane(lane: list[OutboxEvent]) -> None:
+    async def send_lane(lane: list[OutboxEvent], cancel_scope: trio.CancelScope) -> None:
         for index, event in enumerate(lane):
-            async with limiter:
-                failure = await send(event)
+            try:
+                async with limiter:
+                    failure = await send(event)
+            except SinkUnavailable as exc:
+                unavailable.append(exc)
+                cancel_scope.cancel()  # the rest cannot be delivered either
+                return
+            except Exception as exc:
+                failure = Failure(describe_error(exc))
             if failure is not None:
                 failures[event.id] = failure.reason
                 if failure.permanent:
@@ -66,6 +79,8 @@ async def deliver_in_lanes(
 
     async with trio.open_nursery() as nursery:
         for lane in lanes(events):
-            nursery.start_soon(send_lane, lane)
+            nursery.start_soon(send_lane, lane, nursery.cancel_scope)
+    if unavailable:
+        raise unavailable[0]
     if failures:
         raise PartialDelivery(failures, permanent=permanent)

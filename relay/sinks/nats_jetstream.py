@@ -14,8 +14,10 @@ URL: `nats://[user:password@]host[:port][,host[:port]...][?subject=...&stream=..
 - `max_inflight` (default `SinkOptions.max_concurrency`, `--sink-concurrency`): publishes awaiting
   their ack at once, across keys.
 
-Relay creates no stream (operators own them): until one captures the subject, its events fail,
-retryably, with `no JetStream stream captures subject ...`.
+Relay creates no stream (operators own them): until one captures the subject, `deliver` raises
+`SinkUnavailable` (`no JetStream stream captures subject ...`, with how to create one): the batch
+is held untouched, no attempt counted, until a stream exists. See the README's "Whose fault is a
+failure".
 
 A message holds the payload's bytes as PostgreSQL sent them (never decoded), and as headers the
 event's own (strings as they are, other values as compact JSON; NATS trims a value and turns line
@@ -32,10 +34,11 @@ counts as delivered: that is the deduplication at work.
 
 An event that can never be stored fails permanently, so it is buried at once: too big (the
 client's `MaxPayloadError`, JetStream's error 10054), a topic or key that makes no valid subject or
-stream name, `{key}` for a keyless event, a header name NATS refuses. Any other failure is retried:
-no stream, a wrong expected stream, a full stream, no ack within `SinkOptions.timeout`. A lost
-connection makes `deliver` raise `SinkUnavailable` at once; the client never reconnects by itself
-(nothing is published behind relay's back): the drainer's restart enters the sink again.
+stream name, `{key}` for a keyless event, a header name NATS refuses, headers that are no JSON
+object. Any other failure is retried: a wrong expected stream, a full stream, no ack within
+`SinkOptions.timeout`. A lost connection makes `deliver` raise `SinkUnavailable` at once; the client
+never reconnects by itself (nothing is published behind relay's back): the drainer's restart
+enters the sink again.
 """
 
 from __future__ import annotations
@@ -151,6 +154,7 @@ class JetStreamSink(NetworkSink[_Connection]):
         if not client.is_connected:
             raise SinkUnavailable(_lost_reason(client))
         failed: PartialDelivery | None = None
+        unavailable: SinkUnavailable | None = None
         lost = False
         async with trio.open_nursery() as nursery:
 
@@ -169,9 +173,13 @@ class JetStreamSink(NetworkSink[_Connection]):
                 await deliver_in_lanes(events, self._send, self._limiter)
             except PartialDelivery as exc:
                 failed = exc
+            except SinkUnavailable as exc:  # kept out of the nursery, which would group it
+                unavailable = exc
             nursery.cancel_scope.cancel()
         if lost or (failed is not None and not client.is_connected):
             raise SinkUnavailable(_lost_reason(client)) from failed
+        if unavailable is not None:
+            raise unavailable
         if failed is not None:
             raise failed
 
@@ -223,6 +231,10 @@ class JetStreamSink(NetworkSink[_Connection]):
             stream = None if target.stream is None else target.stream.render(event.topic, event.key)
         except Unroutable as exc:
             return Failure(str(exc), permanent=True)
+        try:
+            headers = _headers(event, self._target.msg_id_prefix)
+        except (TypeError, ValueError) as exc:  # the writer's headers are no JSON object
+            return Failure(f"the headers cannot be sent: {exc}", permanent=True)
         with trio.move_on_after(timeout):
             try:
                 ack = await session.publish(
@@ -230,9 +242,15 @@ class JetStreamSink(NetworkSink[_Connection]):
                     event.payload_json,
                     timeout=timeout + _CLIENT_TIMEOUT_MARGIN,
                     stream=stream,
-                    headers=_headers(event, self._target.msg_id_prefix),
+                    headers=headers,
                 )
-            except Exception as exc:  # every client error becomes this event's failure
+            except nats.js.errors.NoStreamResponseError:
+                # The destination's configuration, not the event's fault: hold the batch.
+                raise SinkUnavailable(
+                    f"no JetStream stream captures subject {subject!r}: create a stream whose"
+                    f" subjects include it (e.g. nats stream add NAME --subjects {subject!r})"
+                ) from None
+            except Exception as exc:  # every other client error becomes this event's failure
                 return _judge(exc, subject, stream, timeout)
             self._counts["duplicates" if ack.duplicate else "stored"] += 1
             return None
@@ -254,8 +272,6 @@ def _headers(event: OutboxEvent, msg_id_prefix: str) -> dict[str, str]:
 
 
 def _judge(exc: Exception, subject: str, stream: str | None, timeout: float) -> Failure:
-    if isinstance(exc, nats.js.errors.NoStreamResponseError):
-        return Failure(f"no JetStream stream captures subject {subject!r}")
     if isinstance(exc, nats.js.errors.APIError):
         expected = "" if stream is None else f" (expected stream {stream!r})"
         return Failure(

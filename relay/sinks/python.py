@@ -50,7 +50,7 @@ def load_python_sink(target: str) -> Sink:
             ) from None
     if isinstance(found, type) or not (isinstance(found, Sink) or _is_async_callable(found)):
         if not callable(found):
-            raise ConfigError("sink", f"python:{target} is not callable: {found!r}")
+            raise ConfigError("sink", f"python:{target} is not callable: {_kind(found)}")
         try:
             found = found()
         except Exception as exc:
@@ -64,5 +64,13 @@ def load_python_sink(target: str) -> Sink:
     raise ConfigError(
         "sink",
         f"python:{target} is not a sink: expected an object with async deliver(events), an async "
-        f"handler(events), or a zero-argument factory of either; got {found!r}",
+        f"handler(events), or a zero-argument factory of either; got {_kind(found)}",
     )
+
+
+def _kind(found: object) -> str:
+    """What `found` is, by its type only: its repr may be anything (`os.environ` prints every
+    variable, secrets included)."""
+    kind = type(found)
+    module = "" if kind.__module__ == "builtins" else f"{kind.__module__}."
+    return f"an object of type {module}{kind.__qualname__}"

@@ -25,10 +25,11 @@ headers of those names. Every message is `mandatory`.
 
 An event is delivered once the broker confirmed it (publisher confirms). An unroutable message
 (returned: no queue bound for its routing key), a nack, or no confirm within `SinkOptions.timeout`
-is a retryable failure. Headers that are no AMQP table, a routing key over 255 bytes and a payload
-over `max_message_size` are permanent failures. A lost connection or a channel the broker closed
-raises `SinkUnavailable`: the drainer retries the batch and enters the sink again, which
-reconnects; the sink never reconnects by itself (no `connect_robust`), the supervisor owns that.
+is a retryable failure. Headers that are no AMQP table (a JSON array included), a routing key over
+255 bytes and a payload over `max_message_size` are permanent failures. A lost connection or a
+channel the broker closed raises `SinkUnavailable`: the drainer retries the batch and enters the
+sink again, which reconnects; the sink never reconnects by itself (no `connect_robust`), the
+supervisor owns that.
 
 The events of one key are published one after the other, each once the previous one is
 confirmed; keys go concurrently, up to `SinkOptions.max_concurrency` unconfirmed messages at once.
@@ -216,13 +217,14 @@ class RabbitMQSink(NetworkSink[_Session]):
         routing_key = target.route(event)
         if len(routing_key.encode()) > SHORTSTR_BYTES:
             return Failure(f"routing key {routing_key[:64]!r}... is over 255 bytes", permanent=True)
-        headers = {
-            **event.headers,
-            "relay-topic": event.topic,
-            "relay-key": event.key,
-            "relay-attempts": event.attempts,
-        }
         try:
+            # Reading the headers decodes them: a writer's `[1,2]` is no object, and raises here.
+            headers = {
+                **event.headers,
+                "relay-topic": event.topic,
+                "relay-key": event.key,
+                "relay-attempts": event.attempts,
+            }
             field_table(headers)  # as the client would encode them, but before anything is sent
         except (TypeError, ValueError) as exc:
             return Failure(f"the headers cannot be sent as an AMQP table: {exc}", permanent=True)

@@ -12,6 +12,12 @@ Each request carries:
   A receiver recomputes it over the raw body it received (before parsing it), compares in
   constant time and rejects stale timestamps to stop replays: `verify_signature` does all three.
 
+The URL's path may hold `{topic}`: each event goes to the URL with its topic put there as one
+path segment, percent-encoded (`/` included, so a topic never climbs out of its segment; a topic
+of dots is encoded too, as `.` and `..` would be resolved away). An empty topic makes no segment:
+a permanent failure. Any other `{...}`, or `{topic}` outside the path, is refused when the sink
+is made. Key order holds across topics: a key's events go one after the other whatever their URL.
+
 The answer decides the event's fate: 2xx delivered; 408, 429, any 5xx, a timeout or a connection
 error a retryable failure; any other 4xx a permanent one (the drainer buries the event at once);
 anything else (a 3xx: redirects are not followed) retryable, as the endpoint is likely misconfigured
@@ -24,8 +30,10 @@ import contextlib
 import functools
 import hashlib
 import hmac
+import re
 import ssl
 import time
+import urllib.parse
 from collections.abc import AsyncGenerator, Callable, Sequence
 from typing import cast
 
@@ -46,6 +54,9 @@ IDEMPOTENCY_HEADER = "Idempotency-Key"
 DEFAULT_TOLERANCE = 300.0
 """Seconds a signature's timestamp may be away from the receiver's clock."""
 
+TOPIC = "{topic}"
+_PLACEHOLDER = re.compile(r"\{[^{}/?#]*\}|[{}]")
+_PATH = re.compile(r"[^/?#]*(?P<path>[^?#]*)")  # after `scheme://`: the authority, then the path
 _USER_AGENT = "relay-webhook"
 _DETAIL_BYTES = 200  # of an error answer's body, kept for `last_error`
 _DRAIN_LIMIT = 64 * 1024  # past this an answer's body is dropped with its connection
@@ -102,9 +113,34 @@ def _digest(secret: str | bytes, timestamp: int, body: bytes) -> str:
     return mac.hexdigest()
 
 
+def _check_placeholders(value: str) -> None:
+    """Only `{topic}`, only in the path: anything else would be sent as the literal `%7B...%7D`."""
+    shown = mask_url(value)  # a password may hold braces; it holds no placeholder
+    for found in _PLACEHOLDER.finditer(shown):
+        if found[0] != TOPIC:
+            raise ConfigError(
+                "sink",
+                f"unknown placeholder {found[0]!r} in the webhook URL: only {TOPIC} is replaced"
+                " (percent-encode a literal brace as %7B or %7D)",
+            )
+    path = _PATH.match(shown.partition("://")[2])
+    if shown.count(TOPIC) != (0 if path is None else path["path"].count(TOPIC)):
+        raise ConfigError("sink", f"{TOPIC} may only be in the webhook URL's path")
+
+
+def topic_segment(topic: str) -> str | None:
+    """`topic` as one path segment, percent-encoded; None for an empty topic (no segment)."""
+    if not topic:
+        return None
+    if topic.strip(".") == "":  # `.` and `..` are resolved away by any URL parser
+        return "%2E" * len(topic)
+    return urllib.parse.quote(topic, safe="")
+
+
 def _check_url(instance: object, attribute: attrs.Attribute[str], value: str) -> None:
+    _check_placeholders(value)
     try:
-        parsed = httpx.URL(value)
+        parsed = httpx.URL(value.replace(TOPIC, "topic"))
         # httpx quietly percent-encodes a space in a host and takes any port number.
         if any(c.isspace() for c in value) or not 0 < (parsed.port or 80) < 65536:
             raise httpx.InvalidURL("a space or a port out of range")
@@ -132,7 +168,8 @@ class WebhookSink(NetworkSink[httpx.AsyncClient]):
     `permanent` set; the others count as delivered. `Cancelled` passes through.
 
     Attributes:
-        url: the endpoint; user information in it is sent as HTTP basic authentication. The
+        url: the endpoint; `{topic}` in its path is each event's topic (see the module's
+            documentation); user information in it is sent as HTTP basic authentication. The
             `HTTP(S)_PROXY`, `NO_PROXY` and `SSL_CERT_FILE` variables apply, as in httpx.
         options: secret, timeout, concurrency, extra headers, TLS.
         clock: Unix time for the signature's timestamp. Wall-clock time, not trio's: the receiver
@@ -199,12 +236,18 @@ class WebhookSink(NetworkSink[httpx.AsyncClient]):
         await deliver_in_lanes(events, functools.partial(self._post, client), self._limiter)
 
     async def _post(self, client: httpx.AsyncClient, event: OutboxEvent) -> Failure | None:
+        url = self.url
+        if TOPIC in url:
+            segment = topic_segment(event.topic)
+            if segment is None:
+                return Failure(f"the topic is empty: it cannot fill {TOPIC}", permanent=True)
+            url = url.replace(TOPIC, segment)
         body = encode_event(event)
         headers = {IDEMPOTENCY_HEADER: str(event.id)}
         if self.options.secret is not None:
             headers[SIGNATURE_HEADER] = sign(self.options.secret, body, int(self.clock()))
         try:
-            async with client.stream("POST", self.url, content=body, headers=headers) as response:
+            async with client.stream("POST", url, content=body, headers=headers) as response:
                 try:
                     detail = await _read_detail(response)
                 except httpx.TransportError:

@@ -94,6 +94,35 @@ def test_sigterm_mid_stream_exits_0_and_a_second_run_delivers_the_rest(
     assert first_ids.keys().isdisjoint(second_ids.keys())  # graceful: no duplicates
 
 
+def test_a_closed_stdout_stops_with_exit_74_and_one_line_counting_no_attempt(
+    database_dsn: str,
+) -> None:
+    """`relay run | head -c 100`: before, every batch cost each event an attempt, a traceback
+    each, and with --max-attempts 2 the events went dead."""
+    insert(database_dsn, 5000)  # more than a pipe's buffer holds: the relay must meet the close
+    process = subprocess.Popen(
+        [sys.executable, "-m", "relay.cli", "run", "--dsn", database_dsn, "--max-attempts", "2"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert process.stdout is not None
+    process.stdout.read(100)  # as `head -c 100` does, then goes away
+    process.stdout.close()
+    _, stderr = process.communicate(timeout=GUARD)
+    lines = stderr.decode().strip().splitlines()
+    assert process.returncode == 74, stderr
+    assert "Traceback" not in stderr.decode()
+    left = pending_count(database_dsn)
+    assert lines[-1] == f"relay: stdout is closed: stopping; {left} events left pending"
+    assert not any("sink" in line for line in lines[:-1]), stderr  # no per-batch complaint
+    with psycopg.connect(database_dsn) as conn:
+        dead = conn.execute("SELECT count(*) FROM relay.outbox_dead").fetchone()
+        attempts = conn.execute("SELECT DISTINCT attempts FROM relay.outbox").fetchall()
+    assert dead == (0,)
+    assert attempts == [(0,)]
+    assert 0 < left < 5000
+
+
 def relay_fails(*args: str, env: dict[str, str] | None = None) -> str:
     result = subprocess.run(
         [sys.executable, "-m", "relay.cli", *args],

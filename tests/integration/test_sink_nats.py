@@ -303,16 +303,58 @@ async def test_relay_run_publishes_to_the_stream_named_in_its_sink_url(
     assert sorted(m.id for m in stored) == sorted(written)
 
 
-async def test_a_subject_no_stream_captures_is_a_retryable_failure(stream: Stream) -> None:
+async def test_a_subject_no_stream_captures_is_sink_unavailable_naming_it(stream: Stream) -> None:
+    """The destination's configuration, not the event's fault: no attempt may be spent on it."""
     sink = JetStreamSink(f"nats://127.0.0.1:{NATS_PORT}?subject=relaytest.nowhere.{{topic}}")
     with trio.fail_after(GUARD):
         async with sink:
-            with pytest.raises(PartialDelivery) as caught:
-                await sink.deliver([ev(1)])
-    assert caught.value.failures == {
-        1: "no JetStream stream captures subject 'relaytest.nowhere.orders'"
-    }
-    assert caught.value.permanent == frozenset()
+            with pytest.raises(SinkUnavailable) as caught:
+                await sink.deliver([ev(1, key="a"), ev(2, key="b"), ev(3)])
+    message = str(caught.value)
+    assert message.startswith("no JetStream stream captures subject 'relaytest.nowhere.orders'")
+    assert "nats stream add" in message
+
+
+async def test_through_the_relay_no_stream_holds_the_events_untouched_until_one_exists(
+    database_dsn: str,
+) -> None:
+    """Before: every attempt burnt and the events buried; now they wait, attempts 0."""
+    unique = uuid.uuid4().hex[:12]
+    prefix = f"relaytest.{unique}"
+    with psycopg.connect(database_dsn) as conn:
+        conn.execute(
+            "INSERT INTO relay.outbox (topic, key, payload)"
+            " SELECT 'orders', 'k' || g, '{}' FROM generate_series(1, 3) g"
+        )
+    sink = JetStreamSink(f"nats://127.0.0.1:{NATS_PORT}?subject={prefix}.{{topic}}")
+    fast = Backoff(base=0.05, cap=0.05, jitter=0.0)
+    config = Config(
+        dsn=database_dsn,
+        max_attempts=2,
+        retry_backoff=fast,
+        restart_backoff=fast,
+        restart_intensity=1000,
+        poll_interval=0.2,
+    )
+    with trio.fail_after(GUARD):
+        async with open_relay(config, sink) as handle:
+            await trio.sleep(1.5)  # time enough, before, to bury them all (max_attempts=2)
+            assert (handle.statistics().retried, handle.statistics().dead) == (0, 0)
+            with psycopg.connect(database_dsn) as conn:
+                rows = conn.execute("SELECT attempts FROM relay.outbox").fetchall()
+            assert rows == [(0,), (0,), (0,)]
+            created = Stream(name=f"relaytest_{unique}", prefix=prefix)
+            async with nats_client() as client:
+                await aio_as_trio(client.jetstream().add_stream)(
+                    name=created.name, subjects=[f"{prefix}.>"]
+                )
+            try:
+                await wait_for_drain(database_dsn)
+                stored = await created.read()
+            finally:
+                await delete_stream(created)
+    assert len(stored) == 3
+    assert handle.statistics().dead == 0
 
 
 async def test_a_subject_captured_by_another_stream_than_expected_is_refused(

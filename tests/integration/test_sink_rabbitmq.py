@@ -34,6 +34,7 @@ from relay import (
     open_relay,
 )
 from relay.aio import aio_as_trio, asyncio_loop
+from relay.ports import JsonObject
 from relay.sinks import SinkOptions
 from relay.sinks.rabbitmq import RabbitMQSink
 
@@ -392,6 +393,50 @@ async def test_through_the_relay_an_event_amqp_cannot_carry_is_buried_and_the_re
         dead = conn.execute("SELECT id, last_error FROM relay.outbox_dead").fetchall()
     assert [id for id, _ in dead] == [1]
     assert dead[0][1].startswith("the headers cannot be sent as an AMQP table")
+
+
+async def test_headers_that_are_a_json_array_fail_only_their_event_permanently() -> None:
+    array = OutboxEvent(
+        id=1, topic="orders.x", key="a", payload_json=b"{}", headers=JsonObject(b"[1, 2]")
+    )
+    with trio.fail_after(GUARD):
+        async with open_broker() as broker:
+            with pytest.raises(PartialDelivery) as caught:
+                await deliver(
+                    RabbitMQSink(broker.url()), array, *(ev(n, key=f"k{n}") for n in range(2, 7))
+                )
+            assert sorted(message.id for message in await broker.messages()) == [2, 3, 4, 5, 6]
+    assert caught.value.failures.keys() == {1}
+    assert caught.value.permanent == {1}
+    assert caught.value.failures[1].startswith("the headers cannot be sent as an AMQP table")
+
+
+async def test_through_the_relay_array_headers_bury_their_event_and_no_neighbour(
+    database_dsn: str,
+) -> None:
+    """Before: the batch failed as a whole, good events on other keys went dead with
+    `ExceptionGroup: Exceptions from Trio nursery`."""
+    with psycopg.connect(database_dsn) as conn:
+        conn.execute(
+            "INSERT INTO relay.outbox (topic, key, payload, headers) VALUES"
+            " ('orders.created', 'bad', '{}', '[1, 2]')"
+        )
+        conn.execute(
+            "INSERT INTO relay.outbox (topic, key, payload)"
+            " SELECT 'orders.created', 'k' || g, '{}' FROM generate_series(1, 5) g"
+        )
+    with trio.fail_after(GUARD):
+        async with open_broker() as broker:
+            config = Config(dsn=database_dsn, max_attempts=2, poll_interval=3600.0)
+            async with open_relay(config, RabbitMQSink(broker.url())) as handle:
+                await wait_until(lambda: handle.statistics().delivered >= 5)
+                await wait_until(lambda: handle.statistics().dead >= 1)
+                assert (handle.statistics().dead, handle.statistics().retried) == (1, 0)
+            assert sorted(message.id for message in await broker.messages()) == [2, 3, 4, 5, 6]
+    with psycopg.connect(database_dsn) as conn:
+        dead = conn.execute("SELECT id, last_error FROM relay.outbox_dead").fetchall()
+    assert [id for id, _ in dead] == [1]
+    assert dead[0][1].startswith("the headers cannot be sent as an AMQP table: not a JSON object")
 
 
 async def test_a_missing_exchange_makes_entering_fail_with_sink_unavailable() -> None:

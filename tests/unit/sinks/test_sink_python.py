@@ -124,7 +124,7 @@ def test_a_dotted_attribute_is_followed(user_module: str) -> None:
     [
         ("missing", "has no attribute 'missing'"),
         ("namespace.missing", "has no attribute 'namespace.missing'"),
-        ("not_callable", "is not callable: 3"),
+        ("not_callable", "is not callable: an object of type int"),
         ("make_nothing", "is not a sink"),
         ("broken_factory", "raised RuntimeError: no credentials"),
         # A sync function taking the events is called as a factory, with no arguments.
@@ -138,6 +138,17 @@ def test_what_is_not_a_sink_is_a_config_error(
         open_sink(f"python:{user_module}:{attribute}")
     assert caught.value.field == "sink"
     assert reason in caught.value.reason
+
+
+def test_an_object_that_is_no_sink_is_named_by_its_type_never_its_repr(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Before: `python:os:environ` printed the whole environment, secrets included."""
+    monkeypatch.setenv("RELAY_TEST_SECRET_VALUE", "hunter2-in-the-environment")
+    with pytest.raises(ConfigError) as caught:
+        open_sink("python:os:environ")
+    assert "hunter2" not in str(caught.value)
+    assert str(caught.value).endswith("is not callable: an object of type os._Environ")
 
 
 @pytest.mark.parametrize(

@@ -8,10 +8,12 @@ import json
 from typing import Any
 
 import pytest
+import trio
 
-from relay import OutboxEvent
+from relay import Config, OutboxEvent, OutputClosed, open_relay
 from relay.ports import JsonObject
 from relay.sinks import StdoutSink, encode_event
+from relay.testing import MemoryOutbox
 
 CREATED = datetime.datetime(2024, 1, 2, 3, 4, 5, 678000, tzinfo=datetime.UTC)
 
@@ -143,3 +145,31 @@ async def test_writes_to_standard_output_by_default(
 
 def test_encode_event_has_no_trailing_line_break() -> None:
     assert not encode_event(event(1, b"{}")).endswith(b"\n")
+
+
+class ClosedPipe(io.BytesIO):
+    """A pipe whose reader went away."""
+
+    def write(self, data: Any, /) -> int:
+        raise BrokenPipeError(32, "Broken pipe")
+
+
+async def test_a_closed_stdout_raises_output_closed() -> None:
+    with pytest.raises(OutputClosed, match="stdout is closed"):
+        await StdoutSink(ClosedPipe()).deliver([event(1, b"{}")])
+
+
+async def test_a_closed_stdout_stops_the_relay_and_leaves_every_event_untouched(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Before: each batch counted an attempt per event, and the events went dead."""
+    outbox = MemoryOutbox()
+    for n in range(25):
+        outbox.enqueue("t", n, key=f"k{n % 3}")
+    config = Config(batch_size=10, max_attempts=2, poll_interval=1.0)
+    with pytest.raises(OutputClosed):
+        async with open_relay(config, StdoutSink(ClosedPipe()), outbox=outbox):
+            await trio.sleep(60)
+    assert [row.event.attempts for row in outbox.pending_rows()] == [0] * 25
+    assert {row.last_error for row in outbox.pending_rows()} == {None}
+    assert outbox.dead() == []

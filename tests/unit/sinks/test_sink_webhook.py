@@ -261,3 +261,55 @@ def test_a_ca_file_that_cannot_be_loaded_is_a_config_error(tmp_path: pathlib.Pat
 def test_a_ca_file_is_loaded_when_the_sink_is_made() -> None:
     WebhookSink(URL, SinkOptions(ca_file=certifi.where()))
     WebhookSink(URL, SinkOptions(ca_file="/ignored/without/verification", verify_tls=False))
+
+
+async def test_topic_in_the_url_path_is_each_events_topic_as_one_encoded_segment() -> None:
+    """Before: `{topic}` was sent as it stood, to `/hooks/%7Btopic%7D`."""
+    endpoint = Endpoint()
+    sink = WebhookSink(
+        "https://hooks.example.com/hooks/{topic}/in",
+        transport=httpx.MockTransport(endpoint),
+    )
+    topics = ["orders.created", "a/b c", "..", "café?#"]
+    events = [
+        OutboxEvent(id=n, topic=topic, key="k", payload_json=b"{}")
+        for n, topic in enumerate(topics, 1)
+    ]
+    await deliver(sink, events)
+    assert [request.url.raw_path for request in endpoint.requests] == [
+        b"/hooks/orders.created/in",
+        b"/hooks/a%2Fb%20c/in",
+        b"/hooks/%2E%2E/in",
+        b"/hooks/caf%C3%A9%3F%23/in",
+    ]
+
+
+async def test_an_empty_topic_cannot_fill_the_url_and_fails_permanently() -> None:
+    endpoint = Endpoint()
+    sink = WebhookSink("https://h.example/{topic}", transport=httpx.MockTransport(endpoint))
+    event = OutboxEvent(id=1, topic="", key=None, payload_json=b"{}")
+    with pytest.raises(PartialDelivery) as caught:
+        await deliver(sink, [event])
+    assert caught.value.permanent == {1}
+    assert endpoint.requests == []
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("https://h.example/hooks/{key}", "unknown placeholder '{key}'"),
+        ("https://h.example/hooks/{Topic}", "unknown placeholder '{Topic}'"),
+        ("https://h.example/hooks/{topic", "unknown placeholder '{'"),
+        ("https://h.example/hooks?t={topic}", "{topic} may only be in the webhook URL's path"),
+        ("https://{topic}.example/hooks", "{topic} may only be in the webhook URL's path"),
+    ],
+)
+def test_any_other_placeholder_is_refused_in_one_line(url: str, message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        WebhookSink(url)
+    assert message in str(caught.value)
+    assert "\n" not in str(caught.value)
+
+
+def test_braces_in_a_password_are_no_placeholder() -> None:
+    WebhookSink("https://user:p{w}d@h.example/hooks/{topic}")
