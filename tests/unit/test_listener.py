@@ -71,7 +71,7 @@ async def test_a_failing_listener_is_restarted_at_exactly_the_backoff_times(
 ) -> None:
     outbox, sink = MemoryOutbox(), RecordingSink()
     for _ in range(3):
-        outbox.fail_next("listen", OutboxUnavailable("connection refused"))
+        outbox.fail_next_listen(error=OutboxUnavailable("connection refused"))
     event_id = outbox.enqueue("t", 1)  # before anyone listens: no notification
     async with trio.open_nursery() as nursery:
         handle = await nursery.start(partial(run_relay, config, sink, outbox=outbox))
@@ -91,7 +91,7 @@ async def test_a_reconnected_listener_sends_a_catch_up_wakeup(
     outbox, sink = MemoryOutbox(), RecordingSink()
     async with open_relay(config, sink, outbox=outbox) as handle:
         await trio.sleep(1.0)
-        outbox.fail_next("listen")
+        outbox.fail_next_listen()
         outbox.drop_listeners()  # lost at 1.0; reconnect fails at 1.25, succeeds at 1.75
         await trio.sleep(0.125)
         assert not handle.statistics().listener_connected
