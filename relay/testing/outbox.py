@@ -148,6 +148,7 @@ class MemoryOutbox:
     _claims: int = 0
     _open_claims: int = 0
     _listen_attempts: list[float] = attrs.field(factory=list)
+    _settled: trio.lowlevel.ParkingLot = attrs.field(factory=trio.lowlevel.ParkingLot)
 
     # -- the writer's side and inspection ---------------------------------------------------------
 
@@ -182,6 +183,15 @@ class MemoryOutbox:
     def dead(self) -> list[DeadEvent]:
         """The dead table, in the order events died."""
         return list(self._dead)
+
+    async def wait_drained(self) -> None:
+        """Return once the outbox is empty: every event delivered or moved to the dead table.
+
+        Retries are waited out too, which takes no real time on `MockClock` with autojump.
+        """
+        await trio.lowlevel.checkpoint()
+        while self._rows:
+            await self._settled.park()
 
     def statistics(self) -> MemoryOutboxStatistics:
         """Counts useful to tests."""
@@ -334,6 +344,7 @@ class MemoryOutbox:
             elif event.id not in hold:
                 del self._rows[event.id]
         batch.settled = True
+        self._settled.unpark_all()
 
     def _next_due(self) -> float | None:
         """Seconds until the earliest scheduled retry, or None if none is scheduled."""
