@@ -68,16 +68,15 @@ def flaky_sink(recording_sink: RecordingSink) -> FlakySink:
 @pytest.fixture
 def relay_test_config() -> Config:
     """relay's defaults, without jitter: every retry and restart happens at an exact time."""
-    from .. import Backoff, Config
+    import attrs
+
+    from .. import Config
 
     defaults = Config()
-    return Config(
-        retry_backoff=Backoff(
-            base=defaults.retry_backoff.base, cap=defaults.retry_backoff.cap, jitter=0.0
-        ),
-        restart_backoff=Backoff(
-            base=defaults.restart_backoff.base, cap=defaults.restart_backoff.cap, jitter=0.0
-        ),
+    return attrs.evolve(
+        defaults,
+        retry_backoff=attrs.evolve(defaults.retry_backoff, jitter=0.0),
+        restart_backoff=attrs.evolve(defaults.restart_backoff, jitter=0.0),
     )
 
 
