@@ -43,7 +43,7 @@ async def test_a_lost_connection_raises_listener_lost(
                 outbox.drop_listeners()
 
             nursery.start_soon(drop_soon)
-            with pytest.raises(ListenerLost):
+            with pytest.raises(ListenerLost, match=r"^the listen connection ended$"):
                 await listener.run()
         assert not listener.connected
 

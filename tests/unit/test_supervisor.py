@@ -144,6 +144,7 @@ async def test_one_restart_too_many_raises_restart_intensity_exceeded_and_stops_
         await supervisor.run()
     assert starts == [0.0, 0.25, 0.75]  # two restarts allowed, the third crash gives up
     assert stopped == [0.75]
+    assert str(caught.value) == "more than 2 restarts within 60.0s (last: crasher crashed)"
     assert isinstance(caught.value.__cause__, ValueError)
     assert str(caught.value.__cause__) == "crash 3"
     assert supervisor.statistics().restarts == 2
@@ -159,6 +160,17 @@ async def test_giving_up_while_starting_raises_from_nursery_start_unwrapped(
         with pytest.raises(RestartIntensityExceeded):
             await nursery.start(supervisor.run)
     assert starts == [0.0]
+
+
+async def test_giving_up_on_a_child_that_returned_says_so_and_has_no_cause(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    policy = RestartPolicy(intensity=1, period=60.0, backoff=POLICY.backoff)
+    supervisor = Supervisor([ChildSpec("quitter", child([], then="return"))], policy)
+    with pytest.raises(RestartIntensityExceeded) as caught:
+        await supervisor.run()
+    assert str(caught.value) == "more than 1 restarts within 60.0s (last: quitter returned)"
+    assert caught.value.__cause__ is None
 
 
 async def test_restarts_older_than_the_period_are_forgotten(
@@ -196,7 +208,7 @@ async def test_cancellation_during_a_restart_backoff_is_not_delayed(
 
 
 async def test_an_error_raised_while_stopping_is_not_a_crash(
-    autojump_clock: trio.testing.MockClock,
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
 ) -> None:
     async def messy(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
@@ -210,6 +222,9 @@ async def test_an_error_raised_while_stopping_is_not_a_crash(
         await supervisor.run()
     assert scope.cancelled_caught
     assert supervisor.statistics().restarts == 0
+    [logged] = [r for r in caplog.records if r.name == "relay.supervisor"]
+    assert logged.getMessage() == "messy failed while stopping"  # not lost: logged, with it
+    assert logged.exc_info is not None and str(logged.exc_info[1]) == "cleanup failed"
 
 
 def test_a_restart_policy_refuses_a_negative_intensity() -> None:
