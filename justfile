@@ -29,6 +29,14 @@ lock:
 test *args:
     {{python}} -m pytest --cov --cov-report=term-missing:skip-covered {{args}}
 
+# Mutation testing of the core (wakeups, backoff, supervisor, ticker, listener, drainer) against
+# tests/unit, then the score per module and every survivor (tests/mutation_score.py states which
+# log and message-text mutants it leaves out). About 4 minutes on 2 cores; fails below 95%.
+mutate children="2":
+    rm -rf mutants
+    {{venv}}/bin/mutmut run --max-children {{children}}
+    {{python}} -m tests.mutation_score
+
 # Static checks: ruff, mypy --strict, the import contracts.
 lint:
     {{python}} -m ruff check relay tests benchmarks examples

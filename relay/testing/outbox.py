@@ -14,8 +14,8 @@ import trio
 from ..errors import OutboxUnavailable
 from ..ports import Backlog, OutboxEvent, Retry
 
-Operation = Literal["claim", "settle", "listen"]
-_OPERATIONS: frozenset[str] = frozenset({"claim", "settle", "listen"})
+# Private: the public fault-injection API is one typed method per operation.
+_Operation = Literal["claim", "settle", "listen"]
 _HANG: Literal["hang"] = "hang"
 
 
@@ -133,7 +133,9 @@ class MemoryOutbox:
       every other claimed row is deleted (delivered).
     - `enqueue()` notifies every open listen connection, like the outbox's NOTIFY trigger.
 
-    Times are trio times. Fault injection: `fail_next()`, `hang_next()`, `drop_listeners()`,
+    Times are trio times. Fault injection, each fault used by one call: `fail_next_claim()`,
+    `hang_next_claim()`, `fail_next_settle()`, `hang_next_settle()`, `fail_next_listen()`,
+    `hang_next_listen()`; and for open listen connections `drop_listeners()` and
     `silence_listeners()`.
     """
 
@@ -141,11 +143,12 @@ class MemoryOutbox:
     _dead: list[DeadEvent] = attrs.field(factory=list)
     _locked: set[int] = attrs.field(factory=set)
     _next_id: int = 1
-    _faults: dict[str, deque[Exception | Literal["hang"]]] = attrs.field(factory=dict)
+    _faults: dict[_Operation, deque[Exception | Literal["hang"]]] = attrs.field(factory=dict)
     _connections: list[_Connection] = attrs.field(factory=list)
     _claims: int = 0
     _open_claims: int = 0
     _listen_attempts: list[float] = attrs.field(factory=list)
+    _settled: trio.lowlevel.ParkingLot = attrs.field(factory=trio.lowlevel.ParkingLot)
 
     # -- the writer's side and inspection ---------------------------------------------------------
 
@@ -181,6 +184,15 @@ class MemoryOutbox:
         """The dead table, in the order events died."""
         return list(self._dead)
 
+    async def wait_drained(self) -> None:
+        """Return once the outbox is empty: every event delivered or moved to the dead table.
+
+        Retries are waited out too, which takes no real time on `MockClock` with autojump.
+        """
+        await trio.lowlevel.checkpoint()
+        while self._rows:
+            await self._settled.park()
+
     def statistics(self) -> MemoryOutboxStatistics:
         """Counts useful to tests."""
         return MemoryOutboxStatistics(
@@ -191,19 +203,44 @@ class MemoryOutbox:
         )
 
     # -- fault injection ---------------------------------------------------------------------------
+    # Faults queue up per operation and are used one per call, in order: `fail_next_claim(2)` then
+    # `hang_next_claim()` fails two claims and hangs the third. A fault is spent even when the call
+    # it hit is cancelled.
 
-    def fail_next(self, operation: Operation, error: Exception | None = None) -> None:
-        """Make the next `operation` raise `error` (default: `OutboxUnavailable`).
+    def fail_next_claim(self, n: int = 1, error: Exception | None = None) -> None:
+        """Make the next `n` `claim()` calls raise `error` before claiming anything.
 
-        Faults queue up: call it twice to fail the next two. A failing "listen" is a failed connect.
+        The default error, `relay.OutboxUnavailable`, is what the PostgreSQL outbox raises when the
+        database cannot be reached; the relay's supervisor restarts the drainer.
         """
-        self._queue(operation).append(
-            error if error is not None else OutboxUnavailable(f"{operation}: injected failure")
-        )
+        self._add_failures("claim", n, error)
 
-    def hang_next(self, operation: Operation) -> None:
-        """Make the next `operation` hang until it is cancelled."""
-        self._queue(operation).append(_HANG)
+    def hang_next_claim(self) -> None:
+        """Make the next `claim()` wait until it is cancelled, like a claim on a stalled server."""
+        self._faults.setdefault("claim", deque()).append(_HANG)
+
+    def fail_next_settle(self, n: int = 1, error: Exception | None = None) -> None:
+        """Make the next `n` `settle()` calls raise `error` (default `relay.OutboxUnavailable`).
+
+        The claim is then left unsettled, so its rows go back untouched: a commit that never came.
+        """
+        self._add_failures("settle", n, error)
+
+    def hang_next_settle(self) -> None:
+        """Make the next `settle()` wait until it is cancelled; its rows go back untouched."""
+        self._faults.setdefault("settle", deque()).append(_HANG)
+
+    def fail_next_listen(self, n: int = 1, error: Exception | None = None) -> None:
+        """Make the next `n` `listen()` calls fail to connect with `error`.
+
+        The default error is `relay.OutboxUnavailable`; every attempt, failed or not, is recorded
+        in `statistics().listen_attempts`.
+        """
+        self._add_failures("listen", n, error)
+
+    def hang_next_listen(self) -> None:
+        """Make the next `listen()` connect attempt wait until it is cancelled."""
+        self._faults.setdefault("listen", deque()).append(_HANG)
 
     def drop_listeners(self) -> None:
         """Lose every open listen connection: their notification iterators end."""
@@ -218,12 +255,19 @@ class MemoryOutbox:
         for connection in self._connections:
             connection.silenced = True
 
-    def _queue(self, operation: Operation) -> deque[Exception | Literal["hang"]]:
-        if operation not in _OPERATIONS:
-            raise ValueError(f"operation must be one of {sorted(_OPERATIONS)}, got {operation!r}")
-        return self._faults.setdefault(operation, deque())
+    def _add_failures(self, operation: _Operation, n: int, error: Exception | None) -> None:
+        # Checked here, at the call, so a mistake fails the test's own line rather than the relay.
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(f"n must be an int >= 1, got {n!r}")
+        if error is not None and not isinstance(error, Exception):
+            raise TypeError(f"error must be an exception instance, got {error!r}")
+        faults = self._faults.setdefault(operation, deque())
+        for _ in range(n):
+            faults.append(
+                error if error is not None else OutboxUnavailable(f"{operation}: injected failure")
+            )
 
-    async def _operation(self, operation: Operation) -> None:
+    async def _operation(self, operation: _Operation) -> None:
         await trio.lowlevel.checkpoint()
         faults = self._faults.get(operation)
         if faults:
@@ -300,6 +344,7 @@ class MemoryOutbox:
             elif event.id not in hold:
                 del self._rows[event.id]
         batch.settled = True
+        self._settled.unpark_all()
 
     def _next_due(self) -> float | None:
         """Seconds until the earliest scheduled retry, or None if none is scheduled."""

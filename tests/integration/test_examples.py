@@ -1,12 +1,17 @@
-"""The README's runnable things: `relay demo` and `examples/embed.py`, each on its own server."""
+"""The README's runnable things: `relay demo`, `examples/embed.py`, the plugin's test examples."""
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
+
+from tests.conftest import PostgresServer
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -56,3 +61,34 @@ def test_examples_embed_runs_and_exits_0() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert "done: 5 events handled" in result.stdout
+
+
+def readme_test_files() -> dict[str, str]:
+    """The README's example test files: its python blocks whose first line is `# test_*.py`."""
+    readme = (ROOT / "README.md").read_text()
+    blocks = re.findall(r"```python\n# (test_\w+\.py)\n(.*?)```", readme, re.DOTALL)
+    return dict(blocks)
+
+
+@pytest.mark.parametrize("trio_mode", [True, False], ids=["trio_mode", "markers"])
+def test_the_readmes_handler_tests_pass_verbatim(
+    tmp_path: Path, postgres_server: PostgresServer, trio_mode: bool
+) -> None:
+    """In a project of their own, as a user copies them: with `trio_mode` and without it."""
+    files = readme_test_files()
+    assert {"test_orders.py", "test_orders_postgres.py"} <= files.keys()
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    (tmp_path / "pyproject.toml").write_text(
+        "[tool.pytest.ini_options]\n" + ("trio_mode = true\n" if trio_mode else "")
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"],
+        cwd=tmp_path,
+        env={**os.environ, "RELAY_TEST_DSN": postgres_server.admin_dsn},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert re.search(r"^4 passed", result.stdout, re.MULTILINE), result.stdout

@@ -123,3 +123,51 @@ def test_migrate_and_run_work_from_the_wheel_alone(
         assert process.wait(timeout=GUARD) == 0, err.read_text()
     [line] = out.read_text().splitlines()
     assert json.loads(line)["topic"] == "t"
+
+
+USER_TEST = """
+import relay
+
+
+async def test_my_handler_retries_a_failed_order(
+    memory_relay, memory_outbox, flaky_sink, recording_sink, autojump_clock
+):
+    flaky_sink.fail(memory_outbox.enqueue("orders.created", {"id": 1}, key="order-1"))
+    memory_outbox.enqueue("orders.created", {"id": 2}, key="order-1")
+    async with memory_relay(flaky_sink) as handle:
+        await memory_outbox.wait_drained()
+    # Event 2 waited behind event 1 (same key); both went at 1.0, after the default backoff.
+    assert [(d.at, [e.id for e in d.events]) for d in recording_sink.deliveries] == [(1.0, [1, 2])]
+    assert handle.statistics().retried == 1
+"""
+
+
+def test_a_users_project_tests_its_handler_with_the_plugins_fixtures(
+    installed: Path, tmp_path: Path
+) -> None:
+    """relay from the wheel, pytest and pytest-trio, a pyproject.toml and one test file."""
+    python, lock = installed / "python", ROOT / "constraints.txt"
+    subprocess.run(
+        [python, "-m", "pip", "install", "-q", "-c", lock, "pytest", "pytest-trio"],
+        check=True,
+        timeout=600,
+    )
+    (tmp_path / "pyproject.toml").write_text(
+        '[project]\nname = "shop"\nversion = "0"\n\n'
+        '[tool.pytest.ini_options]\ntrio_mode = true\naddopts = "--strict-markers"\n'
+    )
+    (tmp_path / "test_handler.py").write_text(USER_TEST)
+    started = time.monotonic()
+    result = subprocess.run(
+        [python, "-m", "pytest", "-p", "no:cacheprovider"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=GUARD,
+    )
+    took = time.monotonic() - started
+    print(
+        result.stdout, f"pytest process: {took:.2f}s wall clock", sep="\n"
+    )  # reported, not asserted
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert re.search(r"^=+ 1 passed in [\d.]+s =+$", result.stdout, re.MULTILINE), result.stdout

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
+from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
+import trio.testing
 
 from relay import Backoff, Config
 
@@ -44,3 +49,37 @@ def all_tasks() -> set[trio.lowlevel.Task]:
 @pytest.fixture
 def config() -> Config:
     return make_config()
+
+
+# Every async unit test runs under a deadline, so a broken invariant that leaves a task waiting
+# fails with the place it waited rather than hanging the run. On MockClock the deadline is a day of
+# virtual time: autojump reaches it at once when nothing else is scheduled, and no test comes
+# near it. On the real clock (tests without `autojump_clock`) it is a minute.
+VIRTUAL_DEADLINE = 86_400.0
+REAL_DEADLINE = 60.0
+
+
+def _guarded(test: Callable[..., Awaitable[None]]) -> Callable[..., Awaitable[None]]:
+    @functools.wraps(test)
+    async def run(**kwargs: Any) -> None:
+        virtual = isinstance(trio.lowlevel.current_clock(), trio.testing.MockClock)
+        limit = VIRTUAL_DEADLINE if virtual else REAL_DEADLINE
+        try:
+            with trio.fail_after(limit):
+                await test(**kwargs)
+        except trio.TooSlowError as exc:  # its context, Cancelled, shows where the test waited
+            kind = "virtual time: every task was blocked" if virtual else "real time"
+            raise trio.TooSlowError(f"{test.__name__} hung ({limit:g}s of {kind})") from exc
+
+    return run
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    here = Path(__file__).parent
+    for item in items:
+        if (
+            isinstance(item, pytest.Function)
+            and item.path.is_relative_to(here)
+            and inspect.iscoroutinefunction(item.obj)
+        ):
+            item.obj = _guarded(item.obj)

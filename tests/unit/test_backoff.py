@@ -27,6 +27,20 @@ def test_a_huge_attempt_count_gives_the_cap() -> None:
     assert Backoff(base=1.0, cap=300.0).ceiling(10_000) == 300.0
 
 
+@pytest.mark.parametrize("factor", [1.0, 0.5])
+def test_a_factor_of_at_most_one_never_grows_past_the_base_however_many_attempts(
+    factor: float,
+) -> None:
+    """The delay does not jump to the cap after some attempt count: it was at 65 once."""
+    backoff = Backoff(base=1.0, factor=factor, cap=300.0, jitter=0.0)
+    assert [backoff.ceiling(n) for n in (64, 65, 10_000)] == [factor**n for n in (64, 65, 10_000)]
+
+
+def test_the_cap_binds_exactly_where_the_growth_reaches_it() -> None:
+    backoff = Backoff(base=1.0, factor=2.0, cap=8.0, jitter=0.0)
+    assert [backoff.ceiling(n) for n in (2, 3, 4)] == [4.0, 8.0, 8.0]
+
+
 def test_jitter_scales_a_delay_down_by_at_most_its_fraction() -> None:
     backoff = Backoff(base=8.0, cap=100.0, jitter=0.25)
     assert backoff.delay(0, FixedRandom(0.0)) == 8.0

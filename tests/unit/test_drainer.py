@@ -225,7 +225,7 @@ async def test_a_drainer_that_crashed_is_restarted_and_drains_at_once(
     autojump_clock: trio.testing.MockClock, config: Config
 ) -> None:
     outbox, sink = MemoryOutbox(), RecordingSink()
-    outbox.fail_next("settle")
+    outbox.fail_next_settle()
     event_id = outbox.enqueue("t", 1)
     async with open_relay(config, sink, outbox=outbox) as handle:
         await sink.wait_for(2)
@@ -270,7 +270,7 @@ async def test_a_sink_that_is_an_async_context_manager_is_entered_for_each_drain
         outbox.enqueue("t", 1)
         await sink.sink.wait_for(1)
         assert (sink.entered, sink.exited) == (1, 0)
-        outbox.fail_next("claim")  # the drainer crashes and is restarted: the sink reconnects
+        outbox.fail_next_claim()  # the drainer crashes and is restarted: the sink reconnects
         outbox.enqueue("t", 2)
         await sink.sink.wait_for(2)
         assert (sink.entered, sink.exited) == (2, 1)

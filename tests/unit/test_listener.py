@@ -8,7 +8,7 @@ import pytest
 import trio
 
 from relay import Config, ListenerLost, OutboxUnavailable, WakeReason, open_relay, run_relay
-from relay.listener import Listener
+from relay.listener import Listener, ListenerStatistics
 from relay.testing import MemoryOutbox, RecordingSink
 from relay.wakeups import Wakeups
 
@@ -43,7 +43,7 @@ async def test_a_lost_connection_raises_listener_lost(
                 outbox.drop_listeners()
 
             nursery.start_soon(drop_soon)
-            with pytest.raises(ListenerLost):
+            with pytest.raises(ListenerLost, match=r"^the listen connection ended$"):
                 await listener.run()
         assert not listener.connected
 
@@ -71,7 +71,7 @@ async def test_a_failing_listener_is_restarted_at_exactly_the_backoff_times(
 ) -> None:
     outbox, sink = MemoryOutbox(), RecordingSink()
     for _ in range(3):
-        outbox.fail_next("listen", OutboxUnavailable("connection refused"))
+        outbox.fail_next_listen(error=OutboxUnavailable("connection refused"))
     event_id = outbox.enqueue("t", 1)  # before anyone listens: no notification
     async with trio.open_nursery() as nursery:
         handle = await nursery.start(partial(run_relay, config, sink, outbox=outbox))
@@ -91,7 +91,7 @@ async def test_a_reconnected_listener_sends_a_catch_up_wakeup(
     outbox, sink = MemoryOutbox(), RecordingSink()
     async with open_relay(config, sink, outbox=outbox) as handle:
         await trio.sleep(1.0)
-        outbox.fail_next("listen")
+        outbox.fail_next_listen()
         outbox.drop_listeners()  # lost at 1.0; reconnect fails at 1.25, succeeds at 1.75
         await trio.sleep(0.125)
         assert not handle.statistics().listener_connected
@@ -104,3 +104,44 @@ async def test_a_reconnected_listener_sends_a_catch_up_wakeup(
     ]
     assert stats.wakeups[WakeReason.CONNECT] == 2
     assert stats.listener_connected
+
+
+def test_a_listener_that_never_ran_is_not_connected_and_has_counted_nothing() -> None:
+    with Wakeups.open() as wakeups:
+        listener = Listener(MemoryOutbox(), wakeups)
+        assert not listener.connected
+        assert listener.statistics() == ListenerStatistics(
+            connected=False, connects=0, notifications=0, recycles=0
+        )
+
+
+async def test_every_connect_notification_and_recycle_is_counted(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    outbox = MemoryOutbox()
+    with Wakeups.open() as wakeups:
+        listener = Listener(outbox, wakeups)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(listener.run)
+            for _ in range(2):
+                listener.recycle()
+                await trio.sleep(1.0)
+            for n in range(3):
+                outbox.enqueue("t", n)
+                with trio.fail_after(1.0):  # a lost notification would hang here
+                    await wakeups.receive()
+            stats = listener.statistics()
+            nursery.cancel_scope.cancel()
+    assert stats == ListenerStatistics(connected=True, connects=3, notifications=3, recycles=2)
+
+
+async def test_recycle_after_the_listener_stopped_does_nothing(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    with Wakeups.open() as wakeups:
+        listener = Listener(MemoryOutbox(), wakeups)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(listener.run)
+            nursery.cancel_scope.cancel()
+        listener.recycle()
+        assert listener.statistics().recycles == 0

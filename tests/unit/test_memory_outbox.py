@@ -140,37 +140,109 @@ async def test_settle_refuses_ids_outside_the_batch_and_a_second_settle() -> Non
             await batch.settle(retry={}, bury={})
 
 
-async def test_fail_next_fails_exactly_the_next_call() -> None:
+async def test_fail_next_claim_fails_exactly_the_next_n_claims() -> None:
     outbox = MemoryOutbox()
-    outbox.fail_next("claim")
-    with pytest.raises(OutboxUnavailable):
+    outbox.enqueue("t", 1)
+    outbox.fail_next_claim(2)
+    for _ in range(2):
+        with pytest.raises(OutboxUnavailable, match="claim: injected failure"):
+            async with outbox.claim(10):
+                pass  # pragma: no cover
+    async with outbox.claim(10) as batch:
+        assert ids(batch.events) == [1]
+    assert outbox.statistics().claims == 3
+
+
+async def test_an_injected_error_is_raised_as_given_not_in_a_group() -> None:
+    outbox, refused = MemoryOutbox(), ConnectionRefusedError("refused")
+    outbox.fail_next_claim(error=refused)
+    with pytest.raises(ConnectionRefusedError) as raised:
         async with outbox.claim(10):
             pass  # pragma: no cover
-    async with outbox.claim(10) as batch:
-        assert batch.events == ()
-    assert outbox.statistics().claims == 2
+    assert raised.value is refused
 
 
 async def test_a_failed_settle_rolls_the_claim_back() -> None:
     outbox = MemoryOutbox()
     outbox.enqueue("t", 1)
-    outbox.fail_next("settle", KeyError("boom"))
+    outbox.fail_next_settle(error=KeyError("boom"))
     with pytest.raises(KeyError):
         async with outbox.claim(10) as batch:
             await batch.settle(retry={}, bury={})
     assert ids(outbox.pending()) == [1]
+    async with outbox.claim(10) as batch:
+        await batch.settle(retry={}, bury={})
+    assert outbox.pending() == []
 
 
-async def test_hang_next_hangs_until_cancelled(autojump_clock: trio.testing.MockClock) -> None:
+async def test_hang_next_claim_hangs_until_cancelled(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     outbox = MemoryOutbox()
-    outbox.hang_next("claim")
+    outbox.hang_next_claim()
     with trio.move_on_after(7.0) as scope:
         async with outbox.claim(10):
-            pass
+            pass  # pragma: no cover
     assert scope.cancelled_caught
     assert trio.current_time() == 7.0
     async with outbox.claim(10) as batch:
         assert batch.events == ()
+
+
+async def test_a_hung_settle_leaves_the_rows_pending(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    outbox = MemoryOutbox()
+    outbox.enqueue("t", 1)
+    outbox.hang_next_settle()
+    with trio.move_on_after(3.0) as scope:
+        async with outbox.claim(10) as batch:
+            await batch.settle(retry={}, bury={})
+    assert scope.cancelled_caught
+    assert ids(outbox.pending()) == [1]
+    assert outbox.statistics().open_claims == 0
+
+
+async def test_a_hung_listen_is_a_connect_that_never_answers(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    outbox = MemoryOutbox()
+    outbox.hang_next_listen()
+    with trio.move_on_after(2.0) as scope:
+        async with outbox.listen():
+            pass  # pragma: no cover
+    assert scope.cancelled_caught
+    assert outbox.statistics().listening == 0
+    async with outbox.listen():
+        assert outbox.statistics().listening == 1
+
+
+async def test_faults_of_one_operation_are_used_in_the_order_given(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    outbox = MemoryOutbox()
+    outbox.fail_next_claim()
+    outbox.hang_next_claim()
+    with pytest.raises(OutboxUnavailable):
+        async with outbox.claim(10):
+            pass  # pragma: no cover
+    with trio.move_on_after(1.0) as scope:
+        async with outbox.claim(10):
+            pass  # pragma: no cover
+    assert scope.cancelled_caught
+    async with outbox.claim(10):
+        pass
+
+
+async def test_faults_of_one_operation_leave_the_others_alone() -> None:
+    outbox = MemoryOutbox()
+    outbox.enqueue("t", 1)
+    outbox.fail_next_listen()
+    async with outbox.claim(10) as batch:
+        await batch.settle(retry={}, bury={})
+    with pytest.raises(OutboxUnavailable, match="listen"):
+        async with outbox.listen():
+            pass  # pragma: no cover
 
 
 async def test_enqueue_notifies_every_listener_once(autojump_clock: trio.testing.MockClock) -> None:
@@ -216,7 +288,7 @@ async def test_a_failing_listen_is_a_connect_error_and_every_attempt_is_recorded
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     outbox = MemoryOutbox()
-    outbox.fail_next("listen")
+    outbox.fail_next_listen()
     with pytest.raises(OutboxUnavailable):
         async with outbox.listen():
             pass  # pragma: no cover
@@ -226,6 +298,12 @@ async def test_a_failing_listen_is_a_connect_error_and_every_attempt_is_recorded
     assert outbox.statistics().listen_attempts == (0.0, 0.5)
 
 
-def test_fault_injection_refuses_an_unknown_operation() -> None:
-    with pytest.raises(ValueError):
-        MemoryOutbox().fail_next("ack")  # type: ignore[arg-type]
+@pytest.mark.parametrize("n", [0, -1, 1.5, True])
+def test_fault_injection_refuses_a_count_that_is_not_a_positive_int(n: object) -> None:
+    with pytest.raises(ValueError, match="n must be an int >= 1"):
+        MemoryOutbox().fail_next_claim(n)  # type: ignore[arg-type]
+
+
+def test_fault_injection_refuses_an_exception_class_for_an_instance() -> None:
+    with pytest.raises(TypeError, match="exception instance"):
+        MemoryOutbox().fail_next_settle(error=KeyError)  # type: ignore[arg-type]

@@ -126,7 +126,7 @@ async def test_readyz_turns_503_at_exactly_the_deadline_after_the_drainer_stops_
     async with observed(make_config(), RecordingSink(), outbox) as (handle, _, http):
         await trio.sleep(1.0)
         assert handle.statistics().last_drain_at == 0.0
-        outbox.hang_next("claim")  # the poll at t=5 starts a drain that never ends
+        outbox.hang_next_claim()  # the poll at t=5 starts a drain that never ends
         await trio.sleep_until(DEADLINE)
         ready = await http.get("/readyz")
         await trio.sleep(0.5)
@@ -141,7 +141,7 @@ async def test_readyz_is_503_while_the_listener_is_away_and_200_once_it_is_back(
     outbox = MemoryOutbox()
     async with observed(make_config(), RecordingSink(), outbox) as (_, _, http):
         await trio.sleep(1.0)
-        outbox.fail_next("listen")
+        outbox.fail_next_listen()
         outbox.drop_listeners()  # reconnects fail at t=1, succeed after 0.25 s more
         await trio.sleep(0.1)
         away = await http.get("/readyz")
@@ -207,7 +207,7 @@ async def test_restarts_and_a_lost_listener_show_in_the_metrics(
 ) -> None:
     outbox = MemoryOutbox()
     async with observed(make_config(), RecordingSink(), outbox) as (handle, _, http):
-        outbox.fail_next("listen")
+        outbox.fail_next_listen()
         outbox.drop_listeners()
         await trio.sleep(0.1)
         away = (await http.get("/metrics")).text
@@ -266,7 +266,7 @@ async def test_the_backlog_gauges_are_read_from_the_outbox_at_scrape_time(
 ) -> None:
     outbox = MemoryOutbox()
     async with observed(make_config(), RecordingSink(), outbox) as (_, _, http):
-        outbox.hang_next("claim")  # the first drain of these never ends: they stay pending
+        outbox.hang_next_claim()  # the first drain of these never ends: they stay pending
         await trio.sleep(1.0)
         outbox.enqueue("t", 1)
         await trio.sleep(1.0)

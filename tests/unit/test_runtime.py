@@ -31,7 +31,7 @@ async def test_run_relay_raises_restart_intensity_exceeded_bare_after_exactly_th
     outbox = MemoryOutbox()
     refused = OutboxUnavailable("connection refused")
     for _ in range(5):
-        outbox.fail_next("listen", refused)
+        outbox.fail_next_listen(error=refused)
     with pytest.raises(RestartIntensityExceeded) as caught:
         await run_relay(config, RecordingSink(), outbox=outbox)
     assert outbox.statistics().listen_attempts == (0.0, 0.25, 0.75)
@@ -47,8 +47,7 @@ async def test_open_relay_raises_restart_intensity_exceeded_bare_when_it_gives_u
     before = all_tasks()
     with pytest.raises(RestartIntensityExceeded):
         async with open_relay(config, RecordingSink(), outbox=outbox):
-            outbox.fail_next("listen")
-            outbox.fail_next("listen")
+            outbox.fail_next_listen(2)
             outbox.drop_listeners()
             await trio.sleep_forever()
     assert trio.current_time() == 0.75
@@ -60,7 +59,7 @@ async def test_open_relay_raises_restart_intensity_exceeded_bare_when_it_gives_u
 ) -> None:
     outbox = MemoryOutbox()
     for _ in range(3):
-        outbox.fail_next("listen")
+        outbox.fail_next_listen()
     with pytest.raises(RestartIntensityExceeded):
         async with open_relay(make_config(restart_intensity=2), RecordingSink(), outbox=outbox):
             pytest.fail("the relay started")  # pragma: no cover

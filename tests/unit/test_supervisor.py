@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from collections.abc import Awaitable, Callable
 
 import pytest
@@ -9,6 +10,8 @@ import trio
 
 from relay import Backoff, RestartIntensityExceeded, SinkUnavailable
 from relay.supervisor import ChildSpec, Restart, RestartPolicy, Supervisor
+
+from .conftest import make_config
 
 POLICY = RestartPolicy(intensity=10, period=60.0, backoff=Backoff(base=0.25, cap=4.0, jitter=0.0))
 
@@ -141,6 +144,7 @@ async def test_one_restart_too_many_raises_restart_intensity_exceeded_and_stops_
         await supervisor.run()
     assert starts == [0.0, 0.25, 0.75]  # two restarts allowed, the third crash gives up
     assert stopped == [0.75]
+    assert str(caught.value) == "more than 2 restarts within 60.0s (last: crasher crashed)"
     assert isinstance(caught.value.__cause__, ValueError)
     assert str(caught.value.__cause__) == "crash 3"
     assert supervisor.statistics().restarts == 2
@@ -156,6 +160,17 @@ async def test_giving_up_while_starting_raises_from_nursery_start_unwrapped(
         with pytest.raises(RestartIntensityExceeded):
             await nursery.start(supervisor.run)
     assert starts == [0.0]
+
+
+async def test_giving_up_on_a_child_that_returned_says_so_and_has_no_cause(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    policy = RestartPolicy(intensity=1, period=60.0, backoff=POLICY.backoff)
+    supervisor = Supervisor([ChildSpec("quitter", child([], then="return"))], policy)
+    with pytest.raises(RestartIntensityExceeded) as caught:
+        await supervisor.run()
+    assert str(caught.value) == "more than 1 restarts within 60.0s (last: quitter returned)"
+    assert caught.value.__cause__ is None
 
 
 async def test_restarts_older_than_the_period_are_forgotten(
@@ -193,7 +208,7 @@ async def test_cancellation_during_a_restart_backoff_is_not_delayed(
 
 
 async def test_an_error_raised_while_stopping_is_not_a_crash(
-    autojump_clock: trio.testing.MockClock,
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
 ) -> None:
     async def messy(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
@@ -207,6 +222,9 @@ async def test_an_error_raised_while_stopping_is_not_a_crash(
         await supervisor.run()
     assert scope.cancelled_caught
     assert supervisor.statistics().restarts == 0
+    [logged] = [r for r in caplog.records if r.name == "relay.supervisor"]
+    assert logged.getMessage() == "messy failed while stopping"  # not lost: logged, with it
+    assert logged.exc_info is not None and str(logged.exc_info[1]) == "cleanup failed"
 
 
 def test_a_restart_policy_refuses_a_negative_intensity() -> None:
@@ -234,3 +252,69 @@ async def test_relays_own_errors_are_logged_in_one_line_others_with_their_traceb
     assert expected.exc_info is None
     assert unexpected.getMessage() == "bug crashed; restarting it in 0.25s"
     assert unexpected.exc_info is not None
+
+
+class FixedRandom(random.Random):
+    """Draws `value` every time, so a jittered delay is exact."""
+
+    def __init__(self, value: float) -> None:
+        super().__init__(0)
+        self.value = value
+
+    def random(self) -> float:
+        return self.value
+
+
+@pytest.mark.parametrize(
+    "restart, ends",
+    [(Restart.TRANSIENT, "returns"), (Restart.TEMPORARY, "crashes")],
+)
+async def test_a_child_that_ends_for_good_before_starting_does_not_hold_up_the_supervisor(
+    autojump_clock: trio.testing.MockClock, restart: Restart, ends: str
+) -> None:
+    async def ends_at_once(*, task_status: trio.TaskStatus[None]) -> None:
+        if ends == "crashes":
+            raise ValueError("crashed before starting")
+
+    later: list[float] = []
+    supervisor = Supervisor(
+        [
+            ChildSpec("early", ends_at_once, restart),
+            ChildSpec("later", child(later, then="forever")),
+        ],
+        POLICY,
+    )
+    async with trio.open_nursery() as nursery:
+        with trio.fail_after(1.0):  # the supervisor must start, not wait for "early" for ever
+            await nursery.start(supervisor.run)
+        assert later == [0.0]
+        nursery.cancel_scope.cancel()
+    assert supervisor.statistics().restarts == 0
+
+
+async def test_a_restart_exactly_one_period_old_is_forgotten(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    starts: list[float] = []
+    policy = RestartPolicy(intensity=1, period=1.0, backoff=POLICY.backoff)
+    with trio.move_on_after(2.5):
+        # Crashes at 0.75 (restart counted then) and at 1.75, exactly a period later.
+        await Supervisor([ChildSpec("c", child(starts, runs_for=0.75))], policy).run()
+    assert starts == [0.0, 1.0, 2.0]
+
+
+def test_a_policy_from_config_takes_every_restart_setting() -> None:
+    backoff = Backoff(base=2.0, cap=16.0, jitter=0.5)
+    config = make_config(restart_intensity=3, restart_period=7.0, restart_backoff=backoff)
+    assert RestartPolicy.from_config(config) == RestartPolicy(3, 7.0, backoff)
+
+
+async def test_restart_jitter_comes_from_the_injected_rng(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    starts: list[float] = []
+    policy = RestartPolicy(backoff=Backoff(base=1.0, cap=8.0, jitter=0.5))
+    supervisor = Supervisor([ChildSpec("c", child(starts))], policy, rng=FixedRandom(0.5))
+    with trio.move_on_after(2.0):
+        await supervisor.run()
+    assert starts == [0.0, 0.75]  # 1.0 scaled down by 0.5 * 0.5

@@ -135,3 +135,20 @@ async def test_the_earliest_of_poll_and_due_time_wins(
             assert await wakeups.receive() == {WakeReason.DUE}
             assert trio.current_time() == 12.0
             nursery.cancel_scope.cancel()
+
+
+async def test_statistics_show_the_next_due_time_until_it_has_come(
+    autojump_clock: trio.testing.MockClock, config: Config
+) -> None:
+    send, receive = trio.open_memory_channel[DrainReport](10)
+    with Wakeups.open() as wakeups:
+        ticker = Ticker(config, wakeups, receive, Listener(MemoryOutbox(), wakeups))
+        async with trio.open_nursery() as nursery:
+            await nursery.start(ticker.run)
+            assert ticker.statistics().next_due_at is None
+            await send.send(DrainReport(frozenset(), found_fresh=False, next_due_at=2.5))
+            await trio.sleep(1.0)
+            assert ticker.statistics().next_due_at == 2.5
+            await trio.sleep(2.0)
+            assert ticker.statistics().next_due_at is None
+            nursery.cancel_scope.cancel()

@@ -64,3 +64,10 @@ def test_a_wake_after_close_raises_closed_resource_error() -> None:
     wakeups.close()
     with pytest.raises(trio.ClosedResourceError):
         wakeups.wake(WakeReason.MANUAL)
+
+
+def test_leaving_the_with_block_closes_the_channel() -> None:
+    with Wakeups.open() as wakeups:
+        pass
+    with pytest.raises(trio.ClosedResourceError):
+        wakeups.wake(WakeReason.MANUAL)
