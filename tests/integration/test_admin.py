@@ -1,12 +1,18 @@
-"""The admin side of the adapter: bounded memory and no statement timeout."""
+"""Where the admin commands and the relay say they are, what admin sessions may hold."""
 
 from __future__ import annotations
 
-import psycopg
+import logging
 
-from relay import Config
+import psycopg
+import pytest
+import trio
+from psycopg import conninfo
+
+from relay import Config, open_relay
 from relay.postgres import admin
 from relay.postgres.connect import admin_connection_kwargs
+from relay.testing import RecordingSink
 
 
 def test_dead_list_reads_the_dead_table_in_chunks(database_dsn: str) -> None:
@@ -38,3 +44,21 @@ def test_admin_sessions_run_without_the_relays_statement_timeout(database_dsn: s
             " current_setting('idle_in_transaction_session_timeout')"
         ).fetchone()
     assert settings == ("0", "0")
+
+
+async def test_the_relays_start_up_line_names_the_server_and_database_it_reached(
+    database_dsn: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    params = conninfo.conninfo_to_dict(database_dsn)
+    # No host, port or database in the DSN: libpq's variables choose them, as for many users.
+    variables = {"PGHOST": params["host"], "PGPORT": params.get("port") or "5432"}
+    variables["PGDATABASE"] = params["dbname"]
+    dsn = conninfo.make_conninfo(user=params.get("user"), password=params.get("password"))
+    reached = f"{variables['PGHOST']}:{variables['PGPORT']}/{variables['PGDATABASE']}"
+    caplog.set_level(logging.INFO, logger="relay")
+    with pytest.MonkeyPatch.context() as patch, trio.fail_after(30):
+        for name, value in variables.items():
+            patch.setenv(name, str(value))
+        async with open_relay(Config(dsn=dsn), RecordingSink()):
+            pass
+    assert f"relay running on {reached}, schema relay" in caplog.text

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import datetime
 import json
-import os
 import subprocess
 import sys
 
 import psycopg
 import pytest
 from psycopg import conninfo
+
+from .cli_runs import relay as run
 
 
 def relay(*args: str) -> subprocess.CompletedProcess[str]:
@@ -100,18 +101,6 @@ def test_dead_purge_deletes_only_what_the_filter_names(database_dsn: str) -> Non
             (102,),
             (103,),
         ]
-
-
-def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    """`relay`, whatever its exit code; `env` replaces the environment (PATH kept)."""
-    environ = None if env is None else {"PATH": os.environ["PATH"], **env}
-    return subprocess.run(
-        [sys.executable, "-m", "relay.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=environ,
-    )
 
 
 def libpq_variables(dsn: str) -> dict[str, str]:
