@@ -5,9 +5,19 @@ The policy computes delays; the caller sleeps (or schedules a row).
 
 from __future__ import annotations
 
+import math
 import random
 
 import attrs
+
+# A retry is scheduled as `now() + delay` in PostgreSQL: a month is far longer than any useful
+# wait, and inf or nan there would fail every retry.
+_LONGEST = 30 * 86400.0
+
+
+def _finite(instance: object, attribute: attrs.Attribute[float], value: float) -> None:
+    if not math.isfinite(value) or value > _LONGEST:
+        raise ValueError(f"'{attribute.name}' must be finite and <= {_LONGEST:g}: {value!r}")
 
 
 @attrs.frozen
@@ -21,9 +31,9 @@ class Backoff:
         jitter: the fraction of each delay that is random (0 = exact, 1 = "full jitter").
     """
 
-    base: float = attrs.field(default=1.0, validator=attrs.validators.gt(0.0))
-    cap: float = attrs.field(default=300.0, validator=attrs.validators.gt(0.0))
-    factor: float = attrs.field(default=2.0, validator=attrs.validators.gt(0.0))
+    base: float = attrs.field(default=1.0, validator=[attrs.validators.gt(0.0), _finite])
+    cap: float = attrs.field(default=300.0, validator=[attrs.validators.gt(0.0), _finite])
+    factor: float = attrs.field(default=2.0, validator=[attrs.validators.gt(0.0), _finite])
     jitter: float = attrs.field(
         default=0.1,
         validator=attrs.validators.and_(attrs.validators.ge(0.0), attrs.validators.le(1.0)),

@@ -1,8 +1,9 @@
 """The `relay` command line.
 
 Every expected failure ends as one line on stderr and an exit code: 2 for bad usage, bad
-configuration or an unreachable database; 1 when the relay gave up; 74 (EX_IOERR) when `relay run`
-stopped because its stdout was closed. Never a traceback, never a
+configuration or an unreachable database; 1 when the relay gave up, or when an admin command
+was asked for ids that are not there; 74 (EX_IOERR) when `relay run` stopped because its stdout
+was closed. Never a traceback, never a
 password. Results go to stdout, logs to stderr. This is the only place errors become exit codes.
 """
 
@@ -10,35 +11,88 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
+import math
 import os
 import re
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
-from .config import Config, resolve_dsn
-from .errors import ConfigError, OutputClosed, RelayError, RestartIntensityExceeded
+from .config import Config
+from .errors import ConfigError, NotFound, OutputClosed, RelayError, RestartIntensityExceeded
+from .secrets import mask
 
 EXIT_OK, EXIT_GAVE_UP, EXIT_USAGE = 0, 1, 2
+EXIT_NOT_FOUND = 1  # admin commands: ids asked for were not there (the rest was done)
 EXIT_IOERR = 74  # sysexits.h: an output could not be written
 
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhd]?)")
-_UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+_DURATION = re.compile(r"(\d+(?:\.\d*)?)\s*([smhd]?)")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+_LONGEST_DAYS = 36_500  # a century: an older dead event is not worth a filter
+_BIGINT = 2**63 - 1
+
+_DATABASE_ENV = (
+    "environment: RELAY_DSN, DATABASE_URL, libpq's PG* (the DSN, in that order, after --dsn);"
+    " RELAY_SCHEMA; RELAY_CONFIG (the file, after --config). Flags win over variables,"
+    " variables over the file."
+)
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse, but a usage error is one line (exit 2) like every other error."""
+    """argparse, but a usage error is one line (exit 2) like every other error, and an option
+    is never guessed from a prefix (`--d` for `--dsn`)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **{"allow_abbrev": False} | kwargs)
 
     def error(self, message: str) -> Any:
-        raise ConfigError("usage", f"{message} (see `{self.prog} --help`)")
+        # argparse quotes the token it could not place, which may be a password: drop the quoted
+        # value of an invalid choice; `_safe` masks whatever else looks like a secret.
+        message = re.sub(r"invalid choice: '.*?' \(", "invalid choice (", message, flags=re.S)
+        raise ConfigError("usage", f"{_safe(message)} (see `{self.prog} --help`)")
+
+
+def _safe(text: str) -> str:
+    return mask(" ".join(text.split()))  # one line, secrets masked
 
 
 def _duration(text: str) -> datetime.timedelta:
     match = _DURATION.fullmatch(text.strip())
     if not match:
         raise argparse.ArgumentTypeError(f"not a duration like 90s, 15m, 2h or 7d: {text!r}")
-    return datetime.timedelta(seconds=float(match[1]) * _UNIT_SECONDS[match[2]])
+    number, unit = match[1], match[2]
+    if not unit:
+        raise argparse.ArgumentTypeError(
+            f"{number} needs a unit: {number}s, {number}m, {number}h or {number}d"
+        )
+    seconds = float(number) * _UNIT_SECONDS[unit]
+    if seconds > _LONGEST_DAYS * 86400:
+        raise argparse.ArgumentTypeError(f"{text.strip()} is longer than {_LONGEST_DAYS}d")
+    return datetime.timedelta(seconds=seconds)
+
+
+def _whole(low: int, high: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a whole number: {text[:40]!r}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be from {low} to {high}, got {text[:40]}")
+        return value
+
+    return parse
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text[:40]!r}") from None
+    if not math.isfinite(value) or not 0 < value <= 1e9:
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text[:40]}")
+    return value
 
 
 def _database_options(parser: argparse.ArgumentParser) -> None:
@@ -46,17 +100,47 @@ def _database_options(parser: argparse.ArgumentParser) -> None:
         "--dsn",
         help="libpq DSN or URL (default: $RELAY_DSN, then $DATABASE_URL, then libpq's PG*)",
     )
-    schema = Config().schema
     parser.add_argument(
-        "--schema",
-        default=os.environ.get("RELAY_SCHEMA", schema),
-        help=f"the outbox schema (default: $RELAY_SCHEMA, else {schema})",
+        "--schema", help="the outbox schema (default: $RELAY_SCHEMA, else the file's, else relay)"
     )
+    parser.add_argument(
+        "--config", type=Path, help="a TOML file of options; its dsn and schema are used here"
+    )
+
+
+def _dead_options(actions: Any) -> None:
+    for name, text in (
+        ("list", "print dead events as JSON lines"),
+        ("retry", "move dead events back into the outbox"),
+        ("purge", "delete dead events for good"),
+    ):
+        action = actions.add_parser(name, help=text, epilog=_DATABASE_ENV)
+        _database_options(action)
+        action.add_argument("--topic", help="only events of this topic")
+        action.add_argument(
+            "--id", type=_whole(1, _BIGINT), action="append", default=[], help="only this id"
+        )
+        action.add_argument(
+            "--older-than",
+            type=_duration,
+            help="only events dead longer than this (90s, 15m, 2h, 7d: a unit is required)",
+        )
+        if name == "list":
+            action.add_argument(
+                "--limit", type=_whole(1, _BIGINT), default=100, help="at most this many"
+            )
+        else:
+            action.add_argument(
+                "--all", action="store_true", help="every dead event (else a filter is required)"
+            )
+            action.add_argument(
+                "--dry-run", action="store_true", help="say what would be done, change nothing"
+            )
 
 
 def _parser() -> argparse.ArgumentParser:
     from . import __version__
-    from .daemon.settings import add_run_options
+    from .daemon.settings import add_run_options, environment_help
 
     parser = _Parser(prog="relay", description="A transactional-outbox relay for PostgreSQL.")
     parser.add_argument("--version", action="version", version=f"relay {__version__}")
@@ -64,120 +148,81 @@ def _parser() -> argparse.ArgumentParser:
         dest="command", required=True, metavar="COMMAND", parser_class=_Parser
     )
 
-    migrate = commands.add_parser("migrate", help="create or upgrade the outbox schema")
+    migrate = commands.add_parser(
+        "migrate", help="create or upgrade the outbox schema", epilog=_DATABASE_ENV
+    )
     _database_options(migrate)
 
-    run = commands.add_parser("run", help="run the relay until SIGINT or SIGTERM")
+    run = commands.add_parser(
+        "run", help="run the relay until SIGINT or SIGTERM", epilog=environment_help()
+    )
     run.add_argument("--dsn", help="libpq DSN or URL (default: $RELAY_DSN, $DATABASE_URL, PG*)")
     add_run_options(run)
 
-    status = commands.add_parser("status", help="pending, oldest pending age, retrying, dead")
+    status = commands.add_parser(
+        "status", help="pending, oldest pending age, retrying, dead", epilog=_DATABASE_ENV
+    )
     _database_options(status)
     status.add_argument("--json", action="store_true", help="print one JSON object")
 
     dead = commands.add_parser("dead", help="list, retry or purge dead events")
-    actions = dead.add_subparsers(
-        dest="action", required=True, metavar="ACTION", parser_class=_Parser
-    )
-    for name, text in (
-        ("list", "print dead events as JSON lines"),
-        ("retry", "move dead events back into the outbox"),
-        ("purge", "delete dead events for good"),
-    ):
-        action = actions.add_parser(name, help=text)
-        _database_options(action)
-        action.add_argument("--topic", help="only events of this topic")
-        action.add_argument("--id", type=int, action="append", default=[], help="only this id")
-        action.add_argument(
-            "--older-than", type=_duration, help="only events dead longer than this (90s, 2h, 7d)"
-        )
-        if name == "list":
-            action.add_argument("--limit", type=int, default=100, help="at most this many")
+    _dead_options(dead.add_subparsers(dest="action", required=True, metavar="ACTION"))
 
-    demo = commands.add_parser("demo", help="embedded PostgreSQL, a producer and the relay")
-    demo.add_argument("--rate", type=float, default=50.0, help="events per second (default: 50)")
+    demo = commands.add_parser(
+        "demo", help="embedded PostgreSQL, a producer and the relay", epilog="environment: none"
+    )
+    demo.add_argument("--rate", type=_seconds, default=50.0, help="events per second (default: 50)")
     demo.add_argument(
-        "--duration", type=float, default=None, help="seconds to run (default: until Ctrl-C)"
+        "--duration", type=_seconds, default=None, help="seconds to run (default: until Ctrl-C)"
     )
     return parser
 
 
-def _config(args: argparse.Namespace) -> Config:
-    return Config(dsn=resolve_dsn(args.dsn), schema=args.schema)
+# Commands that write: libpq's defaults must not choose their database (it once was `root`).
+_WRITES = {("migrate", None), ("dead", "retry"), ("dead", "purge")}
+
+
+def _database(args: argparse.Namespace) -> Config:
+    from .daemon.settings import load_database
+
+    database = load_database(args)
+    command = args.command + (f" {args.action}" if args.command == "dead" else "")
+    if not database.dsn_given and (args.command, getattr(args, "action", None)) in _WRITES:
+        raise ConfigError(
+            command,
+            "no database given: pass --dsn, or set RELAY_DSN, DATABASE_URL or libpq's PGHOST"
+            " and PGDATABASE, or put dsn in a --config file",
+        )
+    return database.config
 
 
 def _migrate(args: argparse.Namespace) -> int:
-    from .postgres import LATEST_VERSION, migrate
-    from .postgres.connect import describe_dsn
+    from .admin_cli import migrate
 
-    config = _config(args)
-    applied = migrate(config)
-    where = f"schema {config.schema!r} at {describe_dsn(config.dsn)}"
-    if not applied:
-        print(f"{where} is up to date (version {LATEST_VERSION}); nothing to do")
-    for migration in applied:
-        print(f"applied migration {migration.version} to {where}: {migration.description}")
+    migrate(_database(args))
     return EXIT_OK
 
 
 def _status(args: argparse.Namespace) -> int:
-    from .postgres.admin import status
+    from .admin_cli import status
 
-    found = status(_config(args))
-    if args.json:
-        print(
-            json.dumps(
-                {
-                    "pending": found.pending,
-                    "oldest_pending_age_seconds": found.oldest_pending_age,
-                    "retrying": found.retrying,
-                    "dead": found.dead,
-                    "topics": {
-                        t.topic: {"pending": t.pending, "retrying": t.retrying, "dead": t.dead}
-                        for t in found.topics
-                    },
-                }
-            )
-        )
-        return EXIT_OK
-    age = "-" if found.oldest_pending_age is None else f"{found.oldest_pending_age:.1f}s"
-    print(
-        f"pending {found.pending}  oldest pending age {age}  "
-        f"retrying {found.retrying}  dead {found.dead}"
-    )
-    if found.topics:
-        width = max(len("topic"), *(len(t.topic) for t in found.topics))
-        print(f"{'topic':<{width}}  {'pending':>9}  {'retrying':>9}  {'dead':>9}")
-        for t in found.topics:
-            print(f"{t.topic:<{width}}  {t.pending:>9}  {t.retrying:>9}  {t.dead:>9}")
+    status(_database(args), as_json=args.json)
     return EXIT_OK
 
 
 def _dead(args: argparse.Namespace) -> int:
-    from .postgres import admin
+    from .admin_cli import dead
 
-    config = _config(args)
-    where = admin.DeadFilter(topic=args.topic, ids=tuple(args.id), older_than=args.older_than)
-    if args.action == "list":
-        for row in admin.list_dead(config, where, args.limit):
-            print(json.dumps(row, default=_iso))
-    elif args.action == "retry":
-        print(f"moved {admin.retry_dead(config, where)} dead event(s) back into the outbox")
-    else:
-        print(f"purged {admin.purge_dead(config, where)} dead event(s)")
+    dead(_database(args), args)
     return EXIT_OK
-
-
-def _iso(value: Any) -> str:
-    if isinstance(value, datetime.datetime):
-        return value.isoformat()
-    raise TypeError(f"cannot encode {type(value).__name__}")
 
 
 def _run(args: argparse.Namespace) -> int:
     from .daemon.run import run_daemon
-    from .daemon.settings import load_settings
+    from .daemon.settings import load_settings, unknown_variables
 
+    for warning in unknown_variables():
+        print(f"relay: warning: {warning}", file=sys.stderr)
     stopped = run_daemon(load_settings(args))
     for error in stopped.gave_up:
         print(f"relay: gave up: {error}", file=sys.stderr)
@@ -208,8 +253,16 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code."""
     try:
-        args = _parser().parse_args(argv)
+        args, unknown = _parser().parse_known_args(argv)
+        if unknown:
+            # Name the options only: the values around them may be passwords (`--dns $DSN`).
+            flags = [t.split("=", 1)[0] for t in unknown if t.startswith("--")]
+            shown = " ".join(flags) if flags else "values that belong to no option (not shown)"
+            raise ConfigError("usage", f"unrecognized arguments: {_safe(shown)} (see --help)")
         return COMMANDS[args.command](args)
+    except NotFound as exc:
+        print(f"relay: {exc}", file=sys.stderr)
+        return EXIT_NOT_FOUND
     except RestartIntensityExceeded as exc:
         print(f"relay: gave up: {exc}", file=sys.stderr)
         return EXIT_GAVE_UP
@@ -221,6 +274,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"relay: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
+        return EXIT_OK
+    except BrokenPipeError:
+        _discard_stdout()  # the reader went away (`relay dead list | head`): stop quietly
         return EXIT_OK
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -18,18 +19,43 @@ _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 def _check(predicate: Callable[[Any], bool], reason: str) -> Callable[[Any, Any, Any], None]:
     def validate(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
         if not predicate(value):
-            raise ConfigError(attribute.name, f"{reason}, got {value!r}")
+            shown = repr(value)  # cut: a 4,000-digit number is still one line
+            shown = shown if len(shown) <= 40 else f"{shown[:37]}..."
+            raise ConfigError(attribute.name, f"{reason}, got {shown}")
 
     return validate
 
 
-_positive = _check(
-    lambda v: isinstance(v, int | float) and not isinstance(v, bool) and v > 0,
-    "must be a number > 0",
-)
-_positive_int = _check(
-    lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0, "must be an integer > 0"
-)
+DAY = 86400.0
+# libpq's variables that choose a server, a database or a role: any one of them is a DSN source.
+LIBPQ_TARGET_VARIABLES = ("PGHOST", "PGHOSTADDR", "PGPORT", "PGDATABASE", "PGUSER", "PGSERVICE")
+
+
+def in_range(
+    low: float, high: float, *, integer: bool = False, above: bool = False
+) -> Callable[[Any, Any, Any], None]:
+    """A validator for a finite number from `low` (or just `above` it) to `high`: every numeric
+    option is bounded, so that no flag, variable or file can hand the relay inf, nan or a
+    number PostgreSQL or trio cannot take (a batch of 10**20 crash-loops)."""
+    if integer:
+        reason = f"must be an integer from {low:g} to {high:g}"
+    else:
+        reason = f"must be a finite number {'>' if above else '>='} {low:g} and <= {high:g}"
+
+    def ok(value: Any) -> bool:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return False
+        if integer and not isinstance(value, int):
+            return False
+        if not math.isfinite(value) or value > high:
+            return False
+        return value > low if above else value >= low
+
+    return _check(ok, reason)
+
+
+_seconds = in_range(0, DAY, above=True)
+_positive_int = in_range(1, 1000, integer=True)
 
 
 def option_field(default: Any, help: str, check: Any = None, repr: bool = True, **more: Any) -> Any:
@@ -47,6 +73,13 @@ def resolve_dsn(explicit: str | None = None, environ: Mapping[str, str] | None =
     """The DSN to use: `explicit`, else `RELAY_DSN`, else `DATABASE_URL`, else "" (libpq's PG*)."""
     env = os.environ if environ is None else environ
     return explicit or env.get("RELAY_DSN") or env.get("DATABASE_URL") or ""
+
+
+def dsn_given(explicit: str | None = None, environ: Mapping[str, str] | None = None) -> bool:
+    """Whether any DSN source was given: a DSN, `RELAY_DSN`, `DATABASE_URL` or one of libpq's
+    `LIBPQ_TARGET_VARIABLES`. Without one, libpq would pick a server and database on its own."""
+    env = os.environ if environ is None else environ
+    return bool(resolve_dsn(explicit, env)) or any(env.get(name) for name in LIBPQ_TARGET_VARIABLES)
 
 
 @attrs.frozen(kw_only=True)
@@ -82,25 +115,31 @@ class Config:
             "must be a plain identifier (letters, digits, _; at most 63)",
         ),
     )
-    batch_size: int = option_field(500, "events claimed per transaction", _positive_int)
-    poll_interval: float = option_field(5.0, "seconds between fallback polls", _positive)
-    max_attempts: int = option_field(10, "deliveries before an event is dead", _positive_int)
+    batch_size: int = option_field(
+        500, "events claimed per transaction", in_range(1, 100_000, integer=True)
+    )
+    poll_interval: float = option_field(5.0, "seconds between fallback polls", _seconds)
+    max_attempts: int = option_field(
+        10, "deliveries before an event is dead", in_range(1, 1_000_000, integer=True)
+    )
     retry_backoff: Backoff = attrs.field(
         factory=Backoff,
         metadata={"parts": {"base": "first retry delay in seconds", "cap": "longest retry delay"}},
     )
-    delivery_timeout: float = option_field(30.0, "seconds a batch may spend in the sink", _positive)
+    delivery_timeout: float = option_field(30.0, "seconds a batch may spend in the sink", _seconds)
     restart_intensity: int = option_field(
         10,
         "restarts allowed per period before giving up",
-        _check(lambda v: isinstance(v, int) and v >= 0, "must be >= 0"),
+        in_range(0, 1_000_000, integer=True),
     )
-    restart_period: float = option_field(60.0, "seconds over which restarts are counted", _positive)
+    restart_period: float = option_field(
+        60.0, "seconds over which restarts are counted", in_range(0, 7 * DAY, above=True)
+    )
     restart_backoff: Backoff = attrs.field(factory=lambda: Backoff(base=0.1, cap=5.0))
     silent_listener_threshold: int = attrs.field(default=3, validator=_positive_int)
     application_name: str = "relay"
-    idle_in_transaction_timeout: float = attrs.field(default=60.0, validator=_positive)
-    statement_timeout: float = attrs.field(default=30.0, validator=_positive)
+    idle_in_transaction_timeout: float = attrs.field(default=60.0, validator=_seconds)
+    statement_timeout: float = attrs.field(default=30.0, validator=_seconds)
     pool_size: int = attrs.field(default=2, validator=_positive_int)
 
     @property

@@ -92,3 +92,8 @@ class PartialDelivery(RelayError):
 
 class RestartIntensityExceeded(RelayError):
     """More restarts than the policy allows within its period: the relay gives up."""
+
+
+class NotFound(RelayError):
+    """Something asked for by name or id is not there (say, `relay dead retry --id 9999`); what
+    was there was still done."""

@@ -203,6 +203,14 @@ class Backlog:
 
 
 @runtime_checkable
+class Located(Protocol):
+    """An `Outbox` may also say where it is, for the logs (PostgreSQL: `host:port/dbname` as
+    the server was reached, not as the DSN was written)."""
+
+    where: str
+
+
+@runtime_checkable
 class ReportsBacklog(Protocol):
     """An `Outbox` may also tell its backlog; the actors never ask, the metrics do."""
 

@@ -16,7 +16,7 @@ from .config import Config
 from .drainer import BatchObserver, Drainer, DrainerStatistics
 from .errors import NotRestartable, RestartIntensityExceeded
 from .listener import Listener
-from .ports import Backlog, Handler, Outbox, ReportsBacklog, Sink, as_sink
+from .ports import Backlog, Handler, Located, Outbox, ReportsBacklog, Sink, as_sink
 from .supervisor import ChildSpec, RestartPolicy, StartedOnce, Supervisor
 from .ticker import Ticker
 from .wakeups import DrainReport, WakeReason, Wakeups
@@ -166,7 +166,9 @@ async def _serve(
 
         def started(_: None) -> None:
             logger.info(
-                "relay running (batch size %d, poll every %ss)",
+                "relay running on %s, schema %s (batch size %d, poll every %ss)",
+                outbox.where if isinstance(outbox, Located) else type(outbox).__name__,
+                config.schema,
                 config.batch_size,
                 config.poll_interval,
             )

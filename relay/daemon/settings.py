@@ -9,6 +9,7 @@ one becomes a `ConfigError` naming the option.
 from __future__ import annotations
 
 import argparse
+import difflib
 import os
 import tomllib
 from collections.abc import Callable, Iterator, Mapping
@@ -18,7 +19,7 @@ from typing import Any
 import attrs
 
 from ..backoff import Backoff
-from ..config import Config, option_field, resolve_dsn
+from ..config import DAY, Config, dsn_given, in_range, option_field, resolve_dsn
 from ..errors import ConfigError
 from ..sinks import SinkOptions
 
@@ -54,11 +55,6 @@ def _one_of(choices: tuple[str, ...]) -> str:
     return f"{', '.join(choices[:-1])} or {choices[-1]}"
 
 
-def _non_negative(value: float) -> None:
-    if value < 0:
-        raise ConfigError("grace_period", f"must be >= 0, got {value!r}")
-
-
 _SINK = SinkOptions()  # the sink options' defaults are the sinks' own
 
 
@@ -74,14 +70,18 @@ class Settings:
         repr=False,  # a broker URL may hold a password
     )
     grace_period: float = option_field(
-        10.0, "seconds the in-flight batch gets on SIGTERM", lambda _, __, v: _non_negative(v)
+        10.0, "seconds the in-flight batch gets on SIGTERM", in_range(0, DAY)
     )
     webhook_secret: str | None = option_field(
         _SINK.secret, "HMAC-SHA256 secret for webhook signatures", repr=False, kind=str, secret=True
     )
-    sink_timeout: float = option_field(_SINK.timeout, "seconds per request or publish to the sink")
+    sink_timeout: float = option_field(
+        _SINK.timeout, "seconds per request or publish to the sink", in_range(0, DAY, above=True)
+    )
     sink_concurrency: int = option_field(
-        _SINK.max_concurrency, "sink requests in flight across keys"
+        _SINK.max_concurrency,
+        "sink requests in flight across keys",
+        in_range(1, 10_000, integer=True),
     )
     log_level: str = option_field("info", _one_of(LOG_LEVELS), choices=LOG_LEVELS)
     log_format: str = option_field("text", _one_of(LOG_FORMATS), choices=LOG_FORMATS)
@@ -131,16 +131,27 @@ def _read_file(path: Path | None) -> dict[str, Any]:
             data = tomllib.load(file)
     except OSError as exc:
         raise ConfigError("config", f"cannot read {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError("config", f"{path} is not UTF-8 text, as TOML must be") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError("config", f"{path} is not valid TOML: {exc}") from None
-    known = {option.name for option in RUN_OPTIONS} | {"dsn"}
+    # Every command reads the same file, so a key any command knows is known to all.
+    known = [option.name for option in RUN_OPTIONS] + ["dsn"]
     for name in data:
         if name not in known:
-            raise ConfigError(name, f"unknown option in {path}")
+            raise ConfigError(name, f"unknown option in {path}{_did_you_mean(name, known)}")
+    if not isinstance(data.get("dsn", ""), str):
+        raise ConfigError("dsn", f"must be a string (in {path})")
     return data
 
 
+def _did_you_mean(name: str, known: list[str]) -> str:
+    close = difflib.get_close_matches(name, known, n=1)
+    return f" (did you mean {close[0]}?)" if close else ""
+
+
 _EXPECTED: dict[Any, str] = {int: "an integer", float: "a number", str: "a string"}
+_SHOWN = 40  # a longer bad value is cut in messages: one line, whatever was given
 
 
 def _convert(kind: Callable[[str], Any], raw: Any) -> Any:
@@ -162,20 +173,32 @@ def _convert(kind: Callable[[str], Any], raw: Any) -> Any:
 def _value(option: Option, raw: Any, source: str) -> Any:
     try:
         value = _convert(option.kind, raw)
-    except ValueError as exc:
-        own_words = str(exc) if str(exc) and "invalid literal" not in str(exc) else ""
+    except (ValueError, OverflowError) as exc:
+        # A parser of relay's own says what is wrong; int's and float's words are Python's.
+        own_words = str(exc) if option.kind not in (int, float) else ""
         reason = own_words or f"must be {_EXPECTED.get(option.kind, 'valid')}"
         shown = "***" if option.secret else repr(raw)
+        shown = shown if len(shown) <= _SHOWN else f"{shown[: _SHOWN - 3]}..."
         raise ConfigError(option.name, f"{reason}, got {shown} (from {source})") from None
     if option.choices and value not in option.choices:
         raise ConfigError(option.name, f"must be one of {', '.join(option.choices)}, got {value!r}")
     return value
 
 
+def _config_path(args: argparse.Namespace, env: Mapping[str, str]) -> Path | None:
+    path = getattr(args, "config", None)
+    return path or (Path(env["RELAY_CONFIG"]) if env.get("RELAY_CONFIG") else None)
+
+
+def _dsn(args: argparse.Namespace, env: Mapping[str, str], file: Mapping[str, Any]) -> str:
+    """--dsn, RELAY_DSN, DATABASE_URL, the file's `dsn`, else "" (libpq's PG*)."""
+    return resolve_dsn(getattr(args, "dsn", None), env) or str(file.get("dsn", ""))
+
+
 def load_settings(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> Settings:
     """The settings from `args` (parsed with `add_run_options`), the environment and the file."""
     env = os.environ if environ is None else environ
-    config_path = args.config or (Path(env["RELAY_CONFIG"]) if env.get("RELAY_CONFIG") else None)
+    config_path = _config_path(args, env)
     file = _read_file(config_path)
     values: dict[str, Any] = {}
     for option in RUN_OPTIONS:
@@ -186,9 +209,63 @@ def load_settings(args: argparse.Namespace, environ: Mapping[str, str] | None = 
             values[option.name] = _value(option, env[option.env], option.env)
         elif option.name in file:
             values[option.name] = _value(option, file[option.name], str(config_path))
-    dsn = resolve_dsn(getattr(args, "dsn", None), env) or str(file.get("dsn", ""))
-    config = Config(dsn=dsn, retry_backoff=_backoff(values), **_fields_of(Config, values))
+    config = Config(
+        dsn=_dsn(args, env, file), retry_backoff=_backoff(values), **_fields_of(Config, values)
+    )
     return Settings(config=config, **_fields_of(Settings, values))
+
+
+@attrs.frozen
+class Database:
+    """What an admin command (migrate, status, dead) needs: where, and whether the user said so."""
+
+    config: Config
+    dsn_given: bool  # False: no DSN source at all, libpq would choose the server on its own
+
+
+def load_database(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> Database:
+    """The DSN and schema of an admin command: flags, then variables, then `--config`'s file."""
+    env = os.environ if environ is None else environ
+    config_path = _config_path(args, env)
+    file = _read_file(config_path)
+    schema = next(o for o in RUN_OPTIONS if o.name == "schema")
+    if getattr(args, "schema", None) is not None:
+        values = {"schema": _value(schema, args.schema, schema.flag)}
+    elif schema.env in env:
+        values = {"schema": _value(schema, env[schema.env], schema.env)}
+    elif "schema" in file:
+        values = {"schema": _value(schema, file["schema"], str(config_path))}
+    else:
+        values = {}
+    dsn = _dsn(args, env, file)
+    return Database(Config(dsn=dsn, **values), dsn_given=bool(dsn) or dsn_given(None, env))
+
+
+# Variables of the project's own test suite, not options.
+_NOT_OPTIONS = ("RELAY_TEST_",)
+
+
+def unknown_variables(environ: Mapping[str, str] | None = None) -> list[str]:
+    """A warning for each `RELAY_*` variable that names no option, with the nearest one."""
+    env = os.environ if environ is None else environ
+    known = [option.env for option in RUN_OPTIONS] + ["RELAY_DSN", "RELAY_CONFIG"]
+    # Compared without the prefix every name shares, which would make them all look alike.
+    names = [name.removeprefix("RELAY_") for name in known]
+    return [
+        f"{name} is not a relay variable and is ignored"
+        + _did_you_mean(name.removeprefix("RELAY_"), names).replace("mean ", "mean RELAY_")
+        for name in sorted(env)
+        if name.startswith("RELAY_") and name not in known and not name.startswith(_NOT_OPTIONS)
+    ]
+
+
+def environment_help() -> str:
+    """The variables `relay run` reads, for its --help."""
+    names = ", ".join(option.env for option in RUN_OPTIONS)
+    return (
+        "environment: RELAY_DSN, DATABASE_URL, libpq's PG* (the DSN, in that order);"
+        f" RELAY_CONFIG (the file); {names}. Flags win over variables, variables over the file."
+    )
 
 
 def _fields_of(cls: type, values: Mapping[str, Any]) -> dict[str, Any]:

@@ -42,6 +42,13 @@ def with_default_password(dsn: str, password: str) -> str:
         return dsn
 
 
+def describe_connection(conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]) -> str:
+    """Where `conn` is connected, for messages: `host:port/dbname`, as the server was reached
+    (libpq's defaults and `PG*` variables included), never as the DSN was written."""
+    info = conn.info
+    return f"{info.host}:{info.port}/{info.dbname}"
+
+
 # plan_cache_mode: the claim's prepared statements keep their one generic plan. Left to choose,
 # the server finds the generic plan's estimate (for a LIMIT it cannot see) dearer than a custom
 # plan's and plans every claim afresh, which costs more than running it (0.6 of 1.5 ms for a
@@ -84,6 +91,18 @@ def connection_kwargs(config: Config) -> dict[str, Any]:
         "keepalives_count": 3,
     }
     return kwargs
+
+
+# Admin commands (status, dead) run with no statement or idle-transaction limit: an operator is
+# there to interrupt them, a dead table of millions may take longer than relay's own 30 s, and
+# `relay dead list | less` keeps its transaction idle for as long as the reader reads.
+_ADMIN_SETTINGS = "-c statement_timeout=0 -c idle_in_transaction_session_timeout=0"
+
+
+def admin_connection_kwargs(config: Config) -> dict[str, Any]:
+    """`connection_kwargs` for an admin command's session: later `-c` settings win."""
+    kwargs = connection_kwargs(config)
+    return kwargs | {"options": f"{kwargs['options']} {_ADMIN_SETTINGS}"}
 
 
 @contextmanager

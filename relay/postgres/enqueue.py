@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+import json
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import attrs
 import psycopg
+from psycopg.rows import tuple_row
 from psycopg.types.json import Jsonb
 
 from .queries import Queries
@@ -29,24 +31,54 @@ def _queries(schema: str) -> Queries:
     return Queries(schema)
 
 
-def _params(events: Sequence[NewEvent]) -> list[Any]:
+def _as_is(text: str) -> str:
+    return text
+
+
+def _jsonb(value: Any, what: str, index: int, topic: str) -> Jsonb:
+    """`value` as JSON, dumped here rather than by psycopg, so that a value JSON cannot hold
+    names its event. No NaN or Infinity: PostgreSQL's jsonb refuses them."""
+    try:
+        text = json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        kind = TypeError if isinstance(exc, TypeError) else ValueError
+        raise kind(f"event {index} (topic {topic!r}): {what} is not valid JSON: {exc}") from None
+    return Jsonb(text, dumps=_as_is)
+
+
+def _params(events: Sequence[NewEvent], first: int) -> list[Any]:
     params: list[Any] = []
-    for event in events:
+    for index, event in enumerate(events, first):
         if not isinstance(event.topic, str) or not event.topic:
-            raise ValueError(f"topic must be a non-empty string, got {event.topic!r}")
-        params += [event.topic, event.key, Jsonb(event.payload), Jsonb(dict(event.headers or {}))]
+            raise ValueError(
+                f"event {index}: topic must be a non-empty string, got {event.topic!r}"
+            )
+        if event.headers is not None and not isinstance(event.headers, Mapping):
+            raise TypeError(
+                f"event {index} (topic {event.topic!r}): headers must be a mapping,"
+                f" got {type(event.headers).__name__}"
+            )
+        params += [
+            event.topic,
+            event.key,
+            _jsonb(event.payload, "payload", index, event.topic),
+            _jsonb(dict(event.headers or {}), "headers", index, event.topic),
+        ]
     return params
 
 
-def _chunks(events: Iterable[NewEvent]) -> Iterable[Sequence[NewEvent]]:
+def _chunks(events: Iterable[NewEvent]) -> Iterator[tuple[int, Sequence[NewEvent]]]:
+    """The events in statements' worth, each with the index of its first event."""
     batch: list[NewEvent] = []
+    first = 0
     for event in events:
         batch.append(event)
         if len(batch) == _ROWS_PER_STATEMENT:
-            yield batch
+            yield first, batch
+            first += len(batch)
             batch = []
     if batch:
-        yield batch
+        yield first, batch
 
 
 def enqueue(
@@ -73,11 +105,18 @@ def enqueue_many(
 
     Returns:
         The events' ids, in the order given.
+
+    Raises:
+        TypeError: a payload or headers JSON cannot hold (the message names the event's index
+            and topic), or headers that are not a mapping.
+        ValueError: an empty topic, or a payload or headers with NaN, Infinity or a cycle.
     """
     ids: list[int] = []
-    for chunk in _chunks(events):
-        cursor = conn.execute(_queries(schema).enqueue(len(chunk)), _params(chunk))
-        ids += [row[0] for row in cursor.fetchall()]
+    # A cursor of our own rows: the caller's connection may have any row factory (dict_row).
+    with conn.cursor(row_factory=tuple_row) as cursor:
+        for first, chunk in _chunks(events):
+            cursor.execute(_queries(schema).enqueue(len(chunk)), _params(chunk, first))
+            ids += [row[0] for row in cursor.fetchall()]
     return ids
 
 
@@ -100,7 +139,8 @@ async def enqueue_many_async(
 ) -> list[int]:
     """`enqueue_many` for an `AsyncConnection`."""
     ids: list[int] = []
-    for chunk in _chunks(events):
-        cursor = await conn.execute(_queries(schema).enqueue(len(chunk)), _params(chunk))
-        ids += [row[0] for row in await cursor.fetchall()]
+    async with conn.cursor(row_factory=tuple_row) as cursor:
+        for first, chunk in _chunks(events):
+            await cursor.execute(_queries(schema).enqueue(len(chunk)), _params(chunk, first))
+            ids += [row[0] for row in await cursor.fetchall()]
     return ids

@@ -10,7 +10,7 @@ from psycopg import sql
 
 from ..config import Config
 from ..errors import MigrationRefused, SchemaMissing
-from .connect import connection_kwargs, describe_dsn, map_psycopg_errors
+from .connect import connection_kwargs, describe_connection, describe_dsn, map_psycopg_errors
 from .queries import Queries
 
 
@@ -179,12 +179,17 @@ def migrate(config: Config) -> list[Migration]:
         OutboxUnavailable: the database cannot be reached or refused a statement.
         MigrationRefused: see `migrate_connection`.
     """
+    return migrate_where(config)[1]
+
+
+def migrate_where(config: Config) -> tuple[str, list[Migration]]:
+    """`migrate`, and where it was done (`describe_connection`)."""
     kwargs = connection_kwargs(config) | {"application_name": f"{config.application_name}-migrate"}
     with (
         map_psycopg_errors(config, "migrate"),
         psycopg.connect(config.dsn, autocommit=True, **kwargs) as conn,
     ):
-        return migrate_connection(conn, config)
+        return describe_connection(conn), migrate_connection(conn, config)
 
 
 def require_latest(config: Config, version: int | None) -> None:

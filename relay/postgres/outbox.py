@@ -28,7 +28,7 @@ from ..aio import aio_as_trio, asyncio_loop, get_running_loop
 from ..config import Config
 from ..errors import OutboxUnavailable
 from ..ports import Backlog, JsonObject, OutboxEvent, Retry
-from .connect import connection_kwargs, map_psycopg_errors
+from .connect import connection_kwargs, describe_connection, map_psycopg_errors
 from .migrations import require_latest
 from .notifications import Notifications
 from .queries import Queries
@@ -138,6 +138,8 @@ class PostgresOutbox:
     pool: AsyncConnectionPool[TrioConnection]
     queries: Queries
     loop: Any = None  # the trio-asyncio loop the pool lives on; None: the caller's current one
+    # Where the outbox is, as the first connection reached it (`describe_connection`).
+    where: str = "postgresql"
     # A clean connection kept from the last claim for the next one, out of the pool meanwhile.
     _spare: TrioConnection | None = None
     # Pooled connections on which the claim statements are prepared.
@@ -345,7 +347,7 @@ async def open_postgres_outbox(config: Config) -> AsyncIterator[PostgresOutbox]:
         # A direct first connection gives the user the server's own words for a bad DSN, where
         # the pool would only time out; it also checks that the schema was migrated.
         with map_psycopg_errors(config, "connect"):
-            await aio_as_trio(_check_reachable)(config, kwargs, queries)
+            outbox.where = await aio_as_trio(_check_reachable)(config, kwargs, queries)
             await aio_as_trio(pool.open)()
         try:
             yield outbox
@@ -360,8 +362,8 @@ async def open_postgres_outbox(config: Config) -> AsyncIterator[PostgresOutbox]:
 _CHECK_ATTEMPTS = 5
 
 
-async def _check_reachable(config: Config, kwargs: dict[str, Any], queries: Queries) -> None:
-    """Connect once and look for the outbox.
+async def _check_reachable(config: Config, kwargs: dict[str, Any], queries: Queries) -> str:
+    """Connect once and look for the outbox; returns where it is (`describe_connection`).
 
     A refused connection or bad credentials fail at once: that is the user's DSN. A connection
     lost after it was made (a terminated backend, a server shutting down) is tried again a few
@@ -373,9 +375,10 @@ async def _check_reachable(config: Config, kwargs: dict[str, Any], queries: Quer
                 await conn.execute(queries.check_schema)
                 cursor = await conn.execute(queries.schema_version)
                 require_latest(config, (await cursor.fetchone() or (None,))[0])
-                return
+                return describe_connection(conn)
             except psycopg.OperationalError:
                 if attempt == _CHECK_ATTEMPTS - 1:
                     raise
                 log.info("connection lost while starting; trying again")
         await asyncio.sleep(0.1 * 2**attempt)
+    raise AssertionError("unreachable: the last attempt returns or raises")

@@ -324,6 +324,15 @@ class Queries:
             clauses.append(sql.SQL("failed_at < now() - {}").format(sql.Literal(older_than)))
         return sql.SQL(" AND ").join(clauses)
 
+    def retrying_events(self, limit: int) -> sql.Composed:
+        """The oldest `limit` events that failed at least once and wait in the outbox; the error
+        cut to 1,000 characters (a webhook's whole answer body may be in it)."""
+        return sql.SQL(
+            "SELECT id, topic, key, attempts, available_at AS next_try_at,"
+            " left(last_error, 1000) AS last_error"
+            " FROM {outbox} WHERE attempts > 0 ORDER BY id LIMIT {limit}"
+        ).format(outbox=self._table("outbox"), limit=sql.Literal(limit))
+
     def list_dead(self, where: sql.Composable, limit: int) -> sql.Composed:
         """At most `limit` dead events matching `where` (see `dead_where`), oldest first."""
         return sql.SQL(
@@ -331,20 +340,39 @@ class Queries:
             " FROM {dead} WHERE {where} ORDER BY id LIMIT {limit}"
         ).format(dead=self._table("outbox_dead"), where=where, limit=sql.Literal(limit))
 
+    def dead_unmatched(self, where: sql.Composable, ids: Sequence[int]) -> sql.Composed:
+        """Those of `ids` that no dead event matching `where` has."""
+        return sql.SQL(
+            "SELECT wanted FROM unnest({ids}::bigint[]) AS w(wanted) WHERE NOT EXISTS"
+            " (SELECT 1 FROM {dead} WHERE id = wanted AND {where}) ORDER BY wanted"
+        ).format(dead=self._table("outbox_dead"), where=where, ids=sql.Literal(list(ids)))
+
+    def dead_summary(self, where: sql.Composable) -> sql.Composed:
+        """How many dead events match `where`, and their lowest and highest id."""
+        return sql.SQL("SELECT count(*), min(id), max(id) FROM {dead} WHERE {where}").format(
+            dead=self._table("outbox_dead"), where=where
+        )
+
     def retry_dead(self, where: sql.Composable) -> sql.Composed:
-        """Move the dead events matching `where` back into the outbox, attempts reset."""
+        """Move the dead events matching `where` back into the outbox, attempts reset; returns
+        how many, and their lowest and highest id."""
         return sql.SQL(
             """
             WITH moved AS (DELETE FROM {dead} WHERE {where}
-                           RETURNING id, topic, key, payload, headers, created_at, last_error)
-            INSERT INTO {outbox} (id, topic, key, payload, headers, created_at, last_error)
-            OVERRIDING SYSTEM VALUE
-            SELECT id, topic, key, payload, headers, created_at, last_error FROM moved
+                           RETURNING id, topic, key, payload, headers, created_at, last_error),
+            back AS (
+                INSERT INTO {outbox} (id, topic, key, payload, headers, created_at, last_error)
+                OVERRIDING SYSTEM VALUE
+                SELECT id, topic, key, payload, headers, created_at, last_error FROM moved
+                RETURNING id)
+            SELECT count(*), min(id), max(id) FROM back
             """
         ).format(dead=self._table("outbox_dead"), outbox=self._table("outbox"), where=where)
 
     def purge_dead(self, where: sql.Composable) -> sql.Composed:
-        """Delete the dead events matching `where` for good."""
-        return sql.SQL("DELETE FROM {dead} WHERE {where}").format(
-            dead=self._table("outbox_dead"), where=where
-        )
+        """Delete the dead events matching `where` for good; returns how many, and their lowest
+        and highest id."""
+        return sql.SQL(
+            "WITH gone AS (DELETE FROM {dead} WHERE {where} RETURNING id)"
+            " SELECT count(*), min(id), max(id) FROM gone"
+        ).format(dead=self._table("outbox_dead"), where=where)

@@ -13,22 +13,7 @@ import pytest
 from relay.demo.embedded import EmbeddedPostgres
 
 from ..conftest import PostgresServer
-
-
-def relay(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "relay.cli", *args], capture_output=True, text=True, timeout=60
-    )
-
-
-def assert_one_clear_line(result: subprocess.CompletedProcess[str], *, secret: str) -> str:
-    assert result.returncode == 2, result
-    assert result.stdout == ""
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert "Traceback" not in result.stderr
-    assert secret not in result.stderr
-    return lines[0]
+from .cli_runs import assert_one_clear_line, relay
 
 
 def test_migrate_with_a_bad_host_exits_2_with_one_line() -> None:

@@ -7,6 +7,7 @@ from typing import Any
 import psycopg
 import pytest
 import trio
+from psycopg.rows import dict_row
 
 from relay import NewEvent, enqueue, enqueue_async, enqueue_many, enqueue_many_async
 
@@ -65,3 +66,45 @@ async def test_enqueue_async_writes_in_the_callers_transaction(database_dsn: str
         (ids[1], "b", None),
         (ids[2], "c", "x"),
     ]
+
+
+def test_enqueue_works_on_a_connection_that_returns_dicts(database_dsn: str) -> None:
+    with psycopg.connect(database_dsn, row_factory=dict_row) as conn:
+        first = enqueue(conn, "a", {"n": 1})
+        rest = enqueue_many(conn, [NewEvent("b", 2), NewEvent("c", 3)])
+    assert [row[0] for row in pending(database_dsn)] == [first, *rest]
+
+
+async def test_enqueue_async_works_on_a_connection_that_returns_dicts(database_dsn: str) -> None:
+    import trio_asyncio
+
+    async def write() -> int:
+        async with await psycopg.AsyncConnection.connect(
+            database_dsn, row_factory=dict_row
+        ) as conn:
+            return await enqueue_async(conn, "a", {"n": 1})
+
+    with trio.fail_after(30):
+        async with trio_asyncio.open_loop():
+            id = await trio_asyncio.aio_as_trio(write)()
+    assert [row[0] for row in pending(database_dsn)] == [id]
+
+
+@pytest.mark.parametrize(
+    ("event", "error", "words"),
+    [
+        (NewEvent("t", {"when": object()}), TypeError, "payload is not valid JSON"),
+        (NewEvent("t", {"n": 1}, headers={"h": {1, 2}}), TypeError, "headers is not valid JSON"),
+        (NewEvent("t", float("nan")), ValueError, "payload is not valid JSON"),
+        (NewEvent("t", {}, headers=[1, 2]), TypeError, "headers must be a mapping"),  # type: ignore[arg-type]
+    ],
+)
+def test_a_payload_or_headers_json_cannot_hold_name_the_event(
+    database_dsn: str, event: NewEvent, error: type[Exception], words: str
+) -> None:
+    events = [NewEvent("fine", 1), event]
+    with psycopg.connect(database_dsn) as conn:
+        with pytest.raises(error, match=rf"event 1 \(topic 't'\): {words}"):
+            enqueue_many(conn, events)
+        conn.rollback()
+    assert pending(database_dsn) == []

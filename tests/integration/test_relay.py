@@ -181,9 +181,9 @@ async def test_a_poison_event_dies_after_max_attempts_without_blocking_other_key
                 dead = conn.execute("SELECT id, attempts, last_error FROM relay.outbox_dead")
                 assert dead.fetchall() == [(1, 3, "cannot handle")]
             poison_fixed = True
+            command = ["dead", "retry", "--all", "--dsn", database_dsn]
             retried = await trio.run_process(
-                [sys.executable, "-m", "relay.cli", "dead", "retry", "--dsn", database_dsn],
-                capture_stdout=True,
+                [sys.executable, "-m", "relay.cli", *command], capture_stdout=True
             )
             assert b"moved 1" in retried.stdout
             await wait_until(lambda: ("A", 1) in delivered)
