@@ -130,6 +130,9 @@ async def test_every_connect_notification_and_recycle_is_counted(
                 outbox.enqueue("t", n)
                 with trio.fail_after(1.0):  # a lost notification would hang here
                     await wakeups.receive()
+            # A wakeup left pending by a reconnect can be received before the listener has
+            # counted the last notification: let it finish first.
+            await trio.testing.wait_all_tasks_blocked()
             stats = listener.statistics()
             nursery.cancel_scope.cancel()
     assert stats == ListenerStatistics(connected=True, connects=3, notifications=3, recycles=2)
