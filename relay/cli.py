@@ -1,8 +1,9 @@
 """The `relay` command line.
 
-Every expected failure ends as one line on stderr and an exit code: 2 for bad usage, bad
-configuration or an unreachable database; 1 when the relay gave up. Never a traceback, never a
-password. Results go to stdout, logs to stderr. This is the only place errors become exit codes.
+Every expected failure ends as one line on stderr and an exit code (sysexits): 2 for bad usage or
+bad configuration (a DSN the server refuses for good included), 69 (EX_UNAVAILABLE) when the
+database could not be reached within `--wait`, 1 when the relay gave up. Never a traceback, never
+a password. Results go to stdout, logs to stderr. This is the only place errors become exit codes.
 """
 
 from __future__ import annotations
@@ -10,16 +11,20 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import math
 import os
 import re
 import sys
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any
 
 from .config import Config, resolve_dsn
-from .errors import ConfigError, RelayError, RestartIntensityExceeded
+from .errors import ConfigError, RelayError, RestartIntensityExceeded, Unreachable
 
-EXIT_OK, EXIT_GAVE_UP, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_GAVE_UP, EXIT_USAGE, EXIT_UNAVAILABLE = 0, 1, 2, 69
+# Seconds a one-shot command (migrate, status, dead) waits for an unreachable database.
+DEFAULT_WAIT = 10.0
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhd]?)")
 _UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -39,6 +44,34 @@ def _duration(text: str) -> datetime.timedelta:
     return datetime.timedelta(seconds=float(match[1]) * _UNIT_SECONDS[match[2]])
 
 
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 <= value < math.inf:
+        raise argparse.ArgumentTypeError(f"not a number of seconds >= 0: {text!r}")
+    return value
+
+
+def _waiting(command: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
+    """Run a one-shot command, again after each outage, for up to `args.wait` seconds.
+
+    The command runs in a thread, so that trio's clock paces the tries; an outage ends it before
+    it changed anything (its one transaction rolled back), so trying it again is safe.
+    """
+    import trio
+
+    from .outages import Outages, Waiter, call_reaching
+
+    waiter = Waiter(args.command, "database", Config().outage_backoff, Outages())
+
+    async def attempt() -> int:
+        return await trio.to_thread.run_sync(command, args, abandon_on_cancel=True)
+
+    return trio.run(partial(call_reaching, attempt, waiter, patience=args.wait))
+
+
 def _database_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--dsn",
@@ -49,6 +82,13 @@ def _database_options(parser: argparse.ArgumentParser) -> None:
         "--schema",
         default=os.environ.get("RELAY_SCHEMA", schema),
         help=f"the outbox schema (default: $RELAY_SCHEMA, else {schema})",
+    )
+    parser.add_argument(
+        "--wait",
+        type=_seconds,
+        default=DEFAULT_WAIT,
+        metavar="SECONDS",
+        help=f"seconds to wait for an unreachable database (default: {DEFAULT_WAIT:g})",
     )
 
 
@@ -181,6 +221,8 @@ def _run(args: argparse.Namespace) -> int:
         print(f"relay: gave up: {error}", file=sys.stderr)
     for error in stopped.errors:
         print(f"relay: error: {error}", file=sys.stderr)
+    if any(isinstance(error, Unreachable) for error in stopped.errors):
+        return EXIT_UNAVAILABLE
     return EXIT_USAGE if stopped.errors else EXIT_GAVE_UP if stopped.gave_up else EXIT_OK
 
 
@@ -201,16 +243,23 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "dead": _dead,
     "demo": _demo,
 }
+# The commands that wait (up to --wait) for an unreachable database; `run` waits indefinitely.
+ONE_SHOT = frozenset({"migrate", "status", "dead"})
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code."""
     try:
         args = _parser().parse_args(argv)
+        if args.command in ONE_SHOT:
+            return _waiting(COMMANDS[args.command], args)
         return COMMANDS[args.command](args)
     except RestartIntensityExceeded as exc:
         print(f"relay: gave up: {exc}", file=sys.stderr)
         return EXIT_GAVE_UP
+    except Unreachable as exc:
+        print(f"relay: {exc}", file=sys.stderr)
+        return EXIT_UNAVAILABLE
     except RelayError as exc:  # ConfigError included
         print(f"relay: {exc}", file=sys.stderr)
         return EXIT_USAGE
