@@ -6,15 +6,18 @@ __version__ = "0.1.0"
 from .backoff import Backoff as Backoff
 from .config import Config as Config
 from .errors import ConfigError as ConfigError
+from .errors import DsnRejected as DsnRejected
 from .errors import ListenerLost as ListenerLost
 from .errors import MigrationRefused as MigrationRefused
 from .errors import OutboxUnavailable as OutboxUnavailable
+from .errors import OutboxUnreachable as OutboxUnreachable
 from .errors import PartialDelivery as PartialDelivery
 from .errors import RelayError as RelayError
 from .errors import RestartIntensityExceeded as RestartIntensityExceeded
 from .errors import SchemaMissing as SchemaMissing
 from .errors import SinkFailed as SinkFailed
 from .errors import SinkUnavailable as SinkUnavailable
+from .errors import Unreachable as Unreachable
 from .ports import OutboxEvent as OutboxEvent
 from .ports import Sink as Sink
 from .postgres.enqueue import NewEvent as NewEvent
@@ -32,11 +35,13 @@ __all__ = [
     "Backoff",
     "Config",
     "ConfigError",
+    "DsnRejected",
     "ListenerLost",
     "MigrationRefused",
     "NewEvent",
     "OutboxEvent",
     "OutboxUnavailable",
+    "OutboxUnreachable",
     "PartialDelivery",
     "RelayError",
     "RelayHandle",
@@ -46,6 +51,7 @@ __all__ = [
     "Sink",
     "SinkFailed",
     "SinkUnavailable",
+    "Unreachable",
     "WakeReason",
     "enqueue",
     "enqueue_async",

@@ -60,10 +60,13 @@ def _waiting(command: Callable[[argparse.Namespace], int], args: argparse.Namesp
     The command runs in a thread, so that trio's clock paces the tries; an outage ends it before
     it changed anything (its one transaction rolled back), so trying it again is safe.
     """
+    import logging
+
     import trio
 
     from .outages import Outages, Waiter, call_reaching
 
+    logging.basicConfig(format="relay: %(message)s", level=logging.WARNING)  # one line per try
     waiter = Waiter(args.command, "database", Config().outage_backoff, Outages())
 
     async def attempt() -> int:

@@ -22,6 +22,12 @@ class OutboxUnavailable(RelayError):
     """The outbox's database cannot be reached or refused the operation."""
 
 
+class OutboxUnreachable(OutboxUnavailable):
+    """The database cannot be reached now: connection refused or lost, a timeout, a server
+    starting up or shutting down, out of connections or file descriptors. An outage: relay waits
+    for it (see `relay.outages`)."""
+
+
 class DsnRejected(ConfigError, OutboxUnavailable):
     """The server answered and refused the DSN for good (authentication failed, no such
     database), or the DSN cannot be parsed: a configuration error, never waited for."""
@@ -39,7 +45,7 @@ class MigrationRefused(OutboxUnavailable):
     """A migration cannot run now (relays it would break are connected): nothing was changed."""
 
 
-class ListenerLost(OutboxUnavailable):
+class ListenerLost(OutboxUnreachable):
     """The listener's connection ended; the listener waits with backoff and reconnects."""
 
 

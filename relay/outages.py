@@ -19,7 +19,7 @@ import attrs
 import trio
 
 from .backoff import Backoff
-from .errors import ConfigError, OutboxUnavailable, SchemaMissing, SinkUnavailable, Unreachable
+from .errors import OutboxUnreachable, SinkUnavailable, Unreachable
 
 logger = logging.getLogger(__name__)
 
@@ -29,12 +29,10 @@ T = TypeVar("T")
 def is_outage(error: BaseException) -> bool:
     """Whether `error` says a database or broker cannot be reached now (worth waiting for).
 
-    Not an outage: a DSN the server refused for good (a `ConfigError`) and a missing schema, which
-    only an operator can fix.
+    Not an outage: any other `OutboxUnavailable`, such as a DSN the server refused for good, a
+    missing schema or a statement the server rejected, which only an operator can fix.
     """
-    return isinstance(error, OutboxUnavailable | SinkUnavailable) and not isinstance(
-        error, ConfigError | SchemaMissing
-    )
+    return isinstance(error, OutboxUnreachable | SinkUnavailable)
 
 
 @attrs.frozen

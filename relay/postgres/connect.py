@@ -11,7 +11,7 @@ import psycopg
 from psycopg import conninfo
 
 from ..config import Config
-from ..errors import DsnRejected, OutboxUnavailable, SchemaMissing
+from ..errors import DsnRejected, OutboxUnavailable, OutboxUnreachable, SchemaMissing
 from ..secrets import find_secrets, mask, mask_url
 
 
@@ -81,7 +81,9 @@ _REJECTED = re.compile(
     r"password authentication failed|authentication failed for user|no password supplied"
     r"|role \".*\" does not exist|database \".*\" does not exist|no pg_hba\.conf entry"
     r"|pg_hba\.conf rejects|invalid connection option|invalid (URI|sslmode|integer value)"
-    r"|is not permitted to log in|certificate"
+    r"|is not permitted to log in|certificate|Servname not supported"
+    # something answers, but not PostgreSQL
+    r"|invalid response to SSL negotiation|expected authentication request|invalid message format"
 )
 
 
@@ -108,7 +110,7 @@ def map_psycopg_errors(
 ) -> Iterator[None]:
     """Raise a psycopg or OS error from the block, met while `doing` something, as relay's: `into`
     if given, else `DsnRejected` (a DSN the server will never accept: a configuration error),
-    `SchemaMissing` or `OutboxUnavailable`. From None: psycopg's may quote the DSN."""
+    `SchemaMissing`, `OutboxUnreachable` (an outage) or `OutboxUnavailable`. From None: psycopg's may quote the DSN."""
     try:
         yield
     except (psycopg.Error, OSError) as exc:
@@ -119,7 +121,10 @@ def map_psycopg_errors(
                 f"the outbox in schema {config.schema!r} is missing at {where}: run `relay migrate`"
             )
         elif isinstance(exc, psycopg.OperationalError) and _REJECTED.search(str(exc)):
-            error = DsnRejected("dsn", f"{where} refused the connection: {why}")
+            error = DsnRejected("dsn", f"cannot connect to {where}: {why}")
+        elif isinstance(exc, psycopg.OperationalError | OSError):
+            # Connection-level trouble (SQLSTATE classes 08, 53, 57, 58 and libpq's own): wait.
+            error = OutboxUnreachable(f"{doing} failed at {where}: {why}")
         else:
             error = OutboxUnavailable(f"{doing} failed at {where}: {why}")
         raise (error if into is None else into(str(error))) from None

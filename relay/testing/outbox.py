@@ -11,7 +11,7 @@ from typing import Any, Literal
 import attrs
 import trio
 
-from ..errors import OutboxUnavailable
+from ..errors import OutboxUnreachable
 from ..ports import Backlog, OutboxEvent, Retry
 
 Operation = Literal["claim", "settle", "listen"]
@@ -193,12 +193,12 @@ class MemoryOutbox:
     # -- fault injection ---------------------------------------------------------------------------
 
     def fail_next(self, operation: Operation, error: Exception | None = None) -> None:
-        """Make the next `operation` raise `error` (default: `OutboxUnavailable`).
+        """Make the next `operation` raise `error` (default: `OutboxUnreachable`, an outage).
 
         Faults queue up: call it twice to fail the next two. A failing "listen" is a failed connect.
         """
         self._queue(operation).append(
-            error if error is not None else OutboxUnavailable(f"{operation}: injected failure")
+            error if error is not None else OutboxUnreachable(f"{operation}: injected failure")
         )
 
     def hang_next(self, operation: Operation) -> None:

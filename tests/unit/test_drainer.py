@@ -13,7 +13,7 @@ from relay import (
     Backoff,
     Config,
     OutboxEvent,
-    OutboxUnavailable,
+    OutboxUnreachable,
     PartialDelivery,
     SinkUnavailable,
     WakeReason,
@@ -244,7 +244,7 @@ async def test_a_database_lost_at_settle_is_waited_out_not_counted_as_a_restart(
 ) -> None:
     outbox, sink = MemoryOutbox(), RecordingSink()
     outbox.fail_next(
-        "settle", OutboxUnavailable("settle failed at db: server closed the connection")
+        "settle", OutboxUnreachable("settle failed at db: server closed the connection")
     )
     event_id = outbox.enqueue("t", 1)
     async with open_relay(config, sink, outbox=outbox) as handle:

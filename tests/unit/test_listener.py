@@ -6,7 +6,7 @@ from functools import partial
 
 import trio
 
-from relay import Backoff, Config, OutboxUnavailable, WakeReason, open_relay, run_relay
+from relay import Backoff, Config, OutboxUnreachable, WakeReason, open_relay, run_relay
 from relay.listener import Listener
 from relay.outages import Outages, Waiter
 from relay.testing import MemoryOutbox, RecordingSink
@@ -41,7 +41,7 @@ async def test_a_lost_connection_is_waited_out_and_reconnected_by_the_listener_i
         async with trio.open_nursery() as nursery:
             await nursery.start(listener.run)
             await trio.sleep(1.0)
-            outbox.fail_next("listen", OutboxUnavailable("connect failed: connection refused"))
+            outbox.fail_next("listen", OutboxUnreachable("connect failed: connection refused"))
             outbox.drop_listeners()  # lost at 1.0; refused at 1.25, connected at 1.75
             await trio.sleep(0.125)
             assert not listener.connected
@@ -79,7 +79,7 @@ async def test_a_listener_that_cannot_connect_tries_again_at_exactly_the_outage_
 ) -> None:
     outbox, sink = MemoryOutbox(), RecordingSink()
     for _ in range(3):
-        outbox.fail_next("listen", OutboxUnavailable("connection refused"))
+        outbox.fail_next("listen", OutboxUnreachable("connection refused"))
     event_id = outbox.enqueue("t", 1)  # before anyone listens: no notification
     async with trio.open_nursery() as nursery:
         handle = await nursery.start(partial(run_relay, config, sink, outbox=outbox))

@@ -12,7 +12,7 @@ import trio
 from relay import (
     Backoff,
     Config,
-    OutboxUnavailable,
+    OutboxUnreachable,
     RelayStatistics,
     RestartIntensityExceeded,
     WakeReason,
@@ -46,7 +46,7 @@ async def test_an_outage_however_long_is_waited_out_and_never_counts_as_a_restar
     config = make_config(restart_intensity=2)
     outbox = MemoryOutbox()
     for _ in range(30):
-        outbox.fail_next("listen", OutboxUnavailable("listen failed at db: connection refused"))
+        outbox.fail_next("listen", OutboxUnreachable("listen failed at db: connection refused"))
     event_id = outbox.enqueue("t", 1)
     sink = RecordingSink()
     async with open_relay(config, sink, outbox=outbox) as handle:
