@@ -110,7 +110,8 @@ def map_psycopg_errors(
 ) -> Iterator[None]:
     """Raise a psycopg or OS error from the block, met while `doing` something, as relay's: `into`
     if given, else `DsnRejected` (a DSN the server will never accept: a configuration error),
-    `SchemaMissing`, `OutboxUnreachable` (an outage) or `OutboxUnavailable`. From None: psycopg's may quote the DSN."""
+    `SchemaMissing`, `OutboxUnreachable` (an outage) or `OutboxUnavailable`. From None: psycopg's
+    may quote the DSN."""
     try:
         yield
     except (psycopg.Error, OSError) as exc:

@@ -56,9 +56,9 @@ def test_status_waits_up_to_wait_with_one_line_per_try_then_exits_69() -> None:
     assert result.returncode == 69, result
     *tries, last = result.stderr.strip().splitlines()
     assert len(tries) >= 2 and all("connection refused; trying again in" in t for t in tries)
-    assert (
-        last
-        == "relay: database not reachable within 1.5s: status failed at 127.0.0.1:1/db: connection refused"
+    assert last == (
+        "relay: database not reachable within 1.5s:"
+        " status failed at 127.0.0.1:1/db: connection refused"
     )
     assert "s3cr3t-pw" not in result.stderr and "Traceback" not in result.stderr
 
