@@ -236,7 +236,7 @@ class Drainer:
         started = trio.current_time()
         delivered: tuple[OutboxEvent, ...] = ()
         outcome = None
-        async with self.outbox.claim(self.config.batch_size) as batch:
+        async with self.outbox.claim(self.config.batch_size, self.config.batch_bytes) as batch:
             self._count(claims=1)
             events = batch.events
             if events:

@@ -52,6 +52,7 @@ _VACUUM_EVERY = 50_000
 # without a cap, so a long outage would leave the pool waiting long after the server is back; the
 # drainer's own backoff paces the tries instead.
 _POOL_TIMEOUT = 10.0
+_NO_BYTE_LIMIT = 2**62
 
 
 class _JsonbAsBytes(Loader):
@@ -70,7 +71,7 @@ _NO_HEADERS = JsonObject(b"{}")
 
 
 def _event(row: tuple[Any, ...]) -> OutboxEvent:
-    id, topic, key, payload, headers, created_at, attempts = row
+    id, topic, key, payload, headers, created_at, attempts, _cut = row
     headers = _NO_HEADERS if headers == b"{}" else JsonObject(headers)
     # Positional: a third cheaper than keywords, on every event (the fields' order is the
     # claim's column order).
@@ -171,9 +172,11 @@ class PostgresOutbox:
             log.warning("VACUUM of the outbox failed: %s", exc)
 
     @asynccontextmanager
-    async def claim(self, limit: int) -> AsyncIterator[PostgresBatch]:
+    async def claim(self, limit: int, max_bytes: int | None = None) -> AsyncIterator[PostgresBatch]:
         with map_psycopg_errors(self.config, "claim"):
-            conn, rows, contended, due = await self._claim_rows(limit)
+            conn, rows, contended, due = await self._claim_rows(
+                limit, _NO_BYTE_LIMIT if max_bytes is None else max_bytes
+            )
         batch = None
         try:
             batch = PostgresBatch(
@@ -185,7 +188,7 @@ class PostgresOutbox:
                 await self._release(conn, clean=batch is not None and batch.settled)
 
     async def _claim_rows(
-        self, limit: int
+        self, limit: int, max_bytes: int
     ) -> tuple[TrioConnection, list[tuple[Any, ...]], bool, float | None]:
         """A pooled connection with a claim transaction open on it, and what it claimed.
 
@@ -205,7 +208,7 @@ class PostgresOutbox:
                     await aio_as_trio(self._probe)()
                     raise
             try:
-                rows, contended, due = await self._claim_on(conn, limit)
+                rows, contended, due = await self._claim_on(conn, limit, max_bytes)
                 return conn, rows, contended, due
             except psycopg.OperationalError:
                 lost = conn.broken or conn.closed
@@ -227,18 +230,19 @@ class PostgresOutbox:
         raise AssertionError("unreachable")
 
     async def _claim_on(
-        self, conn: TrioConnection, limit: int
+        self, conn: TrioConnection, limit: int, max_bytes: int
     ) -> tuple[list[tuple[Any, ...]], bool, float | None]:
         """Lock a share of the partitions at the head of the queue, then claim.
 
-        Returns the rows, whether the claim left partitions at the head to other relays (a short
-        batch then does not mean drained), and the seconds until the next retry.
+        Returns the rows, whether the claim left events at the head behind (partitions to other
+        relays, or events past `max_bytes`: a short batch then does not mean drained), and the
+        seconds until the next retry.
         """
         async with psycopg.AsyncClientCursor(conn) as cursor:
             if conn not in self._prepared:
                 await cursor.execute(self.queries.prepare_claim)
                 self._prepared.add(conn)
-            await cursor.execute(self.queries.claim_head(limit))
+            await cursor.execute(self.queries.claim_head(limit, max_bytes))
             cursor.nextset()  # past BEGIN's result
             skip, contended, due = 0, False, None
             while True:
@@ -253,8 +257,9 @@ class PostgresOutbox:
                 # Other relays hold every partition in the window: look further down at once, in
                 # the same transaction, rather than claim nothing and pause.
                 skip = max(1, 2 * skip)
-                await cursor.execute(self.queries.claim_further(skip, limit))
+                await cursor.execute(self.queries.claim_further(skip, limit, max_bytes))
         rows.sort(key=operator.itemgetter(0))  # DELETE ... RETURNING promises no order
+        contended = contended or (bool(rows) and rows[0][-1])  # cut short by the byte limit
         return rows, contended, None if due is None else max(0.0, due)
 
     async def _release(self, conn: TrioConnection, *, clean: bool, close: bool = False) -> None:

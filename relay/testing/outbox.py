@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from collections import deque
 from collections.abc import AsyncIterator, Collection, Mapping
@@ -12,7 +13,7 @@ import attrs
 import trio
 
 from ..errors import OutboxUnreachable
-from ..ports import Backlog, OutboxEvent, Retry
+from ..ports import Backlog, JsonObject, OutboxEvent, Retry
 
 Operation = Literal["claim", "settle", "listen"]
 _OPERATIONS: frozenset[str] = frozenset({"claim", "settle", "listen"})
@@ -24,6 +25,27 @@ def _now() -> float:
         return trio.current_time()
     except RuntimeError:  # outside trio.run: a row enqueued before the run is available at once
         return -math.inf
+
+
+def event_size(event: OutboxEvent) -> int:
+    """The bytes of an event's payload and headers as JSON: what the byte limit of a claim counts."""
+    headers = event.headers
+    encoded = (
+        headers.json if isinstance(headers, JsonObject) else json.dumps(dict(headers)).encode()
+    )
+    return len(event.payload_json) + len(encoded)
+
+
+def _fitting(rows: list[_Row], max_bytes: int | None) -> list[_Row]:
+    """The longest prefix of `rows` within `max_bytes`, and never less than the first row."""
+    if max_bytes is None:
+        return rows
+    total = 0
+    for taken, row in enumerate(rows):
+        total += event_size(row.event)
+        if total > max_bytes and taken > 0:
+            return rows[:taken]
+    return rows
 
 
 @attrs.frozen
@@ -236,12 +258,18 @@ class MemoryOutbox:
     # -- the Outbox protocol ----------------------------------------------------------------------
 
     @asynccontextmanager
-    async def claim(self, limit: int) -> AsyncIterator[MemoryBatch]:
-        """Claim up to `limit` available events, oldest first, until the block ends."""
+    async def claim(self, limit: int, max_bytes: int | None = None) -> AsyncIterator[MemoryBatch]:
+        """Claim up to `limit` available events, oldest first, until the block ends; with
+        `max_bytes`, only the oldest whose payload and headers (`event_size`) fit, at least one."""
         self._claims += 1
         await self._operation("claim")
+        rows = self._claimable(limit)
+        fitting = _fitting(rows, max_bytes)
         batch = MemoryBatch(
-            self, tuple(row.event for row in self._claimable(limit)), next_due=self._next_due()
+            self,
+            tuple(row.event for row in fitting),
+            contended=len(fitting) < len(rows),  # cut by the byte limit: not drained
+            next_due=self._next_due(),
         )
         claimed = {event.id for event in batch.events}
         self._locked |= claimed

@@ -395,3 +395,17 @@ async def test_a_retry_scheduled_by_the_last_batch_of_a_drain_is_claimed_when_du
         await trio.sleep(5)
         assert timeline(sink) == [(1.0, [1])]  # failed at 0, retried after the 1 s backoff
         assert handle.statistics().wakeups[WakeReason.DUE] == 1
+
+
+async def test_batches_are_bounded_by_bytes_and_a_cut_batch_does_not_end_the_drain(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Ten 1 kB events, 2.5 kB per batch: five batches of two in one drain, none left for a poll."""
+    config = make_config(batch_size=10, batch_bytes=2500, poll_interval=3600.0)
+    outbox, sink = MemoryOutbox(), RecordingSink()
+    for _ in range(10):
+        outbox.enqueue("t", "x" * 1000)
+    async with open_relay(config, sink, outbox=outbox):
+        await sink.wait_for(10)
+    assert [len(delivery.events) for delivery in sink.deliveries] == [2, 2, 2, 2, 2]
+    assert {delivery.at for delivery in sink.deliveries} == {0.0}
