@@ -95,9 +95,12 @@ class Recording:
 
 
 async def _until(condition: Callable[[], bool], what: str) -> None:
-    with trio.fail_after(GUARD):
-        while not condition():
+    """Poll `condition` (what it watches cannot signal us), failing after `GUARD` seconds."""
+    with trio.move_on_after(GUARD) as scope:
+        while not condition():  # noqa: ASYNC110
             await trio.sleep(0.05)
+    if scope.cancelled_caught:
+        raise AssertionError(f"timed out waiting for {what}")
 
 
 @contextlib.asynccontextmanager
