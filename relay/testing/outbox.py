@@ -28,7 +28,7 @@ def _now() -> float:
 
 
 def event_size(event: OutboxEvent) -> int:
-    """The bytes of an event's payload and headers as JSON: what the byte limit of a claim counts."""
+    """The bytes of an event's payload and headers as JSON: what a claim's byte limit counts."""
     headers = event.headers
     encoded = (
         headers.json if isinstance(headers, JsonObject) else json.dumps(dict(headers)).encode()
