@@ -97,7 +97,7 @@ async def test_a_one_shot_waits_exactly_its_patience_then_raises_unreachable(
     assert str(caught.value) == (
         "database not reachable within 10s: status failed at db:5432/app: connection refused"
     )
-    assert [r.getMessage() for r in caplog.records][0] == (
+    assert caplog.records[0].getMessage() == (
         "status: database unavailable (try 1): status failed at db:5432/app: connection refused;"
         " trying again in 1s"
     )
