@@ -45,7 +45,7 @@ class RelayClaim:
 
     def run(self, cursor: psycopg.ClientCursor[Any], limit: int) -> list[tuple[Any, ...]]:
         """Open the claim transaction and claim, in one round trip, like relay."""
-        cursor.execute(self.queries.claim_head(limit))
+        cursor.execute(self.queries.claim_head(limit, self.bench.config.batch_bytes))
         cursor.nextset()
         cursor.nextset()
         rows: list[tuple[Any, ...]] = cursor.fetchall()
@@ -56,10 +56,16 @@ class RelayClaim:
         lock = self.bench.sql(self.queries.lock_partitions)
         lock = lock.replace("$1", ":skip").replace("$2", ":scan")
         claim = self.bench.sql(self.queries.claim).replace("$1", ":limit")
+        claim = claim.replace("$2", ":max_bytes")
         return f"BEGIN;\n{lock.strip()};\n{claim.strip()};\nCOMMIT;\n"
 
     def pgbench_vars(self, limit: int) -> dict[str, int]:
-        return {"limit": limit, "skip": 0, "scan": limit}
+        return {
+            "limit": limit,
+            "skip": 0,
+            "scan": limit,
+            "max_bytes": self.bench.config.batch_bytes,
+        }
 
 
 def pgbench(

@@ -6,10 +6,12 @@ __version__ = "0.1.0"
 from .backoff import Backoff as Backoff
 from .config import Config as Config
 from .errors import ConfigError as ConfigError
+from .errors import DsnRejected as DsnRejected
 from .errors import ListenerLost as ListenerLost
 from .errors import MigrationRefused as MigrationRefused
 from .errors import NotRestartable as NotRestartable
 from .errors import OutboxUnavailable as OutboxUnavailable
+from .errors import OutboxUnreachable as OutboxUnreachable
 from .errors import OutputClosed as OutputClosed
 from .errors import PartialDelivery as PartialDelivery
 from .errors import RelayError as RelayError
@@ -17,6 +19,7 @@ from .errors import RestartIntensityExceeded as RestartIntensityExceeded
 from .errors import SchemaMissing as SchemaMissing
 from .errors import SinkFailed as SinkFailed
 from .errors import SinkUnavailable as SinkUnavailable
+from .errors import Unreachable as Unreachable
 from .ports import OutboxEvent as OutboxEvent
 from .ports import Sink as Sink
 from .postgres.enqueue import NewEvent as NewEvent
@@ -34,12 +37,14 @@ __all__ = [
     "Backoff",
     "Config",
     "ConfigError",
+    "DsnRejected",
     "ListenerLost",
     "MigrationRefused",
     "NewEvent",
     "NotRestartable",
     "OutboxEvent",
     "OutboxUnavailable",
+    "OutboxUnreachable",
     "OutputClosed",
     "PartialDelivery",
     "RelayError",
@@ -50,6 +55,7 @@ __all__ = [
     "Sink",
     "SinkFailed",
     "SinkUnavailable",
+    "Unreachable",
     "WakeReason",
     "enqueue",
     "enqueue_async",

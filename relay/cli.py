@@ -1,10 +1,11 @@
 """The `relay` command line.
 
-Every expected failure ends as one line on stderr and an exit code: 2 for bad usage, bad
-configuration or an unreachable database; 1 when the relay gave up, or when an admin command
-was asked for ids that are not there; 74 (EX_IOERR) when `relay run` stopped because its stdout
-was closed. Never a traceback, never a
-password. Results go to stdout, logs to stderr. This is the only place errors become exit codes.
+Every expected failure ends as one line on stderr and an exit code (sysexits): 2 for bad usage or
+bad configuration (a DSN the server refuses for good included), 69 (EX_UNAVAILABLE) when the
+database could not be reached within `--wait`, 1 when the relay gave up or when an admin command
+was asked for ids that are not there, 74 (EX_IOERR) when `relay run` stopped because its stdout
+was closed. Never a traceback, never a password. Results go to stdout, logs to stderr. This is
+the only place errors become exit codes.
 """
 
 from __future__ import annotations
@@ -16,16 +17,26 @@ import os
 import re
 import sys
 from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from .config import Config
-from .errors import ConfigError, NotFound, OutputClosed, RelayError, RestartIntensityExceeded
+from .errors import (
+    ConfigError,
+    NotFound,
+    OutputClosed,
+    RelayError,
+    RestartIntensityExceeded,
+    Unreachable,
+)
 from .secrets import mask
 
-EXIT_OK, EXIT_GAVE_UP, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_GAVE_UP, EXIT_USAGE, EXIT_UNAVAILABLE = 0, 1, 2, 69
 EXIT_NOT_FOUND = 1  # admin commands: ids asked for were not there (the rest was done)
 EXIT_IOERR = 74  # sysexits.h: an output could not be written
+# Seconds a one-shot command (migrate, status, dead) waits for an unreachable database.
+DEFAULT_WAIT = 10.0
 
 _DURATION = re.compile(r"(\d+(?:\.\d*)?)\s*([smhd]?)")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -95,6 +106,37 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _wait(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 <= value <= 1e9:  # nan and inf fail too
+        raise argparse.ArgumentTypeError(f"not a number of seconds >= 0: {text[:40]!r}")
+    return value
+
+
+def _waiting(command: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
+    """Run a one-shot command, again after each outage, for up to `args.wait` seconds.
+
+    The command runs in a thread, so that trio's clock paces the tries; an outage ends it before
+    it changed anything (its one transaction rolled back), so trying it again is safe.
+    """
+    import logging
+
+    import trio
+
+    from .outages import Outages, Waiter, call_reaching
+
+    logging.basicConfig(format="relay: %(message)s", level=logging.WARNING)  # one line per try
+    waiter = Waiter(args.command, "database", Config().outage_backoff, Outages())
+
+    async def attempt() -> int:
+        return await trio.to_thread.run_sync(command, args, abandon_on_cancel=True)
+
+    return trio.run(partial(call_reaching, attempt, waiter, patience=args.wait))
+
+
 def _database_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--dsn",
@@ -105,6 +147,13 @@ def _database_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--config", type=Path, help="a TOML file of options; its dsn and schema are used here"
+    )
+    parser.add_argument(
+        "--wait",
+        type=_wait,
+        default=DEFAULT_WAIT,
+        metavar="SECONDS",
+        help=f"seconds to wait for an unreachable database (default: {DEFAULT_WAIT:g})",
     )
 
 
@@ -228,6 +277,8 @@ def _run(args: argparse.Namespace) -> int:
         print(f"relay: gave up: {error}", file=sys.stderr)
     for error in stopped.errors:
         print(f"relay: error: {error}", file=sys.stderr)
+    if any(isinstance(error, Unreachable) for error in stopped.errors):
+        return EXIT_UNAVAILABLE
     return EXIT_USAGE if stopped.errors else EXIT_GAVE_UP if stopped.gave_up else EXIT_OK
 
 
@@ -248,6 +299,8 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "dead": _dead,
     "demo": _demo,
 }
+# The commands that wait (up to --wait) for an unreachable database; `run` waits indefinitely.
+ONE_SHOT = frozenset({"migrate", "status", "dead"})
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -259,6 +312,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             flags = [t.split("=", 1)[0] for t in unknown if t.startswith("--")]
             shown = " ".join(flags) if flags else "values that belong to no option (not shown)"
             raise ConfigError("usage", f"unrecognized arguments: {_safe(shown)} (see --help)")
+        if args.command in ONE_SHOT:
+            return _waiting(COMMANDS[args.command], args)
         return COMMANDS[args.command](args)
     except NotFound as exc:
         print(f"relay: {exc}", file=sys.stderr)
@@ -270,6 +325,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         _discard_stdout()
         print(f"relay: {exc}", file=sys.stderr)
         return EXIT_IOERR
+    except Unreachable as exc:
+        print(f"relay: {exc}", file=sys.stderr)
+        return EXIT_UNAVAILABLE
     except RelayError as exc:  # ConfigError included
         print(f"relay: {exc}", file=sys.stderr)
         return EXIT_USAGE

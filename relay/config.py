@@ -94,6 +94,10 @@ class Config:
         delivery_timeout: seconds one batch may spend in the sink before it counts as failed.
         restart_intensity: restarts allowed within `restart_period` before the relay gives up.
         restart_backoff: delay before a crashed actor is restarted.
+        outage_backoff: delay between tries to reach an unreachable database or broker; an outage
+            is waited for as long as it lasts and never counts as a restart.
+        batch_bytes: payload and headers bytes claimed per transaction, at most; one event larger
+            than that is still claimed, alone.
         silent_listener_threshold: polls in a row that find unannounced work while the listener
             says it is connected, after which the listener is recycled.
         application_name: shown in `pg_stat_activity` for every relay connection.
@@ -118,6 +122,11 @@ class Config:
     batch_size: int = option_field(
         500, "events claimed per transaction", in_range(1, 100_000, integer=True)
     )
+    batch_bytes: int = option_field(
+        16 * 1024 * 1024,
+        "payload and headers bytes claimed per transaction (one larger event goes alone)",
+        in_range(1, 1 << 30, integer=True),
+    )
     poll_interval: float = option_field(5.0, "seconds between fallback polls", _seconds)
     max_attempts: int = option_field(
         10, "deliveries before an event is dead", in_range(1, 1_000_000, integer=True)
@@ -136,6 +145,15 @@ class Config:
         60.0, "seconds over which restarts are counted", in_range(0, 7 * DAY, above=True)
     )
     restart_backoff: Backoff = attrs.field(factory=lambda: Backoff(base=0.1, cap=5.0))
+    outage_backoff: Backoff = attrs.field(
+        factory=lambda: Backoff(base=0.5, cap=30.0),
+        metadata={
+            "parts": {
+                "base": "first wait for an unreachable database or broker, in seconds",
+                "cap": "longest wait between tries to reach it",
+            }
+        },
+    )
     silent_listener_threshold: int = attrs.field(default=3, validator=_positive_int)
     application_name: str = "relay"
     idle_in_transaction_timeout: float = attrs.field(default=60.0, validator=_seconds)

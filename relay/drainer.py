@@ -15,6 +15,7 @@ import trio
 from .config import Config
 from .errors import NotRestartable, PartialDelivery, SinkUnavailable
 from .failure_log import FailureLog
+from .outages import Outages, Waiter, is_outage
 from .ports import ClaimedBatch, Outbox, OutboxEvent, Retry, Sink
 from .reasons import describe_error
 from .secrets import find_secrets
@@ -145,6 +146,9 @@ class Drainer:
     wakeups: Wakeups
     reports: trio.MemorySendChannel[DrainReport]
     rng: random.Random = attrs.field(factory=random.Random)
+    outages: Outages = attrs.field(factory=Outages)
+    _database: Waiter = attrs.field(init=False)
+    _destination: Waiter = attrs.field(init=False)
     _statistics: DrainerStatistics = attrs.field(factory=DrainerStatistics)
     _stopping: bool = False
     _batch_settled: trio.Event | None = None  # set while a claim is open, until it closes
@@ -153,6 +157,11 @@ class Drainer:
     failure_log: FailureLog = attrs.field(
         default=attrs.Factory(lambda self: FailureLog(find_secrets(self.config.dsn)), True)
     )
+
+    def __attrs_post_init__(self) -> None:
+        backoff = self.config.outage_backoff
+        self._database = Waiter("drainer", "database", backoff, self.outages, self.rng)
+        self._destination = Waiter("sink", "sink", backoff, self.outages, self.rng)
 
     async def run(
         self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
@@ -163,25 +172,36 @@ class Drainer:
         taken at once; without one the drainer drains anyway, since a crash before the restart may
         have put events back that nobody will announce.
 
+        Outages are waited for here, with `config.outage_backoff`, never raised: an unreachable
+        database between claims, and a `SinkUnavailable` (from entering the sink or delivering, the
+        batch rolled back untouched), after which the sink is left and entered again.
+
         Raises:
-            OutboxUnavailable: claiming, settling or asking for the next due time failed.
-            SinkUnavailable: the sink lost its destination; the batch was rolled back untouched
-                (`OutputClosed` too, which the supervisor does not restart).
-            Exception: whatever entering or leaving the sink raised.
+            OutputClosed: the sink's output is closed for good (a `NotRestartable`): the batch was
+                rolled back untouched, and the supervisor stops the relay.
+            Exception: whatever else claiming, settling, entering or leaving the sink raised.
         """
         # A clone per run: a restarted drainer must not find its channel end closed.
-        async with self.reports.clone() as reports, contextlib.AsyncExitStack() as stack:
-            if isinstance(self.sink, contextlib.AbstractAsyncContextManager):
-                await stack.enter_async_context(self.sink)
-            task_status.started()
-            try:
-                reasons = self.wakeups.receive_nowait()
-            except trio.WouldBlock:
-                reasons = frozenset()
-            while not self._stopping:
-                await self._drain(reasons, reports)
-                reasons = await self.wakeups.receive()
-            await trio.sleep_forever()
+        async with self.reports.clone() as reports:
+            while True:
+                try:
+                    async with contextlib.AsyncExitStack() as stack:
+                        if isinstance(self.sink, contextlib.AbstractAsyncContextManager):
+                            await stack.enter_async_context(self.sink)
+                        task_status.started()
+                        task_status = trio.TASK_STATUS_IGNORED
+                        try:
+                            reasons = self.wakeups.receive_nowait()
+                        except trio.WouldBlock:
+                            reasons = frozenset()
+                        while not self._stopping:
+                            await self._drain(reasons, reports)
+                            reasons = await self.wakeups.receive()
+                        await trio.sleep_forever()
+                except SinkUnavailable as exc:
+                    if isinstance(exc, NotRestartable):
+                        raise  # a closed output never comes back: waiting would hold for ever
+                    await self._destination.wait(exc)
 
     async def _drain(
         self, reasons: frozenset[WakeReason], reports: trio.MemorySendChannel[DrainReport]
@@ -189,11 +209,21 @@ class Drainer:
         found_fresh = False
         while not self._stopping:
             self._batch_settled = trio.Event()
+            outage: Exception | None = None
             try:
                 claimed = await self._claim_and_deliver()
+            except Exception as exc:
+                if isinstance(exc, SinkUnavailable) or not is_outage(exc):
+                    raise
+                outage = exc
             finally:
                 self._batch_settled.set()
                 self._batch_settled = None
+            if outage is not None:
+                # The batch, if any, rolled back untouched; a graceful stop need not wait for this.
+                await self._database.wait(outage)
+                continue
+            self._database.recovered()
             events = claimed.events
             found_fresh = found_fresh or any(event.attempts == 0 for event in events)
             if claimed.contended and not events:
@@ -217,12 +247,13 @@ class Drainer:
         started = trio.current_time()
         delivered: tuple[OutboxEvent, ...] = ()
         outcome = None
-        async with self.outbox.claim(self.config.batch_size) as batch:
+        async with self.outbox.claim(self.config.batch_size, self.config.batch_bytes) as batch:
             self._count(claims=1)
             events = batch.events
             if events:
                 self._count(batches=1)
                 delivered, outcome = await self._deliver(batch)
+                self._destination.recovered()
             else:
                 self._count(empty_claims=1)
         settled = trio.current_time()
@@ -272,12 +303,9 @@ class Drainer:
                 claimed = {event.id for event in events}
                 failures = {id: reason for id, reason in partial.failures.items() if id in claimed}
                 permanent = partial.permanent
-            except SinkUnavailable as exc:
+            except SinkUnavailable:
                 # Not the events' fault: leaving the claim unsettled puts them back as they were
-                # (no attempt counted), and the supervisor restarts the drainer, which enters the
-                # sink again: that reconnects it.
-                if not isinstance(exc, NotRestartable):
-                    logger.warning("sink unavailable, reconnecting: %s", exc)
+                # (no attempt counted); `run` waits, then enters the sink again, which reconnects.
                 raise
             except Exception as exc:  # any sink error fails the whole batch, the relay goes on
                 logger.warning("sink failed a batch of %d events", len(events), exc_info=True)

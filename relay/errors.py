@@ -22,6 +22,21 @@ class OutboxUnavailable(RelayError):
     """The outbox's database cannot be reached or refused the operation."""
 
 
+class OutboxUnreachable(OutboxUnavailable):
+    """The database cannot be reached now: connection refused or lost, a timeout, a server
+    starting up or shutting down, out of connections or file descriptors. An outage: relay waits
+    for it (see `relay.outages`)."""
+
+
+class DsnRejected(ConfigError, OutboxUnavailable):
+    """The server answered and refused the DSN for good (authentication failed, no such
+    database), or the DSN cannot be parsed: a configuration error, never waited for."""
+
+
+class Unreachable(RelayError):
+    """A database or broker could not be reached within the time allowed (`--wait`)."""
+
+
 class SchemaMissing(OutboxUnavailable):
     """The outbox schema is not there or not up to date: run `relay migrate`."""
 
@@ -30,8 +45,8 @@ class MigrationRefused(OutboxUnavailable):
     """A migration cannot run now (relays it would break are connected): nothing was changed."""
 
 
-class ListenerLost(OutboxUnavailable):
-    """The listener's connection ended; the supervisor reconnects it."""
+class ListenerLost(OutboxUnreachable):
+    """The listener's connection ended; the listener waits with backoff and reconnects."""
 
 
 class SinkFailed(RelayError):
@@ -46,10 +61,10 @@ class SinkFailed(RelayError):
 class SinkUnavailable(RelayError):
     """Raised by a sink whose connection to its destination is lost (say, a broker went away).
 
-    The drainer rolls the batch back (every event stays pending as it was, no attempt counted) and
-    lets the error escape: the supervisor restarts the drainer after its backoff, and the restarted
-    drainer enters the sink again, which reconnects. Raise it from `deliver` itself, not wrapped in
-    an exception group.
+    Raised from entering the sink or from `deliver`: the drainer rolls the batch back (every event
+    stays pending as it was, no attempt counted), leaves the sink, waits with `outage_backoff` and
+    enters it again, which reconnects. An outage, not a crash: it never counts towards the restart
+    intensity. Raise it from `deliver` itself, not wrapped in an exception group.
     """
 
 

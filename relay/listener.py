@@ -8,7 +8,9 @@ from typing import NoReturn
 import attrs
 import trio
 
+from .config import Config
 from .errors import ListenerLost
+from .outages import Outages, Waiter, is_outage
 from .ports import Outbox
 from .wakeups import WakeReason, Wakeups
 
@@ -42,6 +44,10 @@ class Listener:
 
     outbox: Outbox
     wakeups: Wakeups
+    # Connecting and reconnecting wait through outages here, never as crashes of the supervisor's.
+    waiter: Waiter = attrs.field(
+        factory=lambda: Waiter("listener", "database", Config().outage_backoff, Outages())
+    )
     _connected: bool = False
     _connects: int = 0
     _notifications: int = 0
@@ -56,31 +62,38 @@ class Listener:
     async def run(
         self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
     ) -> NoReturn:
-        """Listen until the connection is lost.
+        """Listen forever, reconnecting as often as needed.
 
-        Calls `task_status.started()` once listening has begun (after the `CONNECT` wakeup).
-        After `recycle()` it reconnects at once, by itself.
+        Calls `task_status.started()` once listening has begun (after the `CONNECT` wakeup). A
+        connection that cannot be made or is lost (an outage) is tried again after `waiter`'s
+        backoff, for as long as it takes; after `recycle()` it reconnects at once.
 
         Raises:
-            ListenerLost: the notification stream ended; the supervisor reconnects.
-            OutboxUnavailable: the outbox could not be reached (from `outbox.listen()`).
+            Exception: whatever is not an outage (say, `SchemaMissing`): a crash.
         """
         try:
             while True:
                 with trio.CancelScope() as self._connection_scope:
-                    async with self.outbox.listen() as notifications:
-                        self._connected = True
-                        self._connects += 1
-                        try:
-                            self.wakeups.wake(WakeReason.CONNECT)
-                            task_status.started()
-                            task_status = trio.TASK_STATUS_IGNORED
-                            async for _ in notifications:
-                                self._notifications += 1
-                                self.wakeups.wake(WakeReason.NOTIFY)
-                        finally:
-                            self._connected = False
-                    raise ListenerLost("the listen connection ended")
+                    try:
+                        async with self.outbox.listen() as notifications:
+                            self._connected = True
+                            self._connects += 1
+                            self.waiter.recovered()
+                            try:
+                                self.wakeups.wake(WakeReason.CONNECT)
+                                task_status.started()
+                                task_status = trio.TASK_STATUS_IGNORED
+                                async for _ in notifications:
+                                    self._notifications += 1
+                                    self.wakeups.wake(WakeReason.NOTIFY)
+                            finally:
+                                self._connected = False
+                        raise ListenerLost("the listen connection ended")
+                    except Exception as exc:
+                        if not is_outage(exc):
+                            raise
+                        await self.waiter.wait(exc)
+                        continue
                 logger.info("listener: reconnecting after recycle")
         finally:
             self._connection_scope = None

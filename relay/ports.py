@@ -138,9 +138,9 @@ class ClaimedBatch(Protocol):
 
     @property
     def contended(self) -> bool:
-        """True when the claim left events at the head of the queue to others (partitions of the
-        key space another relay held, or beyond its share): a short batch then does not mean the
-        outbox is drained."""
+        """True when the claim left available events at the head of the queue (partitions of the
+        key space another relay held, beyond its share, or past the byte limit): a short batch
+        then does not mean the outbox is drained."""
         ...
 
     @property
@@ -169,10 +169,14 @@ class ClaimedBatch(Protocol):
 class Outbox(Protocol):
     """Where events wait: claim them, settle them, listen."""
 
-    def claim(self, limit: int) -> AbstractAsyncContextManager[ClaimedBatch]:
+    def claim(
+        self, limit: int, max_bytes: int | None = None
+    ) -> AbstractAsyncContextManager[ClaimedBatch]:
         """Claim up to `limit` available events, oldest first, holding them in a transaction.
 
-        An event whose key has an earlier event still waiting for a retry is not handed out.
+        With `max_bytes`, only as many of the oldest as fit in it by the size of their payload and
+        headers, and always at least one (a larger event goes alone). An event whose key has an
+        earlier event still waiting for a retry is not handed out.
         """
         ...
 

@@ -16,6 +16,7 @@ from .config import Config
 from .drainer import BatchObserver, Drainer, DrainerStatistics
 from .errors import NotRestartable, RestartIntensityExceeded
 from .listener import Listener
+from .outages import Outage, Outages, Waiter
 from .ports import Backlog, Handler, Located, Outbox, ReportsBacklog, Sink, as_sink
 from .supervisor import ChildSpec, RestartPolicy, StartedOnce, Supervisor
 from .ticker import Ticker
@@ -35,6 +36,8 @@ class RelayStatistics(DrainerStatistics):
         restarts: actor restarts by the supervisor.
         listener_recycles: times a silent listener was recycled.
         listener_connected: whether the listener is listening now.
+        outages: what the relay is waiting for now (an unreachable database or sink), by who
+            waits; empty when nothing is.
     """
 
     wakeups: Mapping[WakeReason, int]
@@ -42,6 +45,7 @@ class RelayStatistics(DrainerStatistics):
     restarts: int
     listener_recycles: int
     listener_connected: bool
+    outages: Mapping[str, Outage] = attrs.field(factory=dict)
 
 
 @attrs.define(eq=False)
@@ -53,6 +57,7 @@ class RelayHandle:
     _drainer: Drainer
     _supervisor: Supervisor
     _outbox: Outbox
+    _outages: Outages
 
     def statistics(self) -> RelayStatistics:
         """A frozen snapshot of the relay's counters."""
@@ -65,6 +70,7 @@ class RelayHandle:
             restarts=self._supervisor.statistics().restarts,
             listener_recycles=listener.recycles,
             listener_connected=listener.connected,
+            outages=self._outages.current(),
         )
 
     async def backlog(self) -> Backlog | None:
@@ -105,6 +111,7 @@ async def run_relay(
     *,
     outbox: Outbox | None = None,
     rng: random.Random | None = None,
+    outages: Outages | None = None,
     task_status: trio.TaskStatus[RelayHandle] = trio.TASK_STATUS_IGNORED,
 ) -> NoReturn:
     """Run the relay until cancelled: listener, ticker and drainer under one supervisor.
@@ -115,26 +122,34 @@ async def run_relay(
         outbox: where events wait; None means PostgreSQL at `config.dsn` (the connection pool and,
             if the caller has none, a trio-asyncio loop are opened here and closed on the way out).
             `relay.testing.MemoryOutbox()` runs the same actors in memory.
-        rng: the source of jitter for retry and restart backoff; pass a seeded one for repeatable
-            tests.
+        rng: the source of jitter for retry, restart and outage backoff; pass a seeded one for
+            repeatable tests.
+        outages: where the relay records what it waits for (an unreachable database or sink),
+            also before it has started; pass one to watch a relay that is still starting.
         task_status: receives a `RelayHandle` once every actor is up (the listener is listening).
+
+    An unreachable database or sink, at start or later, is waited for with
+    `config.outage_backoff` for as long as it lasts (bound it with a cancel scope).
 
     Raises:
         RestartIntensityExceeded: the actors failed more often than `config.restart_intensity`
             within `config.restart_period`; every actor has stopped. Raised bare, not in a group.
         NotRestartable: an actor met an error no restart can mend (`OutputClosed`: the sink's
             output is closed for good); every actor has stopped. Raised bare.
-        OutboxUnavailable: PostgreSQL could not be reached when opening it.
+        DsnRejected: the server refused the DSN for good (a `ConfigError`).
+        SchemaMissing: the outbox is not migrated.
     """
     the_sink = as_sink(sink)
     the_rng = rng if rng is not None else random.Random()
+    the_outages = outages if outages is not None else Outages()
     if outbox is not None:
-        await _serve(config, the_sink, outbox, the_rng, task_status)
+        await _serve(config, the_sink, outbox, the_rng, the_outages, task_status)
     else:
         from .postgres import open_postgres_outbox
 
-        async with open_postgres_outbox(config) as postgres:
-            await _serve(config, the_sink, postgres, the_rng, task_status)
+        waiter = Waiter("start", "database", config.outage_backoff, the_outages, the_rng)
+        async with open_postgres_outbox(config, waiter=waiter) as postgres:
+            await _serve(config, the_sink, postgres, the_rng, the_outages, task_status)
 
 
 async def _serve(
@@ -142,15 +157,18 @@ async def _serve(
     sink: Sink,
     outbox: Outbox,
     rng: random.Random,
+    outages: Outages,
     task_status: trio.TaskStatus[RelayHandle],
 ) -> NoReturn:
     # The drainer must never wait for the ticker, which takes each report at once: the buffer
     # never holds more than a few.
     send_reports, receive_reports = trio.open_memory_channel[DrainReport](math.inf)
     with Wakeups.open() as wakeups, send_reports, receive_reports:
-        listener = Listener(outbox, wakeups)
+        listener = Listener(
+            outbox, wakeups, Waiter("listener", "database", config.outage_backoff, outages, rng)
+        )
         ticker = Ticker(config, wakeups, receive_reports, listener)
-        drainer = Drainer(config, outbox, sink, wakeups, send_reports, rng)
+        drainer = Drainer(config, outbox, sink, wakeups, send_reports, rng, outages)
         supervisor = Supervisor(
             # Listener first: the drainer's first drain must come after LISTEN, or an event
             # committed in between would wait for the next poll.
@@ -162,7 +180,7 @@ async def _serve(
             RestartPolicy.from_config(config),
             rng,
         )
-        handle = RelayHandle(wakeups, listener, drainer, supervisor, outbox)
+        handle = RelayHandle(wakeups, listener, drainer, supervisor, outbox, outages)
 
         def started(_: None) -> None:
             logger.info(

@@ -72,3 +72,6 @@ def configure(level: str = "info", fmt: str = "text", *, secrets: Iterable[str] 
     root.handlers[:] = [handler]
     root.setLevel(logging.WARNING)
     logging.getLogger("relay").setLevel(level.upper())
+    # The pool warns on each of its own reconnect tries; relay logs every try of an outage once,
+    # with its cause (relay.outages), so the pool's words would only repeat it.
+    logging.getLogger("psycopg.pool").setLevel(logging.ERROR)

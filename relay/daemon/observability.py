@@ -6,10 +6,11 @@
   histograms are fed by a batch observer on the drainer; the backlog gauges are asked of the
   outbox at scrape time.
 - `/healthz`: 200 while the process runs the relay.
-- `/readyz`: 200 when the listener is connected and the drainer has made progress recently (see
-  `drain_deadline`), else 503 with the reason.
+- `/readyz`: 200 when nothing is waited for, the listener is connected and the drainer has made
+  progress recently (see `drain_deadline`), else 503 with the reason (e.g. the database's outage).
 
-The server is hypercorn's trio worker, run in the caller's nursery: cancelling that stops it.
+The server is `relay.daemon.http`'s (hypercorn's protocol, connections capped), run in the caller's
+nursery: cancelling that stops it. While the relay starts, `StartingApp` answers in its place.
 """
 
 from __future__ import annotations
@@ -17,11 +18,9 @@ from __future__ import annotations
 import datetime
 import logging
 import socket
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 
 import attrs
-import hypercorn.config
-import hypercorn.trio
 import trio
 from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable, HTTPScope, Scope
 from prometheus_client import CollectorRegistry, Histogram
@@ -30,9 +29,10 @@ from prometheus_client.exposition import choose_encoder
 
 from ..config import Config
 from ..drainer import BatchReport, DrainerStatistics
-from ..errors import ConfigError
+from ..outages import Outage, Outages
 from ..ports import Backlog
 from ..runtime import RelayHandle, RelayStatistics
+from .http import listen, serve_asgi, shown
 
 logger = logging.getLogger(__name__)
 
@@ -65,15 +65,27 @@ def drain_deadline(config: Config) -> float:
     return 2 * config.poll_interval + config.delivery_timeout
 
 
+def outage_reason(outages: Mapping[str, Outage]) -> str | None:
+    """Why the relay waits, in one line (the longest outage first), or None when it does not."""
+    if not outages:
+        return None
+    outage = min(outages.values(), key=lambda outage: outage.since)
+    tries = f"{outage.tries} failed {'try' if outage.tries == 1 else 'tries'}"
+    return f"{outage.what} unavailable ({tries}): {outage.reason}"
+
+
 def readiness(
     statistics: RelayStatistics, config: Config, now: float, *, last_batch_at: float | None = None
 ) -> Readiness:
-    """Ready = the listener is connected and the drainer made progress within `drain_deadline`.
+    """Ready = nothing is waited for (an unreachable database or sink: see `relay.outages`), the
+    listener is connected and the drainer made progress within `drain_deadline`.
 
     Progress is the end of a drain (`statistics.last_drain_at`) or of a batch (`last_batch_at`),
     so a long catch-up through a large backlog, which ends no drain, still counts. All times are
     trio times.
     """
+    if (reason := outage_reason(statistics.outages)) is not None:
+        return Readiness(False, reason)
     if not statistics.listener_connected:
         return Readiness(False, "listener not connected")
     times = [t for t in (statistics.last_drain_at, last_batch_at) if t is not None]
@@ -308,85 +320,64 @@ class ObservabilityApp:
         return (200 if state.ready else 503), state.reason.encode() + b"\n", text
 
 
-class _ServerConfig(hypercorn.config.Config):
-    """Hypercorn's configuration, serving a socket bound beforehand, so that a bind failure
-    reaches the caller as itself rather than from deep inside the server's nurseries."""
+@attrs.define(eq=False)
+class StartingApp:
+    """What the endpoints answer while the relay is starting: alive, not ready, and why."""
 
-    def __init__(self, sock: socket.socket) -> None:
-        super().__init__()
-        self._socket = sock
-        # No access log: a scrape every few seconds is not news, and hypercorn would write it to
-        # stdout, which is the stdout sink's. Errors go through the logging tree (to stderr).
-        self.accesslog = None
-        self.errorlog = logging.getLogger("hypercorn.error")
-        self.include_server_header = False
+    outages: Outages
 
-    def create_sockets(self) -> hypercorn.config.Sockets:
-        return hypercorn.config.Sockets(
-            secure_sockets=[], insecure_sockets=[self._socket], quic_sockets=[]
+    async def __call__(
+        self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable
+    ) -> None:
+        if scope["type"] != "http":
+            return
+        text = [(b"content-type", b"text/plain; charset=utf-8")]
+        if scope["path"] == "/healthz":
+            status, body = 200, b"ok\n"
+        elif scope["path"] in ("/readyz", "/metrics"):
+            reason = outage_reason(self.outages.current()) or "starting"
+            status, body = 503, f"starting: {reason}\n".encode()
+        else:
+            status, body = 404, b"not found\n"
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [*text, (b"content-length", str(len(body)).encode())],
+            }
         )
-
-
-def _shown(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-async def _listen(address: tuple[str, int]) -> socket.socket:
-    shown = _shown(*address)
-    host, port = address
-    try:
-        family, type_, proto, _, sockaddr = (
-            await trio.socket.getaddrinfo(
-                host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-            )
-        )[0]
-        sock = socket.socket(family, type_, proto)
-    except OSError as exc:
-        raise ConfigError("metrics_addr", f"cannot listen on {shown}: {exc}") from None
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(sockaddr)
-        sock.listen(128)
-        sock.setblocking(False)
-    except OSError as exc:
-        sock.close()
-        raise ConfigError(
-            "metrics_addr", f"cannot listen on {shown}: {exc.strerror or exc}"
-        ) from None
-    return sock
+        await send({"type": "http.response.body", "body": body, "more_body": False})
 
 
 async def serve_observability(
     handle: RelayHandle,
     config: Config,
-    address: tuple[str, int],
+    address: tuple[str, int] | socket.socket,
     *,
     task_status: trio.TaskStatus[tuple[str, int]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve `/metrics`, `/healthz` and `/readyz` for the relay behind `handle` until cancelled.
 
     Owns its listening socket and a `RelayMetrics` (registry, batch observer on the drainer),
-    released on the way out.
+    released on the way out. At most `http.MAX_CONNECTIONS` connections at once.
 
     Args:
         handle: the running relay, from `run_relay`.
         config: the relay's `Config` (for readiness).
-        address: (host, port) to listen on; port 0 picks a free port.
+        address: (host, port) to listen on (port 0 picks a free port), or a listening socket.
         task_status: receives the (host, port) actually bound, once the socket is listening.
 
     Raises:
         ConfigError: `address` cannot be listened on (field `metrics_addr`).
     """
     metrics = RelayMetrics.create(handle)
-    sock = await _listen(address)
+    sock = address if isinstance(address, socket.socket) else await listen(address)
     handle.add_batch_observer(metrics.observe_batch)
     try:
         host, port = sock.getsockname()[:2]
-        logger.info("serving /metrics, /healthz and /readyz on http://%s", _shown(host, port))
+        logger.info("serving /metrics, /healthz and /readyz on http://%s", shown(host, port))
         task_status.started((host, port))
-        await hypercorn.trio.serve(
-            ObservabilityApp(handle, config, metrics), _ServerConfig(sock), mode="asgi"
-        )
+        await serve_asgi(ObservabilityApp(handle, config, metrics), sock)
     finally:
         handle.remove_batch_observer(metrics.observe_batch)
         sock.close()

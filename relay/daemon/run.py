@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import logging
 import signal
+from functools import partial
 
 import attrs
 import trio
 
 from ..config import Config
 from ..errors import OutputClosed, RelayError, RestartIntensityExceeded
+from ..outages import Outages
 from ..ports import Sink
 from ..runtime import RelayHandle, run_relay
 from ..secrets import find_secrets
@@ -66,13 +68,24 @@ async def _serve(settings: Settings, sink: Sink) -> None:
                 nursery.cancel_scope.cancel()
 
             nursery.start_soon(on_signals)
-            handle = await nursery.start(run_relay, settings.config, sink)
+            outages = Outages()
+            endpoints = None
             if settings.metrics_addr is not None:
-                from .observability import serve_observability
+                # Served from the start: while the relay waits for its database or sink, /readyz
+                # says why (503) and /healthz that the process is alive.
+                from .http import SwitchableApp, listen, serve_asgi, shown
+                from .observability import ObservabilityApp, RelayMetrics, StartingApp
 
-                await nursery.start(
-                    serve_observability, handle, settings.config, settings.metrics_addr
-                )
+                sock = await listen(settings.metrics_addr)
+                endpoints = SwitchableApp(StartingApp(outages))
+                nursery.start_soon(serve_asgi, endpoints, sock)
+                where = shown(*sock.getsockname()[:2])
+                log.info("serving /metrics, /healthz and /readyz on http://%s", where)
+            handle = await nursery.start(partial(run_relay, settings.config, sink, outages=outages))
+            if endpoints is not None:
+                metrics = RelayMetrics.create(handle)
+                handle.add_batch_observer(metrics.observe_batch)
+                endpoints.app = ObservabilityApp(handle, settings.config, metrics)
     log.info("stopped")
 
 

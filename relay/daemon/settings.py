@@ -209,9 +209,8 @@ def load_settings(args: argparse.Namespace, environ: Mapping[str, str] | None = 
             values[option.name] = _value(option, env[option.env], option.env)
         elif option.name in file:
             values[option.name] = _value(option, file[option.name], str(config_path))
-    config = Config(
-        dsn=_dsn(args, env, file), retry_backoff=_backoff(values), **_fields_of(Config, values)
-    )
+    backoffs: dict[str, Any] = {name: _backoff(name, values) for name in _BACKOFFS}
+    config = Config(dsn=_dsn(args, env, file), **backoffs, **_fields_of(Config, values))
     return Settings(config=config, **_fields_of(Settings, values))
 
 
@@ -273,13 +272,16 @@ def _fields_of(cls: type, values: Mapping[str, Any]) -> dict[str, Any]:
     return {name: value for name, value in values.items() if name in fields}
 
 
-def _backoff(values: Mapping[str, Any]) -> Backoff:
-    default = _DEFAULTS.config.retry_backoff
-    base = values.get("retry_backoff_base", default.base)
-    cap = values.get("retry_backoff_cap", default.cap)
+# The `Backoff` fields whose parts are options (`retry_backoff_base`, `outage_backoff_cap`, ...).
+_BACKOFFS = tuple(f.name for f in attrs.fields(Config) if "parts" in f.metadata)
+
+
+def _backoff(name: str, values: Mapping[str, Any]) -> Backoff:
+    default: Backoff = getattr(_DEFAULTS.config, name)
+    base = values.get(f"{name}_base", default.base)
+    cap = values.get(f"{name}_cap", default.cap)
     try:
-        return attrs.evolve(
-            default, base=base, cap=max(cap, base) if "retry_backoff_cap" not in values else cap
-        )
+        cap = max(cap, base) if f"{name}_cap" not in values else cap
+        return attrs.evolve(default, base=base, cap=cap)
     except ValueError as exc:
-        raise ConfigError("retry_backoff", str(exc)) from None
+        raise ConfigError(name, str(exc)) from None

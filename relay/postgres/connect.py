@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -10,7 +11,7 @@ import psycopg
 from psycopg import conninfo
 
 from ..config import Config
-from ..errors import OutboxUnavailable, SchemaMissing
+from ..errors import DsnRejected, OutboxUnavailable, OutboxUnreachable, SchemaMissing
 from ..secrets import find_secrets, mask, mask_url
 
 
@@ -73,8 +74,8 @@ def connection_kwargs(config: Config) -> dict[str, Any]:
         given = conninfo.conninfo_to_dict(config.dsn)
     except psycopg.ProgrammingError:
         # libpq's message quotes the part it could not parse, which may hold the password.
-        raise OutboxUnavailable(
-            "invalid DSN: it cannot be parsed as a URL or key=value pairs"
+        raise DsnRejected(
+            "dsn", "invalid DSN: it cannot be parsed as a URL or key=value pairs"
         ) from None
     settings = (
         f"-c idle_in_transaction_session_timeout={int(_idle_timeout(config) * 1000)}"
@@ -105,24 +106,57 @@ def admin_connection_kwargs(config: Config) -> dict[str, Any]:
     return kwargs | {"options": f"{kwargs['options']} {_ADMIN_SETTINGS}"}
 
 
+# What the server says when it will never accept this DSN: waiting would not help. libpq reports
+# a failed connection without a SQLSTATE, so its words are all there is to go by.
+_REJECTED = re.compile(
+    r"password authentication failed|authentication failed for user|no password supplied"
+    r"|role \".*\" does not exist|database \".*\" does not exist|no pg_hba\.conf entry"
+    r"|pg_hba\.conf rejects|invalid connection option|invalid (URI|sslmode|integer value)"
+    r"|is not permitted to log in|certificate|Servname not supported"
+    # something answers, but not PostgreSQL
+    r"|invalid response to SSL negotiation|expected authentication request|invalid message format"
+)
+
+
+def cause(exc: BaseException) -> str:
+    """What went wrong in a few words, from a psycopg or OS error: `connection refused`,
+    `the database system is starting up`, `Too many open files`."""
+    if isinstance(exc, OSError) and not isinstance(exc, psycopg.Error):
+        return exc.strerror or type(exc).__name__
+    text = str(exc).strip()
+    line = text.splitlines()[0] if text else ""
+    # libpq: 'connection failed: connection to server at "h", port p failed: FATAL:  why'
+    line = line.rpartition(" failed: ")[2] if " failed: " in line else line
+    line = line.removeprefix("FATAL:").strip()
+    if not line or line == "no error details available":
+        # psycopg found libpq's message empty: the OS error that ended the try is the cause.
+        context = exc.__cause__ or exc.__context__
+        return cause(context) if context is not None else type(exc).__name__
+    return line[0].lower() + line[1:] if line[1:2].islower() else line
+
+
 @contextmanager
 def map_psycopg_errors(
     config: Config, doing: str, *, into: type[OutboxUnavailable] | None = None
 ) -> Iterator[None]:
-    """Raise a psycopg error from the block, met while `doing` something, as relay's: `into` if
-    given, else `SchemaMissing` or `OutboxUnavailable`. From None: psycopg's may quote the DSN."""
+    """Raise a psycopg or OS error from the block, met while `doing` something, as relay's: `into`
+    if given, else `DsnRejected` (a DSN the server will never accept: a configuration error),
+    `SchemaMissing`, `OutboxUnreachable` (an outage) or `OutboxUnavailable`. From None: psycopg's
+    may quote the DSN."""
     try:
         yield
-    except psycopg.Error as exc:
+    except (psycopg.Error, OSError) as exc:
         where = describe_dsn(config.dsn)
+        why = mask(cause(exc), find_secrets(config.dsn))
         if isinstance(exc, psycopg.errors.UndefinedTable | psycopg.errors.InvalidSchemaName):
             error: OutboxUnavailable = SchemaMissing(
                 f"the outbox in schema {config.schema!r} is missing at {where}: run `relay migrate`"
             )
+        elif isinstance(exc, psycopg.OperationalError) and _REJECTED.search(str(exc)):
+            error = DsnRejected("dsn", f"cannot connect to {where}: {why}")
+        elif isinstance(exc, psycopg.OperationalError | OSError):
+            # Connection-level trouble (SQLSTATE classes 08, 53, 57, 58 and libpq's own): wait.
+            error = OutboxUnreachable(f"{doing} failed at {where}: {why}")
         else:
-            text = str(exc).strip()
-            first_line = text.splitlines()[0] if text else type(exc).__name__
-            error = OutboxUnavailable(
-                f"{doing} failed at {where}: {mask(first_line, find_secrets(config.dsn))}"
-            )
+            error = OutboxUnavailable(f"{doing} failed at {where}: {why}")
         raise (error if into is None else into(str(error))) from None

@@ -9,8 +9,8 @@ every event returns untouched.
 
 from __future__ import annotations
 
-import asyncio
 import logging
+import math
 import operator
 import weakref
 from collections.abc import AsyncIterator, Collection, Mapping, Sequence
@@ -22,11 +22,12 @@ import psycopg
 import trio
 from psycopg.adapt import Loader
 from psycopg.types.json import Jsonb
-from psycopg_pool import AsyncConnectionPool
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from ..aio import aio_as_trio, asyncio_loop, get_running_loop
 from ..config import Config
 from ..errors import OutboxUnavailable
+from ..outages import Waiter, call_reaching
 from ..ports import Backlog, JsonObject, OutboxEvent, Retry
 from .connect import connection_kwargs, describe_connection, map_psycopg_errors
 from .migrations import require_latest
@@ -46,6 +47,12 @@ _CLEANUP_SECONDS = 5.0
 _FURTHEST_WINDOW = 8
 # Rows removed between two VACUUMs of the outbox (see `PostgresOutbox._tidy_up`).
 _VACUUM_EVERY = 50_000
+# Seconds a claim waits for a pooled connection, and the pool keeps trying to make one before it
+# gives up on it (the next claim asks again). Short: psycopg_pool doubles its delay between tries
+# without a cap, so a long outage would leave the pool waiting long after the server is back; the
+# drainer's own backoff paces the tries instead.
+_POOL_TIMEOUT = 10.0
+_NO_BYTE_LIMIT = 2**62
 
 
 class _JsonbAsBytes(Loader):
@@ -64,7 +71,7 @@ _NO_HEADERS = JsonObject(b"{}")
 
 
 def _event(row: tuple[Any, ...]) -> OutboxEvent:
-    id, topic, key, payload, headers, created_at, attempts = row
+    id, topic, key, payload, headers, created_at, attempts, _cut = row
     headers = _NO_HEADERS if headers == b"{}" else JsonObject(headers)
     # Positional: a third cheaper than keywords, on every event (the fields' order is the
     # claim's column order).
@@ -167,9 +174,11 @@ class PostgresOutbox:
             log.warning("VACUUM of the outbox failed: %s", exc)
 
     @asynccontextmanager
-    async def claim(self, limit: int) -> AsyncIterator[PostgresBatch]:
+    async def claim(self, limit: int, max_bytes: int | None = None) -> AsyncIterator[PostgresBatch]:
         with map_psycopg_errors(self.config, "claim"):
-            conn, rows, contended, due = await self._claim_rows(limit)
+            conn, rows, contended, due = await self._claim_rows(
+                limit, _NO_BYTE_LIMIT if max_bytes is None else max_bytes
+            )
         batch = None
         try:
             batch = PostgresBatch(
@@ -181,7 +190,7 @@ class PostgresOutbox:
                 await self._release(conn, clean=batch is not None and batch.settled)
 
     async def _claim_rows(
-        self, limit: int
+        self, limit: int, max_bytes: int
     ) -> tuple[TrioConnection, list[tuple[Any, ...]], bool, float | None]:
         """A pooled connection with a claim transaction open on it, and what it claimed.
 
@@ -194,9 +203,14 @@ class PostgresOutbox:
         for attempt in range(1, attempts + 1):
             conn, self._spare = self._spare, None
             if conn is None:
-                conn = await aio_as_trio(self.pool.getconn)()
+                try:
+                    conn = await aio_as_trio(self.pool.getconn)()
+                except PoolTimeout:
+                    # The pool only says it waited: a connection of our own says why.
+                    await aio_as_trio(self._probe)()
+                    raise
             try:
-                rows, contended, due = await self._claim_on(conn, limit)
+                rows, contended, due = await self._claim_on(conn, limit, max_bytes)
                 return conn, rows, contended, due
             except psycopg.OperationalError:
                 lost = conn.broken or conn.closed
@@ -218,18 +232,19 @@ class PostgresOutbox:
         raise AssertionError("unreachable")
 
     async def _claim_on(
-        self, conn: TrioConnection, limit: int
+        self, conn: TrioConnection, limit: int, max_bytes: int
     ) -> tuple[list[tuple[Any, ...]], bool, float | None]:
         """Lock a share of the partitions at the head of the queue, then claim.
 
-        Returns the rows, whether the claim left partitions at the head to other relays (a short
-        batch then does not mean drained), and the seconds until the next retry.
+        Returns the rows, whether the claim left events at the head behind (partitions to other
+        relays, or events past `max_bytes`: a short batch then does not mean drained), and the
+        seconds until the next retry.
         """
         async with psycopg.AsyncClientCursor(conn) as cursor:
             if conn not in self._prepared:
                 await cursor.execute(self.queries.prepare_claim)
                 self._prepared.add(conn)
-            await cursor.execute(self.queries.claim_head(limit))
+            await cursor.execute(self.queries.claim_head(limit, max_bytes))
             cursor.nextset()  # past BEGIN's result
             skip, contended, due = 0, False, None
             while True:
@@ -244,8 +259,9 @@ class PostgresOutbox:
                 # Other relays hold every partition in the window: look further down at once, in
                 # the same transaction, rather than claim nothing and pause.
                 skip = max(1, 2 * skip)
-                await cursor.execute(self.queries.claim_further(skip, limit))
+                await cursor.execute(self.queries.claim_further(skip, limit, max_bytes))
         rows.sort(key=operator.itemgetter(0))  # DELETE ... RETURNING promises no order
+        contended = contended or (bool(rows) and rows[0][-1])  # cut short by the byte limit
         return rows, contended, None if due is None else max(0.0, due)
 
     async def _release(self, conn: TrioConnection, *, clean: bool, close: bool = False) -> None:
@@ -279,7 +295,8 @@ class PostgresOutbox:
         """Pending events, the oldest one's age and the NOTIFY queue's usage (`ReportsBacklog`).
 
         Runs on the outbox's own loop, so any trio task can ask (a metrics server outside the
-        relay's task tree too). Counting is O(n) in the pending events: see `Queries.backlog`.
+        relay's task tree too). Exact up to `BACKLOG_EXACT_UP_TO`, an estimate past it: see
+        `Queries.backlog`.
         """
         with map_psycopg_errors(self.config, "backlog"):
             pending, age, usage = await aio_as_trio(self._backlog, loop=self.loop)()
@@ -304,6 +321,13 @@ class PostgresOutbox:
             with trio.CancelScope(shield=True), trio.move_on_after(_CLEANUP_SECONDS):
                 await aio_as_trio(conn.close)()
 
+    async def _probe(self) -> None:
+        """Connect once and hang up: raises what the server (or the OS) says, if anything."""
+        conn = await psycopg.AsyncConnection.connect(
+            self.config.dsn, **connection_kwargs(self.config)
+        )
+        await conn.close()
+
     async def _listen_connection(self) -> psycopg.AsyncConnection[Any]:
         conn = await psycopg.AsyncConnection.connect(
             self.config.dsn, autocommit=True, **connection_kwargs(self.config)
@@ -318,11 +342,18 @@ class PostgresOutbox:
 
 
 @asynccontextmanager
-async def open_postgres_outbox(config: Config) -> AsyncIterator[PostgresOutbox]:
+async def open_postgres_outbox(
+    config: Config, *, waiter: Waiter | None = None, patience: float = math.inf
+) -> AsyncIterator[PostgresOutbox]:
     """Open the outbox at `config.dsn`: a trio-asyncio loop if needed, then a connection pool.
 
+    With a `waiter`, an unreachable server is tried again with its backoff for up to `patience`
+    seconds; without one, the first failure is raised.
+
     Raises:
-        OutboxUnavailable: the server cannot be reached or refuses the DSN's credentials.
+        OutboxUnavailable: the server cannot be reached (without a `waiter`).
+        Unreachable: still unreachable after `patience` seconds (with a `waiter`).
+        DsnRejected: the server refuses the DSN for good, or it cannot be parsed.
         SchemaMissing: the outbox tables are not there, or not migrated to the latest version
             (run `relay migrate`).
     """
@@ -339,15 +370,25 @@ async def open_postgres_outbox(config: Config) -> AsyncIterator[PostgresOutbox]:
             kwargs=kwargs | {"autocommit": True, "prepare_threshold": None},
             min_size=config.pool_size,
             max_size=config.pool_size,
+            timeout=_POOL_TIMEOUT,
+            reconnect_timeout=_POOL_TIMEOUT,
             open=False,
             configure=_configure,
             name=f"relay-{config.schema}",
         )
         outbox = PostgresOutbox(config, pool, queries, loop=loop)
+
         # A direct first connection gives the user the server's own words for a bad DSN, where
         # the pool would only time out; it also checks that the schema was migrated.
+        async def check() -> None:
+            with map_psycopg_errors(config, "connect"):
+                outbox.where = await aio_as_trio(_check_reachable)(config, kwargs, queries)
+
+        if waiter is None:
+            await check()
+        else:
+            await call_reaching(check, waiter, patience=patience)
         with map_psycopg_errors(config, "connect"):
-            outbox.where = await aio_as_trio(_check_reachable)(config, kwargs, queries)
             await aio_as_trio(pool.open)()
         try:
             yield outbox
@@ -359,26 +400,11 @@ async def open_postgres_outbox(config: Config) -> AsyncIterator[PostgresOutbox]:
                 await aio_as_trio(pool.close)()
 
 
-_CHECK_ATTEMPTS = 5
-
-
 async def _check_reachable(config: Config, kwargs: dict[str, Any], queries: Queries) -> str:
-    """Connect once and look for the outbox; returns where it is (`describe_connection`).
-
-    A refused connection or bad credentials fail at once: that is the user's DSN. A connection
-    lost after it was made (a terminated backend, a server shutting down) is tried again a few
-    times, so a relay starting during a hiccup does not exit.
-    """
-    for attempt in range(_CHECK_ATTEMPTS):
-        async with await psycopg.AsyncConnection.connect(config.dsn, **kwargs) as conn:
-            try:
-                await conn.execute(queries.check_schema)
-                cursor = await conn.execute(queries.schema_version)
-                require_latest(config, (await cursor.fetchone() or (None,))[0])
-                return describe_connection(conn)
-            except psycopg.OperationalError:
-                if attempt == _CHECK_ATTEMPTS - 1:
-                    raise
-                log.info("connection lost while starting; trying again")
-        await asyncio.sleep(0.1 * 2**attempt)
-    raise AssertionError("unreachable: the last attempt returns or raises")
+    """Connect once and look for the outbox; returns where it is (`describe_connection`). A
+    failure is raised (the caller may try again)."""
+    async with await psycopg.AsyncConnection.connect(config.dsn, **kwargs) as conn:
+        await conn.execute(queries.check_schema)
+        cursor = await conn.execute(queries.schema_version)
+        require_latest(config, (await cursor.fetchone() or (None,))[0])
+        return describe_connection(conn)

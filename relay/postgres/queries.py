@@ -17,6 +17,17 @@ _EVENT_COLUMNS = "id, topic, key, payload, headers, created_at, attempts"
 # Keys are spread over this many partitions; a claim transaction locks the partitions it takes
 # events from. Events without a key are spread by id: they go to whoever holds their partition.
 PARTITIONS = 64
+# The metrics' pending count is exact up to this many events, an estimate past it (see `backlog`).
+BACKLOG_EXACT_UP_TO = 10_000
+
+
+def _size(column: str) -> str:
+    """SQL for the bytes of a jsonb `column`: as stored (no detoasting) unless compressed, then its
+    JSON text's, which is what the claim hands over."""
+    return (
+        f"(CASE WHEN pg_column_compression({column}) IS NULL THEN pg_column_size({column})"
+        f" ELSE octet_length({column}::text) END)::bigint"
+    )
 
 
 def partition_of(alias: str) -> sql.SQL:
@@ -119,12 +130,17 @@ class Queries:
 
     @functools.cached_property
     def claim(self) -> sql.Composed:
-        """Delete up to $1 available events of the partitions `lock_partitions` locked, each
-        partition's oldest first and as many as its quota, returning them.
+        """Delete up to $1 available events, and up to $2 bytes of them, of the partitions
+        `lock_partitions` locked, each partition's oldest first and as many as its quota,
+        returning them, and on each row whether the byte limit left events behind (`cut`).
 
         A partition's events are taken in id order, up to its quota: for every key the claim takes
         the oldest of its available events, so key order holds. An event is not handed out while
-        an earlier event of its key waits for a retry: that keeps key order across retries.
+        an earlier event of its key waits for a retry: that keeps key order across retries. The
+        byte limit keeps the lowest ids whose running size stays within $2, and always the first
+        (a larger event goes alone): a prefix in id order, so key order holds there too. An
+        event's size is its payload's and headers' as stored, or, where PostgreSQL compressed
+        them, their JSON text's (a compressed size would let a batch hold far more than $2).
 
         It must be a statement of its own, after `lock_partitions`: its snapshot is then taken
         after the locks, and sees everything the partition's previous holder committed (a retried
@@ -137,12 +153,17 @@ class Queries:
         """
         return sql.SQL(
             """
-            DELETE FROM {outbox} WHERE id = ANY(ARRAY(
-                SELECT taken.id
+            WITH candidates AS (
+                SELECT taken.id, row_number() OVER w AS n, sum(taken.size) OVER w AS running
                 FROM unnest(current_setting('relay.claim_partitions')::int[],
                             current_setting('relay.claim_quotas')::int[]) AS share(p, quota)
                 CROSS JOIN LATERAL (
-                    SELECT o.id FROM {outbox} o
+                    SELECT o.id, """
+            + _size("o.payload")
+            + " + "
+            + _size("o.headers")
+            + """ AS size
+                    FROM {outbox} o
                     WHERE {partition} = share.p
                       -- clock_timestamp(), not now(): an event put back (held, available at
                       -- once) by the partition's previous holder after this transaction began
@@ -153,9 +174,13 @@ class Queries:
             + """)
                     ORDER BY {partition}, o.id
                     LIMIT share.quota) taken
-                LIMIT $1))
+                WINDOW w AS (ORDER BY taken.id ROWS UNBOUNDED PRECEDING)
+            )
+            DELETE FROM {outbox} WHERE id = ANY(ARRAY(
+                SELECT id FROM candidates WHERE n <= $1 AND (running <= $2 OR n = 1)))
             RETURNING """
             + _EVENT_COLUMNS
+            + """, EXISTS (SELECT FROM candidates WHERE n <= $1 AND running > $2 AND n > 1)"""
         ).format(outbox=self._table("outbox"), partition=partition_of("o"))
 
     @functools.cached_property
@@ -163,31 +188,33 @@ class Queries:
         """Prepare `lock_partitions` and `claim` on a connection, once: planning them costs more
         than running them."""
         return sql.SQL(
-            "PREPARE relay_lock_partitions(int, int) AS {}; PREPARE relay_claim(int) AS {}"
+            "PREPARE relay_lock_partitions(int, int) AS {}; PREPARE relay_claim(int, bigint) AS {}"
         ).format(self.lock_partitions, self.claim)
 
     @staticmethod
-    def claim_head(limit: int) -> bytes:
+    def claim_head(limit: int, max_bytes: int) -> bytes:
         """A claim transaction's opening, in one round trip: BEGIN, `lock_partitions`, `claim`.
 
         Three statements in one simple query (`prepare_claim` first): each still takes its own
         snapshot, which the claim's correctness rests on, so READ COMMITTED whatever the server's
         default. Plain bytes, built without psycopg's composition: this runs on every claim.
         """
-        limit = int(limit)  # the window is one batch of rows
+        limit, max_bytes = int(limit), int(max_bytes)  # the window is one batch of rows
         return (
             "BEGIN ISOLATION LEVEL READ COMMITTED;"
-            f" EXECUTE relay_lock_partitions(0, {limit}); EXECUTE relay_claim({limit})"
+            f" EXECUTE relay_lock_partitions(0, {limit});"
+            f" EXECUTE relay_claim({limit}, {max_bytes})"
         ).encode()
 
     @staticmethod
-    def claim_further(windows: int, limit: int) -> bytes:
+    def claim_further(windows: int, limit: int, max_bytes: int) -> bytes:
         """`lock_partitions` and `claim` again, in the open claim transaction, `windows` windows
         (of one batch of rows each) further down the queue."""
-        limit = int(limit)
+        limit, max_bytes = int(limit), int(max_bytes)
         skip = int(windows) * limit
         return (
-            f"EXECUTE relay_lock_partitions({skip}, {limit}); EXECUTE relay_claim({limit})"
+            f"EXECUTE relay_lock_partitions({skip}, {limit});"
+            f" EXECUTE relay_claim({limit}, {max_bytes})"
         ).encode()
 
     @functools.cached_property
@@ -240,18 +267,31 @@ class Queries:
 
     @functools.cached_property
     def backlog(self) -> sql.Composed:
-        """Pending events, seconds since the oldest was written, and the NOTIFY queue's usage.
+        """Pending events (an estimate past `BACKLOG_EXACT_UP_TO`), seconds since the oldest was
+        written, and the NOTIFY queue's usage.
 
-        `count(*)` reads the whole table, O(n): it runs once per metrics scrape, never on the
-        delivery path, and `statement_timeout` bounds it on a huge backlog.
+        Cheap enough for every metrics scrape on any backlog: up to `BACKLOG_EXACT_UP_TO` rows are
+        counted (an index-only scan of at most that many entries); past it, the count is the
+        statistics collector's `n_live_tup`, which every insert and delete keeps up to date (within
+        a second or so) without reading the table. The oldest is the lowest id's row (one index
+        probe): ids follow insert order.
         """
         return sql.SQL(
             """
-            SELECT count(*), extract(epoch FROM now() - min(created_at))::float8,
+            SELECT CASE WHEN head.n < {bound} THEN head.n
+                        ELSE greatest(head.n, coalesce((
+                            SELECT n_live_tup FROM pg_stat_user_tables
+                            WHERE schemaname = {schema} AND relname = 'outbox'), 0)) END,
+                   (SELECT extract(epoch FROM now() - created_at)::float8 FROM {outbox}
+                    ORDER BY id LIMIT 1),
                    pg_notification_queue_usage()
-            FROM {outbox}
+            FROM (SELECT count(*) AS n FROM (SELECT FROM {outbox} LIMIT {bound}) rows) head
             """
-        ).format(outbox=self._table("outbox"))
+        ).format(
+            outbox=self._table("outbox"),
+            schema=sql.Literal(self.schema),
+            bound=sql.Literal(BACKLOG_EXACT_UP_TO),
+        )
 
     @functools.cached_property
     def vacuum(self) -> sql.Composed:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from collections import deque
 from collections.abc import AsyncIterator, Collection, Mapping
@@ -11,8 +12,8 @@ from typing import Any, Literal
 import attrs
 import trio
 
-from ..errors import OutboxUnavailable
-from ..ports import Backlog, OutboxEvent, Retry
+from ..errors import OutboxUnreachable
+from ..ports import Backlog, JsonObject, OutboxEvent, Retry
 
 # Private: the public fault-injection API is one typed method per operation.
 _Operation = Literal["claim", "settle", "listen"]
@@ -24,6 +25,27 @@ def _now() -> float:
         return trio.current_time()
     except RuntimeError:  # outside trio.run: a row enqueued before the run is available at once
         return -math.inf
+
+
+def event_size(event: OutboxEvent) -> int:
+    """The bytes of an event's payload and headers as JSON: what a claim's byte limit counts."""
+    headers = event.headers
+    encoded = (
+        headers.json if isinstance(headers, JsonObject) else json.dumps(dict(headers)).encode()
+    )
+    return len(event.payload_json) + len(encoded)
+
+
+def _fitting(rows: list[_Row], max_bytes: int | None) -> list[_Row]:
+    """The longest prefix of `rows` within `max_bytes`, and never less than the first row."""
+    if max_bytes is None:
+        return rows
+    total = 0
+    for taken, row in enumerate(rows):
+        total += event_size(row.event)
+        if total > max_bytes and taken > 0:
+            return rows[:taken]
+    return rows
 
 
 @attrs.frozen
@@ -210,7 +232,7 @@ class MemoryOutbox:
     def fail_next_claim(self, n: int = 1, error: Exception | None = None) -> None:
         """Make the next `n` `claim()` calls raise `error` before claiming anything.
 
-        The default error, `relay.OutboxUnavailable`, is what the PostgreSQL outbox raises when the
+        The default error, `relay.OutboxUnreachable`, is what the PostgreSQL outbox raises when the
         database cannot be reached; the relay's supervisor restarts the drainer.
         """
         self._add_failures("claim", n, error)
@@ -220,7 +242,7 @@ class MemoryOutbox:
         self._faults.setdefault("claim", deque()).append(_HANG)
 
     def fail_next_settle(self, n: int = 1, error: Exception | None = None) -> None:
-        """Make the next `n` `settle()` calls raise `error` (default `relay.OutboxUnavailable`).
+        """Make the next `n` `settle()` calls raise `error` (default `relay.OutboxUnreachable`).
 
         The claim is then left unsettled, so its rows go back untouched: a commit that never came.
         """
@@ -233,7 +255,7 @@ class MemoryOutbox:
     def fail_next_listen(self, n: int = 1, error: Exception | None = None) -> None:
         """Make the next `n` `listen()` calls fail to connect with `error`.
 
-        The default error is `relay.OutboxUnavailable`; every attempt, failed or not, is recorded
+        The default error is `relay.OutboxUnreachable`; every attempt, failed or not, is recorded
         in `statistics().listen_attempts`.
         """
         self._add_failures("listen", n, error)
@@ -264,7 +286,7 @@ class MemoryOutbox:
         faults = self._faults.setdefault(operation, deque())
         for _ in range(n):
             faults.append(
-                error if error is not None else OutboxUnavailable(f"{operation}: injected failure")
+                error if error is not None else OutboxUnreachable(f"{operation}: injected failure")
             )
 
     async def _operation(self, operation: _Operation) -> None:
@@ -280,12 +302,18 @@ class MemoryOutbox:
     # -- the Outbox protocol ----------------------------------------------------------------------
 
     @asynccontextmanager
-    async def claim(self, limit: int) -> AsyncIterator[MemoryBatch]:
-        """Claim up to `limit` available events, oldest first, until the block ends."""
+    async def claim(self, limit: int, max_bytes: int | None = None) -> AsyncIterator[MemoryBatch]:
+        """Claim up to `limit` available events, oldest first, until the block ends; with
+        `max_bytes`, only the oldest whose payload and headers (`event_size`) fit, at least one."""
         self._claims += 1
         await self._operation("claim")
+        rows = self._claimable(limit)
+        fitting = _fitting(rows, max_bytes)
         batch = MemoryBatch(
-            self, tuple(row.event for row in self._claimable(limit)), next_due=self._next_due()
+            self,
+            tuple(row.event for row in fitting),
+            contended=len(fitting) < len(rows),  # cut by the byte limit: not drained
+            next_due=self._next_due(),
         )
         claimed = {event.id for event in batch.events}
         self._locked |= claimed

@@ -348,7 +348,7 @@ def _claim_after_a_late_put_back(dsn: str, queries: Queries) -> tuple[list[int],
         )
         other.commit()
         relay.execute("EXECUTE relay_lock_partitions(0, 10)")
-        rows = relay.execute("EXECUTE relay_claim(10)").fetchall()
+        rows = relay.execute("EXECUTE relay_claim(10, 16777216)").fetchall()
         relay.execute("ROLLBACK")
     return [first, second], sorted(row[0] for row in rows)
 
@@ -394,3 +394,30 @@ async def test_the_outbox_is_vacuumed_as_a_long_drain_goes(
             await trio.sleep(0.1)
     assert size > 0
     assert _scalar(relay_config.dsn, "SELECT pg_relation_size('relay.outbox')") == size
+
+
+async def test_a_claim_is_bounded_by_bytes_compressed_payloads_counted_as_their_text(
+    relay_config: Config,
+) -> None:
+    """Three 1 MB payloads that PostgreSQL compresses to a few kB, 1.5 MB allowed: one per claim
+    (an oversize one still goes alone), and a cut batch says it left events behind."""
+    dsn = relay_config.dsn
+    with psycopg.connect(dsn) as conn:
+        conn.execute(
+            "INSERT INTO relay.outbox (topic, payload) SELECT 't', to_jsonb(repeat('x', 1000000))"
+            " FROM generate_series(1, 3)"
+        )
+        conn.execute("INSERT INTO relay.outbox (topic, payload) VALUES ('t', '{}')")
+        stored = conn.execute("SELECT max(pg_column_size(payload)) FROM relay.outbox").fetchone()
+    assert stored is not None and stored[0] < 100_000  # compressed: its stored size would mislead
+    sizes: list[list[int]] = []
+    cut: list[bool] = []
+    with trio.fail_after(GUARD):
+        async with open_postgres_outbox(relay_config) as outbox:
+            for max_bytes in (1_500_000, 1_500_000, 500_000, 1_500_000):
+                async with outbox.claim(10, max_bytes) as batch:
+                    sizes.append([len(event.payload_json) for event in batch.events])
+                    cut.append(batch.contended)
+                    await batch.settle(retry={}, bury={})
+    assert sizes == [[1_000_002], [1_000_002], [1_000_002], [2]]
+    assert cut == [True, True, True, False]

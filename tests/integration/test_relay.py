@@ -102,7 +102,7 @@ async def test_after_the_listener_is_killed_events_written_meanwhile_arrive_with
                     admin.execute(allow.format(sql.Identifier(name), sql.SQL("true")))
             await sink.wait_for(1)  # the reconnect's catch-up wakeup, not the poll
             assert handle.statistics().listener_connected
-            assert handle.statistics().restarts >= 1
+            assert handle.statistics().restarts == 0  # an outage waited out, not a crash
 
 
 async def test_killing_the_drainers_connection_mid_batch_loses_nothing(
@@ -128,7 +128,7 @@ async def test_killing_the_drainers_connection_mid_batch_loses_nothing(
             terminate(postgres_server, drainer)
             release.set()
             await wait_until(lambda: pending_count(database_dsn) == 0, interval=0.1)
-            assert handle.statistics().restarts >= 1
+            assert handle.statistics().restarts == 0  # an outage waited out, not a crash
     with psycopg.connect(database_dsn) as conn:
         ids = [row[0] for row in conn.execute("SELECT g FROM generate_series(1, 300) g")]
     assert set(delivered) == set(ids)  # every id at least once

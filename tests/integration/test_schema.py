@@ -126,7 +126,7 @@ def _check_claim_plans(dsn: str) -> None:
     queries = Queries("relay")
     statements = {
         "lock_partitions": "EXECUTE relay_lock_partitions(0, 1000)",
-        "claim": "EXECUTE relay_claim(500)",
+        "claim": "EXECUTE relay_claim(500, 16777216)",
     }
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute(

@@ -26,6 +26,7 @@ def make_config(**overrides: Any) -> Config:
         "restart_intensity": 10,
         "restart_period": 60.0,
         "restart_backoff": Backoff(base=0.25, cap=4.0, jitter=0.0),
+        "outage_backoff": Backoff(base=0.25, cap=4.0, jitter=0.0),
         "silent_listener_threshold": 3,
     }
     settings.update(overrides)

@@ -13,6 +13,7 @@ from relay import (
     Backoff,
     Config,
     OutboxEvent,
+    OutboxUnreachable,
     PartialDelivery,
     SinkUnavailable,
     WakeReason,
@@ -225,7 +226,7 @@ async def test_a_drainer_that_crashed_is_restarted_and_drains_at_once(
     autojump_clock: trio.testing.MockClock, config: Config
 ) -> None:
     outbox, sink = MemoryOutbox(), RecordingSink()
-    outbox.fail_next_settle()
+    outbox.fail_next_settle(error=RuntimeError("a bug of relay's own"))
     event_id = outbox.enqueue("t", 1)
     async with open_relay(config, sink, outbox=outbox) as handle:
         await sink.wait_for(2)
@@ -236,6 +237,27 @@ async def test_a_drainer_that_crashed_is_restarted_and_drains_at_once(
     assert timeline(sink) == [(0.0, [event_id]), (0.25, [event_id])]
     assert (stats.restarts, stats.delivered) == (1, 1)
     assert outbox.pending() == []
+
+
+async def test_a_database_lost_at_settle_is_waited_out_not_counted_as_a_restart(
+    autojump_clock: trio.testing.MockClock, config: Config
+) -> None:
+    outbox, sink = MemoryOutbox(), RecordingSink()
+    outbox.fail_next_settle(
+        error=OutboxUnreachable("settle failed at db: server closed the connection")
+    )
+    event_id = outbox.enqueue("t", 1)
+    async with open_relay(config, sink, outbox=outbox) as handle:
+        await trio.sleep(0.125)
+        [(who, outage)] = handle.statistics().outages.items()
+        assert (who, outage.what, outage.tries) == ("drainer", "database", 1)
+        await sink.wait_for(2)
+        await trio.sleep(0.5)
+        stats = handle.statistics()
+    # rolled back at 0 (a duplicate, at least once), claimed again after the outage backoff
+    assert timeline(sink) == [(0.0, [event_id]), (0.25, [event_id])]
+    assert (stats.restarts, stats.delivered, stats.retried, stats.outages) == (0, 1, 0, {})
+    assert outbox.pending() == [] and outbox.dead() == []
 
 
 @attrs.define
@@ -270,7 +292,8 @@ async def test_a_sink_that_is_an_async_context_manager_is_entered_for_each_drain
         outbox.enqueue("t", 1)
         await sink.sink.wait_for(1)
         assert (sink.entered, sink.exited) == (1, 0)
-        outbox.fail_next_claim()  # the drainer crashes and is restarted: the sink reconnects
+        # the drainer crashes and is restarted: the sink reconnects
+        outbox.fail_next_claim(error=RuntimeError("a bug of relay's own"))
         outbox.enqueue("t", 2)
         await sink.sink.wait_for(2)
         assert (sink.entered, sink.exited) == (2, 1)
@@ -342,7 +365,8 @@ class BrokerSink(ConnectingSink):
 async def test_a_sink_that_lost_its_broker_fails_the_batch_then_is_entered_again(
     autojump_clock: trio.testing.MockClock, config: Config
 ) -> None:
-    """SinkUnavailable: the batch is put back untouched, the drainer restarts and reconnects."""
+    """SinkUnavailable: the batch is put back untouched, the drainer leaves the sink, waits its
+    outage backoff and enters it again; no restart, no attempt."""
     outbox = MemoryOutbox()
     sink = BrokerSink(RecordingSink())
     event_id = outbox.enqueue("t", 1)
@@ -351,11 +375,11 @@ async def test_a_sink_that_lost_its_broker_fails_the_batch_then_is_entered_again
         await trio.sleep(0.5)  # settled
         stats = handle.statistics()
         assert (sink.entered, sink.exited) == (2, 1)
-    assert (stats.retried, stats.restarts, stats.delivered) == (0, 1, 1)
-    # lost at 0; the restarted drainer delivers it after the restart backoff, first attempt
+    assert (stats.retried, stats.restarts, stats.delivered, stats.outages) == (0, 0, 1, {})
+    # lost at 0; delivered after the outage backoff, first attempt
     [(at, ids)] = timeline(sink.sink)
     assert (ids, sink.sink.deliveries[0].events[0].attempts) == ([event_id], 0)
-    assert at == 0.25  # the restart backoff in these tests
+    assert at == 0.25  # the outage backoff in these tests
 
 
 async def test_a_retry_scheduled_by_the_last_batch_of_a_drain_is_claimed_when_due(
@@ -371,3 +395,17 @@ async def test_a_retry_scheduled_by_the_last_batch_of_a_drain_is_claimed_when_du
         await trio.sleep(5)
         assert timeline(sink) == [(1.0, [1])]  # failed at 0, retried after the 1 s backoff
         assert handle.statistics().wakeups[WakeReason.DUE] == 1
+
+
+async def test_batches_are_bounded_by_bytes_and_a_cut_batch_does_not_end_the_drain(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Ten 1 kB events, 2.5 kB per batch: five batches of two in one drain, none left for a poll."""
+    config = make_config(batch_size=10, batch_bytes=2500, poll_interval=3600.0)
+    outbox, sink = MemoryOutbox(), RecordingSink()
+    for _ in range(10):
+        outbox.enqueue("t", "x" * 1000)
+    async with open_relay(config, sink, outbox=outbox):
+        await sink.wait_for(10)
+    assert [len(delivery.events) for delivery in sink.deliveries] == [2, 2, 2, 2, 2]
+    assert {delivery.at for delivery in sink.deliveries} == {0.0}

@@ -65,13 +65,13 @@ class _ContendedAtFirst:
         self.claim_times: list[float] = []
 
     @asynccontextmanager
-    async def claim(self, limit: int) -> AsyncIterator[object]:
+    async def claim(self, limit: int, max_bytes: int | None = None) -> AsyncIterator[object]:
         self.claim_times.append(trio.current_time())
         if self.left:
             self.left -= 1
             yield _Empty()
             return
-        async with self.inner.claim(limit) as batch:
+        async with self.inner.claim(limit, max_bytes) as batch:
             yield batch
 
     def listen(self) -> AbstractAsyncContextManager[AsyncIterator[None]]:

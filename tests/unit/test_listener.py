@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from functools import partial
 
-import pytest
 import trio
 
-from relay import Config, ListenerLost, OutboxUnavailable, WakeReason, open_relay, run_relay
+from relay import Backoff, Config, OutboxUnreachable, WakeReason, open_relay, run_relay
 from relay.listener import Listener, ListenerStatistics
+from relay.outages import Outages, Waiter
 from relay.testing import MemoryOutbox, RecordingSink
 from relay.wakeups import Wakeups
 
@@ -30,22 +30,30 @@ async def test_the_listener_wakes_once_for_connect_then_once_per_notification(
         assert listener.statistics().notifications == 1
 
 
-async def test_a_lost_connection_raises_listener_lost(
+async def test_a_lost_connection_is_waited_out_and_reconnected_by_the_listener_itself(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    outbox = MemoryOutbox()
+    """An outage, not a crash: the listener waits its backoff, reconnects, and never raises."""
+    outbox, outages = MemoryOutbox(), Outages()
+    waiter = Waiter("listener", "database", Backoff(base=0.25, cap=4.0, jitter=0.0), outages)
     with Wakeups.open() as wakeups:
-        listener = Listener(outbox, wakeups)
+        listener = Listener(outbox, wakeups, waiter)
         async with trio.open_nursery() as nursery:
-
-            async def drop_soon() -> None:
-                await trio.sleep(1.0)
-                outbox.drop_listeners()
-
-            nursery.start_soon(drop_soon)
-            with pytest.raises(ListenerLost, match=r"^the listen connection ended$"):
-                await listener.run()
-        assert not listener.connected
+            await nursery.start(listener.run)
+            await trio.sleep(1.0)
+            outbox.fail_next_listen(error=OutboxUnreachable("connect failed: connection refused"))
+            outbox.drop_listeners()  # lost at 1.0; refused at 1.25, connected at 1.75
+            await trio.sleep(0.125)
+            assert not listener.connected
+            assert outages.current()["listener"].reason == "the listen connection ended"
+            await trio.sleep(0.25)
+            assert outages.current()["listener"].reason == "connect failed: connection refused"
+            assert outages.current()["listener"].tries == 2
+            await trio.sleep(0.5)
+            assert listener.connected
+            assert outages.current() == {}
+            nursery.cancel_scope.cancel()
+    assert outbox.statistics().listen_attempts == (0.0, 1.25, 1.75)
 
 
 async def test_a_recycled_listener_reconnects_at_once_by_itself(
@@ -66,12 +74,12 @@ async def test_a_recycled_listener_reconnects_at_once_by_itself(
             nursery.cancel_scope.cancel()
 
 
-async def test_a_failing_listener_is_restarted_at_exactly_the_backoff_times(
+async def test_a_listener_that_cannot_connect_tries_again_at_exactly_the_outage_backoff_times(
     autojump_clock: trio.testing.MockClock, config: Config
 ) -> None:
     outbox, sink = MemoryOutbox(), RecordingSink()
     for _ in range(3):
-        outbox.fail_next_listen(error=OutboxUnavailable("connection refused"))
+        outbox.fail_next_listen(error=OutboxUnreachable("connection refused"))
     event_id = outbox.enqueue("t", 1)  # before anyone listens: no notification
     async with trio.open_nursery() as nursery:
         handle = await nursery.start(partial(run_relay, config, sink, outbox=outbox))
@@ -79,7 +87,7 @@ async def test_a_failing_listener_is_restarted_at_exactly_the_backoff_times(
         await sink.wait_for(1)
         nursery.cancel_scope.cancel()
     assert outbox.statistics().listen_attempts == (0.0, 0.25, 0.75, 1.75)
-    assert handle.statistics().restarts == 3
+    assert handle.statistics().restarts == 0  # an outage is waited out, not a crash
     assert [(delivery.at, delivery.events[0].id) for delivery in sink.deliveries] == [
         (1.75, event_id)
     ]

@@ -307,3 +307,22 @@ def test_fault_injection_refuses_a_count_that_is_not_a_positive_int(n: object) -
 def test_fault_injection_refuses_an_exception_class_for_an_instance() -> None:
     with pytest.raises(TypeError, match="exception instance"):
         MemoryOutbox().fail_next_settle(error=KeyError)  # type: ignore[arg-type]
+
+
+async def test_a_claim_with_a_byte_limit_takes_the_oldest_that_fit_and_an_oversize_one_alone() -> (
+    None
+):
+    outbox = MemoryOutbox()
+    big, small = "x" * 1000, "y" * 100  # 1002 and 102 bytes of JSON, plus "{}" headers
+    for payload in (small, small, big, small):
+        outbox.enqueue("t", payload)
+    async with outbox.claim(10, max_bytes=250) as batch:
+        assert ids(batch.events) == [1, 2]
+        assert batch.contended  # cut by bytes: a short batch does not mean drained
+        await batch.settle(retry={}, bury={})
+    async with outbox.claim(10, max_bytes=250) as batch:
+        assert ids(batch.events) == [3]  # larger than the limit: alone
+        await batch.settle(retry={}, bury={})
+    async with outbox.claim(10, max_bytes=250) as batch:
+        assert ids(batch.events) == [4]
+        assert not batch.contended

@@ -12,7 +12,7 @@ import trio
 from relay import (
     Backoff,
     Config,
-    OutboxUnavailable,
+    OutboxUnreachable,
     RelayStatistics,
     RestartIntensityExceeded,
     WakeReason,
@@ -29,14 +29,34 @@ async def test_run_relay_raises_restart_intensity_exceeded_bare_after_exactly_th
 ) -> None:
     config = make_config(restart_intensity=2)
     outbox = MemoryOutbox()
-    refused = OutboxUnavailable("connection refused")
+    bug = RuntimeError("a bug of relay's own")
     for _ in range(5):
-        outbox.fail_next_listen(error=refused)
+        outbox.fail_next_listen(error=bug)
     with pytest.raises(RestartIntensityExceeded) as caught:
         await run_relay(config, RecordingSink(), outbox=outbox)
     assert outbox.statistics().listen_attempts == (0.0, 0.25, 0.75)
     assert trio.current_time() == 0.75
-    assert caught.value.__cause__ is refused
+    assert caught.value.__cause__ is bug
+
+
+async def test_an_outage_however_long_is_waited_out_and_never_counts_as_a_restart(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Restart intensity 2, and 30 refused connects in a row: the relay waits, then starts."""
+    config = make_config(restart_intensity=2)
+    outbox = MemoryOutbox()
+    for _ in range(30):
+        outbox.fail_next_listen(error=OutboxUnreachable("listen failed at db: connection refused"))
+    event_id = outbox.enqueue("t", 1)
+    sink = RecordingSink()
+    async with open_relay(config, sink, outbox=outbox) as handle:
+        # 0.25, 0.5, 1, 2, then the 4 s cap: 26 waits of 4 s
+        assert trio.current_time() == 0.25 + 0.5 + 1 + 2 + 26 * 4.0
+        await sink.wait_for(1)
+        await trio.sleep(0.5)
+        stats = handle.statistics()
+    assert (stats.restarts, stats.outages, stats.delivered) == (0, {}, 1)
+    assert sink.deliveries[0].events[0].id == event_id
 
 
 async def test_open_relay_raises_restart_intensity_exceeded_bare_when_it_gives_up_in_the_block(
@@ -47,10 +67,12 @@ async def test_open_relay_raises_restart_intensity_exceeded_bare_when_it_gives_u
     before = all_tasks()
     with pytest.raises(RestartIntensityExceeded):
         async with open_relay(config, RecordingSink(), outbox=outbox):
-            outbox.fail_next_listen(2)
+            for _ in range(3):
+                outbox.fail_next_listen(error=RuntimeError("a bug of relay's own"))
+            # lost: an outage waited 0.25 s; then three crashes, restarted after 0.25 and 0.5 s
             outbox.drop_listeners()
             await trio.sleep_forever()
-    assert trio.current_time() == 0.75
+    assert trio.current_time() == 1.0
     assert all_tasks() == before
 
 
@@ -59,7 +81,7 @@ async def test_open_relay_raises_restart_intensity_exceeded_bare_when_it_gives_u
 ) -> None:
     outbox = MemoryOutbox()
     for _ in range(3):
-        outbox.fail_next_listen()
+        outbox.fail_next_listen(error=RuntimeError("a bug of relay's own"))
     with pytest.raises(RestartIntensityExceeded):
         async with open_relay(make_config(restart_intensity=2), RecordingSink(), outbox=outbox):
             pytest.fail("the relay started")  # pragma: no cover

@@ -119,7 +119,7 @@ def test_every_number_is_finite_and_in_range_from_a_flag_or_a_variable(
     for argv, env in [([f"{option.flag}={raw}"], {}), ([], {option.env: raw})]:
         with pytest.raises(ConfigError) as caught:
             load_settings(parse(*argv), env)
-        assert caught.value.field in (option.name, "retry_backoff")
+        assert caught.value.field in (option.name, option.name.rpartition("_")[0])
         assert len(str(caught.value)) < 200
 
 
