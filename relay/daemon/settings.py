@@ -209,8 +209,12 @@ def load_settings(args: argparse.Namespace, environ: Mapping[str, str] | None = 
             values[option.name] = _value(option, env[option.env], option.env)
         elif option.name in file:
             values[option.name] = _value(option, file[option.name], str(config_path))
+    return _settings(_dsn(args, env, file), values)
+
+
+def _settings(dsn: str, values: Mapping[str, Any]) -> Settings:
     backoffs: dict[str, Any] = {name: _backoff(name, values) for name in _BACKOFFS}
-    config = Config(dsn=_dsn(args, env, file), **backoffs, **_fields_of(Config, values))
+    config = Config(dsn=dsn, **backoffs, **_fields_of(Config, values))
     return Settings(config=config, **_fields_of(Settings, values))
 
 
@@ -227,6 +231,12 @@ def load_database(args: argparse.Namespace, environ: Mapping[str, str] | None = 
     env = os.environ if environ is None else environ
     config_path = _config_path(args, env)
     file = _read_file(config_path)
+    # The file is `relay run`'s too: a bad value in it is an error here as well, not a surprise
+    # when the relay starts.
+    _settings(
+        "",
+        {o.name: _value(o, file[o.name], str(config_path)) for o in RUN_OPTIONS if o.name in file},
+    )
     schema = next(o for o in RUN_OPTIONS if o.name == "schema")
     if getattr(args, "schema", None) is not None:
         values = {"schema": _value(schema, args.schema, schema.flag)}
