@@ -8,7 +8,7 @@ In memory, no database (ask for `autojump_clock` too, and the relay's timers tak
 
 - `memory_outbox`: a `MemoryOutbox`, with fault injection (`fail_next_claim()`, ...).
 - `recording_sink`: a `RecordingSink`; `flaky_sink`: a `FlakySink` delivering into it.
-- `relay_test_config`: a `relay.Config` without jitter, so retry and restart times are exact;
+- `relay_test_config`: a `relay.Config` without jitter, so retry, restart and outage times are exact;
   override it in your `conftest.py` to test other settings.
 - `memory_relay`: `async with memory_relay(handler) as handle:` runs the relay's actors around
   `handler` (a `Sink` or an async callable) on `memory_outbox`, with `relay_test_config`.
@@ -67,17 +67,19 @@ def flaky_sink(recording_sink: RecordingSink) -> FlakySink:
 
 @pytest.fixture
 def relay_test_config() -> Config:
-    """relay's defaults, without jitter: every retry and restart happens at an exact time."""
+    """relay's defaults, without jitter: every retry, restart and outage wait ends at an exact
+    time."""
     import attrs
 
-    from .. import Config
+    from .. import Backoff, Config
 
     defaults = Config()
-    return attrs.evolve(
-        defaults,
-        retry_backoff=attrs.evolve(defaults.retry_backoff, jitter=0.0),
-        restart_backoff=attrs.evolve(defaults.restart_backoff, jitter=0.0),
-    )
+    exact = {
+        field.name: attrs.evolve(getattr(defaults, field.name), jitter=0.0)
+        for field in attrs.fields(Config)
+        if isinstance(getattr(defaults, field.name), Backoff)
+    }
+    return attrs.evolve(defaults, **exact)
 
 
 @pytest.fixture

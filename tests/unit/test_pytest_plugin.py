@@ -79,6 +79,7 @@ def test_relay_test_config_is_relays_defaults_without_jitter(relay_test_config: 
         defaults,
         retry_backoff=attrs.evolve(defaults.retry_backoff, jitter=0.0),
         restart_backoff=attrs.evolve(defaults.restart_backoff, jitter=0.0),
+        outage_backoff=attrs.evolve(defaults.outage_backoff, jitter=0.0),
     )
     assert defaults.retry_backoff.jitter > 0  # or this test would prove nothing
 
