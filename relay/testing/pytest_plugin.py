@@ -8,8 +8,8 @@ In memory, no database (ask for `autojump_clock` too, and the relay's timers tak
 
 - `memory_outbox`: a `MemoryOutbox`, with fault injection (`fail_next_claim()`, ...).
 - `recording_sink`: a `RecordingSink`; `flaky_sink`: a `FlakySink` delivering into it.
-- `relay_test_config`: a `relay.Config` without jitter, so retry, restart and outage times are exact;
-  override it in your `conftest.py` to test other settings.
+- `relay_test_config`: a `relay.Config` without jitter, so retry, restart and outage times are
+  exact; override it in your `conftest.py` to test other settings.
 - `memory_relay`: `async with memory_relay(handler) as handle:` runs the relay's actors around
   `handler` (a `Sink` or an async callable) on `memory_outbox`, with `relay_test_config`.
 
