@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -35,12 +36,20 @@ def _as_is(text: str) -> str:
     return text
 
 
+# JSON's escape of a NUL character: `\u0000` after an even number of backslashes.
+_NUL_ESCAPE = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
+
+
 def _jsonb(value: Any, what: str, index: int, topic: str) -> Jsonb:
     """`value` as JSON, dumped here rather than by psycopg, so that a value JSON cannot hold
-    names its event. No NaN or Infinity: PostgreSQL's jsonb refuses them."""
+    names its event. No NaN or Infinity, no NUL character and no lone surrogate: PostgreSQL's
+    jsonb refuses them all."""
     try:
-        text = json.dumps(value, allow_nan=False)
-    except (TypeError, ValueError) as exc:
+        text = json.dumps(value, allow_nan=False, ensure_ascii=False)
+        text.encode()  # a lone surrogate (text decoded with surrogateescape) is no UTF-8
+        if _NUL_ESCAPE.search(text):
+            raise ValueError("it holds a NUL character (\\u0000), which jsonb cannot store")
+    except (TypeError, ValueError) as exc:  # UnicodeEncodeError is a ValueError
         kind = TypeError if isinstance(exc, TypeError) else ValueError
         raise kind(f"event {index} (topic {topic!r}): {what} is not valid JSON: {exc}") from None
     return Jsonb(text, dumps=_as_is)
@@ -49,9 +58,14 @@ def _jsonb(value: Any, what: str, index: int, topic: str) -> Jsonb:
 def _params(events: Sequence[NewEvent], first: int) -> list[Any]:
     params: list[Any] = []
     for index, event in enumerate(events, first):
-        if not isinstance(event.topic, str) or not event.topic:
+        if not isinstance(event.topic, str) or not event.topic or "\x00" in event.topic:
             raise ValueError(
-                f"event {index}: topic must be a non-empty string, got {event.topic!r}"
+                f"event {index}: topic must be a non-empty string without NUL, got {event.topic!r}"
+            )
+        if event.key is not None and (not isinstance(event.key, str) or "\x00" in event.key):
+            raise ValueError(
+                f"event {index} (topic {event.topic!r}): key must be a string without NUL or None,"
+                f" got {event.key!r}"
             )
         if event.headers is not None and not isinstance(event.headers, Mapping):
             raise TypeError(

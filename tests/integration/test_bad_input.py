@@ -14,9 +14,10 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import attrs
+import psycopg
 import pytest
 
-from relay import cli
+from relay import NewEvent, cli, enqueue_many
 from relay.daemon import run as daemon_run
 from relay.daemon.settings import RUN_OPTIONS
 
@@ -172,3 +173,41 @@ def test_bad_input_as_a_user_meets_it(case: Case, tmp_path: Path) -> None:
     env.pop("DATABASE_URL", None)
     result = relay(*_args(case, tmp_path), env={**env, "HOME": str(tmp_path), **case.env})
     assert_one_clear_line(result, secret=case.secret, code=case.code)
+
+
+# What a writer hands `relay.enqueue`: each bad payload, header, topic or key is refused with an
+# error naming the event, before anything reaches the server, and nothing is written.
+BAD_EVENTS = {
+    "payload-object": (NewEvent("t", {"when": object()}), TypeError),
+    "payload-bytes": (NewEvent("t", b"\xff"), TypeError),
+    "payload-set": (NewEvent("t", {1, 2}), TypeError),
+    "payload-nan": (NewEvent("t", float("nan")), ValueError),
+    "payload-inf": (NewEvent("t", [float("-inf")]), ValueError),
+    "payload-nul": (NewEvent("t", {"s": "a\x00b"}), ValueError),
+    "payload-nul-key": (NewEvent("t", {"a\x00": 1}), ValueError),
+    "payload-surrogate": (
+        NewEvent("t", {"s": b"\xff".decode(errors="surrogateescape")}),
+        ValueError,
+    ),
+    "headers-list": (NewEvent("t", {}, headers=[1, 2]), TypeError),  # type: ignore[arg-type]
+    "headers-str": (NewEvent("t", {}, headers="traceparent"), TypeError),  # type: ignore[arg-type]
+    "headers-value": (NewEvent("t", {}, headers={"h": {1}}), TypeError),
+    "headers-nul": (NewEvent("t", {}, headers={"h": "\x00"}), ValueError),
+    "topic-empty": (NewEvent("", {}), ValueError),
+    "topic-nul": (NewEvent("t\x00", {}), ValueError),
+    "topic-not-str": (NewEvent(5, {}), ValueError),  # type: ignore[arg-type]
+    "key-nul": (NewEvent("t", {}, key="k\x00"), ValueError),
+    "key-not-str": (NewEvent("t", {}, key=5), ValueError),  # type: ignore[arg-type]
+}
+
+
+@pytest.mark.parametrize(("event", "error"), BAD_EVENTS.values(), ids=BAD_EVENTS.keys())
+def test_a_bad_event_is_refused_naming_it_and_nothing_is_written(
+    database_dsn: str, event: NewEvent, error: type[Exception]
+) -> None:
+    with psycopg.connect(database_dsn) as conn:
+        with pytest.raises(error, match=r"^event 1\b") as caught:
+            enqueue_many(conn, [NewEvent("fine", 1), event])
+        assert "\n" not in str(caught.value)
+        conn.rollback()
+        assert conn.execute("SELECT count(*) FROM relay.outbox").fetchone() == (0,)
