@@ -115,3 +115,13 @@ def _userinfo_end(rest: str) -> int:
         if all(later > query for later in ats if later > at):
             return at  # the later `@`s are in this reading's query, not in a password
     return ats[-1] if ats else -1
+
+
+def mask_quoted(text: str) -> str:
+    """A parser's message with every quoted value masked: a URL parser quotes the piece it could
+    not read (`Invalid port: 'pa'`), and with an unencoded delimiter in a password that piece is
+    a piece of the password, too short to be found as one."""
+    return _QUOTED.sub(f"'{MASK}'", text)
+
+
+_QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")

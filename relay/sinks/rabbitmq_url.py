@@ -12,7 +12,7 @@ import attrs
 
 from ..errors import ConfigError
 from ..ports import OutboxEvent
-from ..secrets import mask_url
+from ..secrets import mask_quoted, mask_url
 from .urls import parameters
 
 DEFAULT_EXCHANGE = "relay"
@@ -76,7 +76,9 @@ def parse_url(url: str) -> AmqpTarget:
         parts = urllib.parse.urlsplit(url)
         port = parts.port
     except ValueError as exc:
-        raise ConfigError("sink", f"not a valid URL: {redact(url)!r} ({exc})") from None
+        raise ConfigError(
+            "sink", f"not a valid URL: {redact(url)!r} ({mask_quoted(str(exc))})"
+        ) from None
     scheme = parts.scheme.lower()
     if scheme not in ("amqp", "amqps"):
         raise bad("expected an amqp:// or amqps:// URL")

@@ -43,7 +43,7 @@ import trio
 
 from ..errors import ConfigError
 from ..ports import OutboxEvent
-from ..secrets import mask_url
+from ..secrets import mask_quoted, mask_url
 from .encoding import encode_event
 from .lanes import Failure, deliver_in_lanes
 from .lifetime import NetworkSink, close_bounded
@@ -145,7 +145,9 @@ def _check_url(instance: object, attribute: attrs.Attribute[str], value: str) ->
         if any(c.isspace() for c in value) or not 0 < (parsed.port or 80) < 65536:
             raise httpx.InvalidURL("a space or a port out of range")
     except httpx.InvalidURL as exc:
-        raise ConfigError("sink", f"not a valid URL: {mask_url(value)!r} ({exc})") from None
+        raise ConfigError(
+            "sink", f"not a valid URL: {mask_url(value)!r} ({mask_quoted(str(exc))})"
+        ) from None
     if parsed.scheme not in ("http", "https") or not parsed.host:
         raise ConfigError(
             "sink",

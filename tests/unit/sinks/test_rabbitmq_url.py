@@ -164,3 +164,10 @@ def test_a_missing_ca_file_is_a_config_error_for_amqps_only() -> None:
 async def test_deliver_before_entering_says_to_enter_first() -> None:
     with pytest.raises(RuntimeError, match="enter it first: async with sink"):
         await RabbitMQSink("amqp://h/").deliver([ev()])
+
+
+@pytest.mark.parametrize("delimiter", ["/", "?", "#"])
+def test_a_url_parser_error_shows_no_piece_of_the_password(delimiter: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_url(f"amqp://u:ab{delimiter}cdefgh@127.0.0.1:1/")
+    assert "'ab'" not in str(caught.value) and "cdefgh" not in str(caught.value)

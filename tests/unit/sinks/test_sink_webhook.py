@@ -313,3 +313,11 @@ def test_any_other_placeholder_is_refused_in_one_line(url: str, message: str) ->
 
 def test_braces_in_a_password_are_no_placeholder() -> None:
     WebhookSink("https://user:p{w}d@h.example/hooks/{topic}")
+
+
+@pytest.mark.parametrize("delimiter", ["/", "?", "#"])
+def test_a_url_parser_error_shows_no_piece_of_the_password(delimiter: str) -> None:
+    """A password `ab/cdefgh` makes the parser read `ab` as a port and quote it."""
+    with pytest.raises(ConfigError) as caught:
+        WebhookSink(f"https://u:ab{delimiter}cdefgh@127.0.0.1:1/hook")
+    assert "'ab'" not in str(caught.value) and "cdefgh" not in str(caught.value)
