@@ -103,10 +103,10 @@ class KafkaStatistics:
 class _Acks:
     """The delivery reports of one batch, filled by librdkafka's callbacks in worker threads."""
 
-    errors: dict[int, KafkaError | None] = attrs.field(factory=dict)
+    errors: dict[int, tuple[KafkaError | None, str | None]] = attrs.field(factory=dict)
 
     def report(self, event_id: int, error: KafkaError | None, message: Message) -> None:
-        self.errors[event_id] = error  # one dict store: atomic under the GIL
+        self.errors[event_id] = (error, message.topic())  # one dict store: atomic under the GIL
 
 
 @attrs.define(eq=False)
@@ -230,13 +230,13 @@ class KafkaSink(NetworkSink[Producer]):
                 )
             await trio.to_thread.run_sync(producer.poll, min(_POLL_INTERVAL, remaining))
         unavailable: list[str] = []
-        for event_id, failure in acks.errors.items():
+        for event_id, (failure, where) in acks.errors.items():
             if failure is None:
                 self._counts["acknowledged"] += 1
             elif failure.code() in _PERMANENT:
-                failures[event_id] = f"Kafka refused the message: {failure.str()}"
-            else:
-                unavailable.append(f"{failure.name()}: {failure.str()}")
+                failures[event_id] = f"Kafka refused the message for {where!r}: {failure.str()}"
+            else:  # named by topic: a missing topic (auto-creation off) times out like an outage
+                unavailable.append(f"topic {where!r}: {failure.name()}: {failure.str()}")
         if unavailable:
             raise SinkUnavailable(
                 f"Kafka did not take {len(unavailable)} message(s): {unavailable[0]}"
