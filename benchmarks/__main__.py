@@ -16,11 +16,11 @@ from pathlib import Path
 
 import attrs
 
-from . import brokers, drain, latency, peers, resources, scaleout
+from . import brokers, drain, kafka, latency, peers, resources, scaleout
 from .report import RESULTS, Result, Table, median, rate, ratio, write_chart, write_markdown
 from .server import Bench, bench_server
 
-SECTIONS = ("drain", "latency", "backlog", "idle", "scaleout", "peers", "brokers")
+SECTIONS = ("drain", "latency", "backlog", "idle", "scaleout", "peers", "brokers", "kafka")
 
 
 def log(message: str) -> None:
@@ -255,6 +255,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             tables.append(peers_table(found, drained, n_peers, args.repeat))
         if "brokers" in wanted:
             tables.append(brokers.run(bench, 20_000 if quick else 100_000, log))
+        if "kafka" in wanted:
+            tables.append(kafka.run(bench, 20_000 if quick else 100_000, log, max(3, args.repeat)))
         header.append(f"- wall time of this run: {time.monotonic() - started:.0f} s")
 
     print()

@@ -13,7 +13,7 @@ from .stdout import StdoutSink
 from .webhook import WebhookSink
 
 _EXPECTED = (
-    "stdout, http://..., https://..., nats://..., redis://..., amqp://... "
+    "stdout, http://..., https://..., nats://..., redis://..., amqp://..., kafka://... "
     "or python:package.module:callable"
 )
 # scheme: (module, class, extra); loaded on use, as each needs its optional client library
@@ -23,6 +23,7 @@ _BROKERS = {
     "rediss": ("redis_streams", "RedisStreamSink", "redis"),
     "amqp": ("rabbitmq", "RabbitMQSink", "amqp"),
     "amqps": ("rabbitmq", "RabbitMQSink", "amqp"),
+    "kafka": ("kafka", "KafkaSink", "kafka"),
 }
 
 
@@ -34,6 +35,7 @@ def open_sink(url: str = "stdout", options: SinkOptions | None = None) -> Sink:
     - `nats://...`: `JetStreamSink`, see `relay.sinks.nats_jetstream`;
     - `redis://...`, `rediss://...`: `RedisStreamSink`, see `relay.sinks.redis_streams`;
     - `amqp://...`, `amqps://...`: `RabbitMQSink`, see `relay.sinks.rabbitmq`;
+    - `kafka://...`: `KafkaSink`, see `relay.sinks.kafka`;
     - `python:package.module:callable`: user code, see `load_python_sink` for what it may be.
 
     Nothing is connected yet: a sink that holds connections opens them when the drainer enters it
