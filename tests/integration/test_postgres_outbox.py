@@ -421,3 +421,28 @@ async def test_a_claim_is_bounded_by_bytes_compressed_payloads_counted_as_their_
                     await batch.settle(retry={}, bury={})
     assert sizes == [[1_000_002], [1_000_002], [1_000_002], [2]]
     assert cut == [True, True, True, False]
+
+
+def _outbox_rows_read(plan: dict[str, Any]) -> int:
+    """Rows the plan's nodes read from the outbox table, over all their loops."""
+    own = plan.get("Actual Rows", 0) * plan.get("Actual Loops", 1)
+    read = own if plan.get("Relation Name") == "outbox" else 0
+    return read + sum(_outbox_rows_read(child) for child in plan.get("Plans", []))
+
+
+def test_the_backlog_reads_a_bounded_part_of_a_large_outbox(relay_config: Config) -> None:
+    """A metrics scrape on 30,000 pending events reads at most 10,001 of them; the figure past
+    that is the statistics collector's estimate, not a count."""
+    queries = Queries(relay_config.schema)
+    with psycopg.connect(relay_config.dsn, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO relay.outbox (topic, payload)"
+            " SELECT 't', '{}' FROM generate_series(1, 30000)"
+        )
+        conn.execute("ANALYZE relay.outbox")
+        [[[explained]]] = conn.execute(
+            psycopg.sql.SQL("EXPLAIN (ANALYZE, FORMAT JSON) {}").format(queries.backlog)
+        ).fetchall()
+        pending = conn.execute(queries.backlog).fetchone()
+    assert _outbox_rows_read(explained["Plan"]) <= 10_001
+    assert pending is not None and 10_000 < pending[0] <= 30_000
