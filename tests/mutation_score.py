@@ -13,6 +13,7 @@ Run from the project's root after `mutmut run`: `python -m tests.mutation_score`
 from __future__ import annotations
 
 import ast
+import builtins
 import importlib
 import json
 import sys
@@ -85,9 +86,9 @@ class _Blank(ast.NodeTransformer):
         return node
 
     def visit_Call(self, node: ast.Call) -> ast.AST:
-        callee = (
-            getattr(self.module, node.func.id, None) if isinstance(node.func, ast.Name) else None
-        )
+        name = node.func.id if isinstance(node.func, ast.Name) else None
+        # a global of the module, else a builtin (`ValueError("...")` is message text too)
+        callee = getattr(self.module, name, getattr(builtins, name, None)) if name else None
         if isinstance(callee, type) and issubclass(callee, BaseException):
             node.args = [_blank(arg) for arg in node.args]
         return self.generic_visit(node)

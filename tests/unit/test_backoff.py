@@ -65,3 +65,22 @@ def test_non_positive_values_are_refused(field: str) -> None:
 def test_jitter_outside_zero_to_one_is_refused(jitter: float) -> None:
     with pytest.raises(ValueError, match="jitter"):
         Backoff(jitter=jitter)
+
+
+MONTH = 30 * 86400.0
+
+
+def test_a_month_is_the_longest_delay_accepted() -> None:
+    backoff = Backoff(base=MONTH, cap=MONTH, jitter=0.0)
+    assert backoff.delay(0) == MONTH
+
+
+@pytest.mark.parametrize("field", ["base", "cap", "factor"])
+@pytest.mark.parametrize("value", [float("inf"), MONTH + 1.0])  # nan fails `gt(0)` first
+def test_a_value_longer_than_a_month_or_infinite_is_refused_by_name(
+    field: str, value: float
+) -> None:
+    # the operator reads this message, as the ConfigError of the backoff option
+    with pytest.raises(ValueError) as caught:
+        Backoff(**{field: value})
+    assert str(caught.value) == f"'{field}' must be finite and <= 2.592e+06: {value!r}"

@@ -20,6 +20,7 @@ from relay import (
     open_relay,
 )
 from relay.drainer import settle_plan
+from relay.outages import Outage
 from relay.ports import Retry
 from relay.testing import FlakySink, MemoryOutbox, RecordingSink
 
@@ -260,6 +261,26 @@ async def test_a_database_lost_at_settle_is_waited_out_not_counted_as_a_restart(
     assert outbox.pending() == [] and outbox.dead() == []
 
 
+# Jitter in the outage backoff, so a wait drawn from any other source than the injected rng shows.
+JITTERED_OUTAGES = Backoff(base=0.25, cap=4.0, jitter=0.5)
+
+
+async def test_a_database_outage_is_recorded_with_its_reason_and_waited_with_the_injected_rng(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    outbox, sink = MemoryOutbox(), RecordingSink()
+    outbox.fail_next_settle(error=OutboxUnreachable("settle failed at db: connection lost\nmore"))
+    event_id = outbox.enqueue("t", 1)
+    config = make_config(outage_backoff=JITTERED_OUTAGES)
+    async with open_relay(config, sink, outbox=outbox, rng=random.Random(7)) as handle:
+        await trio.sleep(0.1)
+        outages = dict(handle.statistics().outages)
+        await sink.wait_for(2)
+    assert outages == {"drainer": Outage("database", "settle failed at db: connection lost", 0, 1)}
+    wait = JITTERED_OUTAGES.delay(0, random.Random(7))
+    assert timeline(sink) == [(0.0, [event_id]), (wait, [event_id])]
+
+
 @attrs.define
 class ConnectingSink:
     sink: RecordingSink
@@ -380,6 +401,22 @@ async def test_a_sink_that_lost_its_broker_fails_the_batch_then_is_entered_again
     [(at, ids)] = timeline(sink.sink)
     assert (ids, sink.sink.deliveries[0].events[0].attempts) == ([event_id], 0)
     assert at == 0.25  # the outage backoff in these tests
+
+
+async def test_a_sink_outage_is_recorded_with_its_reason_and_waited_with_the_injected_rng(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    outbox = MemoryOutbox()
+    sink = BrokerSink(RecordingSink())
+    event_id = outbox.enqueue("t", 1)
+    config = make_config(outage_backoff=JITTERED_OUTAGES)
+    async with open_relay(config, sink, outbox=outbox, rng=random.Random(7)) as handle:
+        await trio.sleep(0.1)
+        outages = dict(handle.statistics().outages)
+        await sink.sink.wait_for(1)
+    assert outages == {"sink": Outage("sink", "connection reset", 0, 1)}
+    wait = JITTERED_OUTAGES.delay(0, random.Random(7))
+    assert timeline(sink.sink) == [(wait, [event_id])]
 
 
 async def test_a_retry_scheduled_by_the_last_batch_of_a_drain_is_claimed_when_due(
