@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import re
 import urllib.parse
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 
 import attrs
 
 from ..errors import ConfigError
 from ..secrets import mask_url
 from .nats_url import Template, Unroutable
+from .urls import HostsUrl
 
 DEFAULT_PORT = 9092
 SETTING_PREFIX = "kafka."
@@ -70,15 +71,10 @@ def parse_url(url: str) -> KafkaTarget:
     def fail(reason: str) -> ConfigError:
         return ConfigError("sink", f"{reason} in {mask_url(url)!r}")
 
-    scheme, sep, rest = url.partition("://")
-    if scheme.lower() != "kafka" or not sep:
-        raise fail("a Kafka sink needs a kafka:// URL")
-    authority, _, query = rest.partition("?")
-    if any(c in authority for c in "/#") or "#" in query:
-        raise fail("no path or fragment allowed (percent-encode these characters in a password)")
-    userinfo, at, hosts = authority.rpartition("@")
+    split = HostsUrl.parse(url, "Kafka", DEFAULT_PORT, fail)
+    userinfo, query = split.userinfo, split.query
     settings: dict[str, str] = {}
-    if at:
+    if userinfo is not None:
         user, colon, password = userinfo.partition(":")
         if not user or not colon:
             raise fail("user information must be user:password")
@@ -105,24 +101,7 @@ def parse_url(url: str) -> KafkaTarget:
         else:
             params[name] = value
     return KafkaTarget(
-        servers=tuple(_server(host, fail) for host in hosts.split(",")),
+        servers=split.servers,
         topic=Template.parse("topic", params.get("topic", "{topic}"), check_topic),
         settings=settings,
     )
-
-
-def _server(text: str, fail: Callable[[str], ConfigError]) -> str:
-    if text.startswith("["):  # an IPv6 address
-        address, bracket, rest = text[1:].partition("]")
-        host, colon, port = f"[{address}]", rest[:1], rest[1:]
-        if not bracket or not address or rest[:1] not in ("", ":") or "[" in address:
-            raise fail(f"malformed IPv6 host {text!r}")
-    else:
-        host, colon, port = text.partition(":")
-        if any(c in "[]" for c in host):
-            raise fail(f"missing or malformed host {text!r}")
-    if not host or any(c.isspace() or c in "@?" for c in host):
-        raise fail(f"missing or malformed host {text!r}")
-    if colon and not (port.isascii() and port.isdigit() and 0 < int(port) < 65536):
-        raise fail(f"port must be 1-65535 in {text!r}")
-    return f"{host}:{port or DEFAULT_PORT}"

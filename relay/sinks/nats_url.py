@@ -13,7 +13,7 @@ import attrs
 
 from ..errors import ConfigError
 from ..secrets import mask_url
-from .urls import parameters
+from .urls import HostsUrl, parameters
 
 DEFAULT_PORT = 4222
 _PARAMETERS = ("subject", "stream", "max_inflight", "msg_id_prefix")
@@ -104,15 +104,10 @@ def parse_url(url: str) -> Target:
     def fail(reason: str) -> ConfigError:
         return ConfigError("sink", f"{reason} in {mask_url(url)!r}")
 
-    scheme, sep, rest = url.partition("://")
-    if scheme.lower() != "nats" or not sep:
-        raise fail("a NATS sink needs a nats:// URL")
-    authority, _, query = rest.partition("?")
-    if any(c in authority for c in "/#") or "#" in query:
-        raise fail("no path or fragment allowed (percent-encode these characters in a password)")
-    userinfo, at, hosts = authority.rpartition("@")
+    split = HostsUrl.parse(url, "NATS", DEFAULT_PORT, fail)
+    userinfo = split.userinfo
     credentials: dict[str, str] = {}
-    if at:
+    if userinfo is not None:
         user, colon, password = userinfo.partition(":")
         if colon:
             credentials = {"user": user, "password": password}
@@ -121,7 +116,7 @@ def parse_url(url: str) -> Target:
         else:
             raise fail("empty user information")
     try:
-        params = parameters(query, _PARAMETERS)
+        params = parameters(split.query, _PARAMETERS)
     except ValueError as exc:
         raise fail(str(exc)) from None
     inflight = params.get("max_inflight")
@@ -129,25 +124,10 @@ def parse_url(url: str) -> Target:
         raise fail(f"max_inflight must be an integer > 0, got {inflight!r}")
     stream = params.get("stream")
     return Target(
-        servers=tuple(_server(host, fail) for host in hosts.split(",")),
+        servers=tuple(f"nats://{server}" for server in split.servers),
         subject=Template.parse("subject", params.get("subject", "{topic}"), check_subject),
         stream=None if stream is None else Template.parse("stream", stream, check_stream_name),
         max_inflight=None if inflight is None else int(inflight),
         msg_id_prefix=params.get("msg_id_prefix", ""),
         **{name: urllib.parse.unquote(value) for name, value in credentials.items()},
     )
-
-
-def _server(text: str, fail: Callable[[str], ConfigError]) -> str:
-    if text.startswith("["):  # an IPv6 address
-        address, bracket, rest = text[1:].partition("]")
-        host, colon, port = f"[{address}]", rest[:1], rest[1:]
-        if not bracket or not address or rest[:1] not in ("", ":"):
-            raise fail(f"malformed IPv6 host {text!r}")
-    else:
-        host, colon, port = text.partition(":")
-    if not host or not _printable(host) or any(c in host for c in "@?"):
-        raise fail(f"missing or malformed host {text!r}")
-    if colon and not (port.isascii() and port.isdigit() and 0 < int(port) < 65536):
-        raise fail(f"port must be 1-65535 in {text!r}")
-    return f"nats://{host}:{port or DEFAULT_PORT}"
