@@ -20,7 +20,16 @@ from . import brokers, drain, latency, peers, resources, scaleout
 from .report import RESULTS, Result, Table, median, rate, ratio, write_chart, write_markdown
 from .server import Bench, bench_server
 
-SECTIONS = ("drain", "latency", "backlog", "idle", "scaleout", "peers", "brokers")
+SECTIONS = (
+    "drain",
+    "latency",
+    "backlog",
+    "idle",
+    "scaleout",
+    "peers",
+    "brokers",
+    "broker-latency",
+)
 
 
 def log(message: str) -> None:
@@ -262,6 +271,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         if "brokers" in wanted:
             n_brokers = args.broker_events or (20_000 if quick else 100_000)
             tables.append(brokers.run(bench, n_brokers, log, args.repeat))
+        if "broker-latency" in wanted:
+            tables.append(
+                latency.brokers(
+                    bench,
+                    brokers.latency_destinations(),
+                    1_000,
+                    10.0 if quick else 20.0,
+                    log,
+                    args.repeat,
+                )
+            )
         header.append(f"- wall time of this run: {time.monotonic() - started:.0f} s")
 
     print()

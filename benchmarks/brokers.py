@@ -228,3 +228,16 @@ def run(
         ],
         left=(0, 5),
     )
+
+
+def latency_destinations() -> list[tuple[str, Callable[[], tuple[str, Callable[[], None]]]]]:
+    """For the latency bench: each answering broker, and how to make a destination there."""
+
+    def maker(make: Callable[[str], Destination]) -> Callable[[], tuple[str, Callable[[], None]]]:
+        def made() -> tuple[str, Callable[[], None]]:
+            destination = make(uuid.uuid4().hex[:12])
+            return destination.url, destination.remove
+
+        return made
+
+    return [(name, maker(make)) for name, (port, _, _, make) in BROKERS.items() if _answers(port)]
