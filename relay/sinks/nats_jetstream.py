@@ -192,6 +192,8 @@ class JetStreamSink(NetworkSink[_Connection]):
         js, counts, timeout = session.js, self._counts, self.options.timeout
 
         async def publish(message: _Message) -> None:  # on asyncio
+            # nats-py's publish_async (no timer per publish) leaves an error reply (say, error
+            # 10054) unanswered in 2.16, so each ack wait has the client's timer too.
             ack = await js.publish(
                 message.subject,
                 message.payload,
@@ -201,7 +203,9 @@ class JetStreamSink(NetworkSink[_Connection]):
             )
             counts["duplicates" if ack.duplicate else "stored"] += 1
 
-        return Pipeline(self._prepare, publish, self._judge, _FATAL, self._window)
+        return Pipeline(
+            self._prepare, publish, self._judge, _FATAL, self._window, self.options.timeout
+        )
 
     async def _dial(self) -> Client:
         target, failures = self._target, []
@@ -298,7 +302,7 @@ def _judge(exc: BaseException, subject: str, stream: str | None, timeout: float)
             f" (error {exc.err_code})",
             permanent=exc.err_code == _MESSAGE_TOO_BIG,
         )
-    if isinstance(exc, nats.errors.TimeoutError):
+    if isinstance(exc, nats.errors.TimeoutError | TimeoutError):
         return Failure(f"no ack for subject {subject!r} within {timeout:g}s")
     permanent = (
         nats.errors.MaxPayloadError | nats.errors.BadSubjectError | nats.errors.BadHeaderError

@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Generic, TypeVar
 
 import attrs
+import trio
 
 from ..aio import aio_as_trio
 from ..errors import PartialDelivery, SinkUnavailable
@@ -38,6 +39,9 @@ class Pipeline(Generic[M]):
         fatal: the exceptions of `publish` after which no lane sends anything more (a lost
             connection, a missing stream); `judge` turns them into `SinkUnavailable`.
         window: publishes awaiting their acknowledgement at once, across the lanes.
+        timeout: seconds the whole batch may take: an event still unacknowledged then fails as
+            `judge` says for a `TimeoutError`. One deadline per batch, on trio, rather than a
+            timer per publish, which costs a trip through the trio-asyncio loop for every event.
     """
 
     prepare: Callable[[OutboxEvent], M | Failure]
@@ -45,6 +49,7 @@ class Pipeline(Generic[M]):
     judge: Callable[[OutboxEvent, BaseException], Failure | SinkUnavailable]
     fatal: tuple[type[BaseException], ...]
     window: int
+    timeout: float
 
 
 async def _run_lanes(
@@ -52,12 +57,12 @@ async def _run_lanes(
     publish: Callable[[M], Awaitable[object]],
     fatal: tuple[type[BaseException], ...],
     window: int,
-) -> list[tuple[int, BaseException | None]]:
-    """On asyncio: each run in order, the runs side by side; per run, how many of its items were
-    acknowledged, and the exception that stopped it (None when all were, or another run's fatal
-    error stopped it first)."""
+    outcomes: list[tuple[int, BaseException | None]],
+) -> None:
+    """On asyncio: each run in order, the runs side by side; sets per run, in `outcomes`, how many
+    of its items were acknowledged, and the exception that stopped it (None when all were, or
+    another run's fatal error stopped it first, or it was cancelled)."""
     slots = asyncio.Semaphore(window)
-    outcomes: list[tuple[int, BaseException | None]] = [(0, None)] * len(runs)
     stopped = False
 
     async def run(index: int, items: Sequence[M]) -> None:
@@ -76,7 +81,6 @@ async def _run_lanes(
         outcomes[index] = (len(items), None)
 
     await asyncio.gather(*(run(i, items) for i, items in enumerate(runs)))
-    return outcomes
 
 
 async def deliver_pipelined(events: Sequence[OutboxEvent], pipeline: Pipeline[M]) -> None:
@@ -108,9 +112,17 @@ async def deliver_pipelined(events: Sequence[OutboxEvent], pipeline: Pipeline[M]
             sendable.append(prepared)
         messages.append(sendable)
         stops.append(stop)
-    outcomes = await aio_as_trio(_run_lanes)(
-        messages, pipeline.publish, pipeline.fatal, pipeline.window
-    )
+    outcomes: list[tuple[int, BaseException | None]] = [(0, None)] * len(runs)
+    with trio.move_on_after(pipeline.timeout) as deadline:
+        await aio_as_trio(_run_lanes)(
+            messages, pipeline.publish, pipeline.fatal, pipeline.window, outcomes
+        )
+    if deadline.cancelled_caught:
+        late = TimeoutError(f"no acknowledgement within {pipeline.timeout:g}s")
+        outcomes = [
+            (acked, late if error is None and acked < len(sendable) else error)
+            for (acked, error), sendable in zip(outcomes, messages, strict=True)
+        ]
     failures: dict[int, str] = {}
     permanent: set[int] = set()
     unavailable: SinkUnavailable | None = None

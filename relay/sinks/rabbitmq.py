@@ -166,15 +166,15 @@ class RabbitMQSink(NetworkSink[_Session]):
         session = self._open()
         if session.connection.is_closed or session.channel.is_closed:
             raise SinkUnavailable(f"the connection or channel to {self.target.where} is closed")
-        exchange, timeout = session.exchange, self.options.timeout
+        exchange, options = session.exchange, self.options
 
-        async def publish(item: _Publish) -> None:  # on asyncio
-            await exchange.publish(item.message, item.routing_key, mandatory=True, timeout=timeout)
+        async def publish(item: _Publish) -> None:  # on asyncio; the batch has one deadline
+            await exchange.publish(item.message, item.routing_key, mandatory=True)
 
-        await deliver_pipelined(
-            events,
-            Pipeline(self._prepare, publish, self._judge, _FATAL, self.options.max_concurrency),
+        pipeline = Pipeline(
+            self._prepare, publish, self._judge, _FATAL, options.max_concurrency, options.timeout
         )
+        await deliver_pipelined(events, pipeline)
 
     async def _dial(self) -> AbstractConnection:
         target = self.target

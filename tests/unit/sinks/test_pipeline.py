@@ -39,7 +39,7 @@ def pipeline(sent: list[int], fail: dict[int, Exception], window: int = 10) -> P
             return SinkUnavailable("lost")
         return Failure(f"refused: {exc}")
 
-    return Pipeline(prepare, publish, judge, (Lost,), window)
+    return Pipeline(prepare, publish, judge, (Lost,), window, timeout=5.0)
 
 
 async def test_every_key_goes_in_order_the_keys_side_by_side() -> None:
@@ -77,3 +77,24 @@ async def test_a_fatal_error_stops_every_lane_and_is_sink_unavailable() -> None:
         with pytest.raises(SinkUnavailable, match="lost"):
             await deliver_pipelined(events, pipeline(sent, {2: Lost()}))
     assert 3 not in sent
+
+
+async def test_an_event_unacknowledged_at_the_batch_deadline_fails_and_holds_its_key() -> None:
+    sent: list[int] = []
+    events = [ev(1, "a"), ev(2, "a"), ev(3, "b")]
+    hang = pipeline(sent, {})
+
+    async def publish(id: int) -> None:
+        if id == 1:
+            await asyncio.sleep(3600)
+        sent.append(id)
+
+    hung = Pipeline(hang.prepare, publish, hang.judge, hang.fatal, 10, timeout=0.2)
+    async with asyncio_loop():
+        with pytest.raises(PartialDelivery) as caught:
+            await deliver_pipelined(events, hung)
+    assert caught.value.failures == {
+        1: "refused: no acknowledgement within 0.2s",
+        2: "held behind event 1",
+    }
+    assert sent == [3]
