@@ -21,18 +21,16 @@ redelivery later than `dedup_ttl` can add a second copy. Two outboxes (two id se
 to one stream need different `dedup_prefix`es. Each key costs roughly 100 bytes while it lives.
 With `dedup_ttl=0` delivery is at least once: a redelivered event is added again.
 
-Key order: a batch of 256 events or more is split into four groups by key (all events of a key
-in one group, keyless events spread over them); the groups' script calls are in flight side by
-side, and each group's call (cut into calls of about 4 MiB, sent one after the other) adds its
-events in the order given. Redis runs a script alone, its commands in order, and keeps what it
-wrote even if it stops half-way. So whatever a call leaves in a stream is, for each key, a prefix
-of that key's events in the call: when one `XADD` fails (say WRONGTYPE: the stream's key holds a
-string), the script skips the later events of that key; when the call fails as a whole (the
-connection lost, no answer in time, a script error), every event of its group from that call on
-counts as failed, though a prefix may be in. The relay retries a key from its first failed event,
-in order; the script finds the ones already in marked as duplicates, and the rest land after
-them. The script touches several streams in one call: a single Redis server (with or without
-replicas), not Redis Cluster. `SinkOptions.max_concurrency` is unused.
+Key order: one script call takes the batch (cut into calls of about 4 MiB, sent one after the
+other) and adds its events in the order given. Redis runs a script alone, its commands in order,
+and keeps what it wrote even if it stops half-way. So whatever a call leaves in a stream is, for
+each key, a prefix of that key's events in the call: when one `XADD` fails (say WRONGTYPE: the
+stream's key holds a string), the script skips the later events of that key; when the call fails
+as a whole (the connection lost, no answer in time, a script error), every event from that call
+on counts as failed, though a prefix may be in. The relay retries a key from its first failed
+event, in order; the script finds the ones already in marked as duplicates, and the rest land
+after them. The script touches several streams in one call: a single Redis server (with or
+without replicas), not Redis Cluster. `SinkOptions.max_concurrency` is unused: one call at a time.
 
 Delivered means the server answered; whether an entry survives a crash or a failover is up to its
 persistence (`appendfsync`) and its asynchronous replication.
@@ -71,10 +69,6 @@ from .redis_url import RedisTarget
 _CHUNK_BYTES = 4 * 1024 * 1024  # per script call: Redis serves nobody else while a script runs
 _BULK_LIMIT = 512 * 1024 * 1024  # proto-max-bulk-len's default, when CONFIG GET is not allowed
 _HELD = -1
-# Script calls of one batch in flight at once, each with keys of its own: Python prepares one
-# while Redis runs another. Redis runs one script at a time, so more would only queue there.
-_GROUPS = 4
-_GROUP_MIN = 256  # a smaller batch goes in one call: too little to prepare to gain from it
 
 # KEYS: stream, marker, per event. ARGV: ttl, maxlen or "", then per event id, topic, key,
 # keyed ("1"/"0"), headers, payload, created_at. Returns per event 1 added, 0 duplicate,
@@ -237,38 +231,7 @@ class RedisStreamSink(NetworkSink[Any]):  # the session: the script, registered 
         """Add the events; raise `PartialDelivery` naming those not added, `SinkUnavailable` when
         the connection is lost."""
         script = self._open()
-        count = _GROUPS if len(events) >= _GROUP_MIN else 1
-        groups: list[list[OutboxEvent]] = [[] for _ in range(count)]
-        for index, event in enumerate(events):
-            # A key's events all in one group, in order; keyless ones spread evenly.
-            slot = index if event.key is None else hash(event.key)
-            groups[slot % count].append(event)
-        outcomes = [_Outcome() for _ in groups]
-        unavailable: list[SinkUnavailable] = []
-
-        async def add(group: list[OutboxEvent], outcome: _Outcome) -> None:
-            try:
-                await self._deliver_group(script, group, outcome)
-            except SinkUnavailable as exc:
-                unavailable.append(exc)
-                nursery.cancel_scope.cancel()  # kept out of the nursery, which would group it
-
-        async with trio.open_nursery() as nursery:
-            for group, outcome in zip(groups, outcomes, strict=True):
-                if group:
-                    nursery.start_soon(add, group, outcome)
-        if unavailable:
-            raise unavailable[0]
-        failures = {id: reason for outcome in outcomes for id, reason in outcome.failures.items()}
-        if failures:
-            permanent = {id for outcome in outcomes for id in outcome.permanent}
-            raise PartialDelivery(failures, permanent=permanent)
-
-    async def _deliver_group(
-        self, script: Any, events: Sequence[OutboxEvent], outcome: _Outcome
-    ) -> None:
-        """Add `events` (whole keys) in script calls one after the other, recording in `outcome`
-        what failed."""
+        outcome = _Outcome()
         chunk: list[_Entry] = []
         size = 0
         for event in events:
@@ -286,6 +249,8 @@ class RedisStreamSink(NetworkSink[Any]):  # the session: the script, registered 
                 chunk, size = [], 0
         if chunk:
             await self._send(script, chunk, outcome)
+        if outcome.failures:
+            raise PartialDelivery(outcome.failures, permanent=outcome.permanent)
 
     async def _send(self, script: Any, chunk: list[_Entry], outcome: _Outcome) -> None:
         target = self.target
