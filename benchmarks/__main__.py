@@ -20,7 +20,17 @@ from . import brokers, drain, kafka, latency, peers, resources, scaleout
 from .report import RESULTS, Result, Table, median, rate, ratio, write_chart, write_markdown
 from .server import Bench, bench_server
 
-SECTIONS = ("drain", "latency", "backlog", "idle", "scaleout", "peers", "brokers", "kafka")
+SECTIONS = (
+    "drain",
+    "latency",
+    "backlog",
+    "idle",
+    "scaleout",
+    "peers",
+    "brokers",
+    "broker-latency",
+    "kafka",
+)
 
 
 def log(message: str) -> None:
@@ -165,6 +175,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="runs of every measurement (drain, latency, backlog, scale-out, peers) to take the "
         "median of",
     )
+    parser.add_argument(
+        "--broker-events",
+        type=int,
+        default=None,
+        help="events per broker run (default 100,000; 20,000 with --quick)",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS, help="where results.md goes")
     args = parser.parse_args(argv)
     wanted = set(args.only or SECTIONS)
@@ -254,9 +270,21 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
             tables.append(peers_table(found, drained, n_peers, args.repeat))
         if "brokers" in wanted:
-            tables.append(brokers.run(bench, 20_000 if quick else 100_000, log))
+            n_brokers = args.broker_events or (20_000 if quick else 100_000)
+            tables.append(brokers.run(bench, n_brokers, log, args.repeat))
         if "kafka" in wanted:
             tables.append(kafka.run(bench, 20_000 if quick else 100_000, log, max(3, args.repeat)))
+        if "broker-latency" in wanted:
+            tables.append(
+                latency.brokers(
+                    bench,
+                    brokers.latency_destinations(),
+                    1_000,
+                    10.0 if quick else 20.0,
+                    log,
+                    args.repeat,
+                )
+            )
         header.append(f"- wall time of this run: {time.monotonic() - started:.0f} s")
 
     print()

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import subprocess
+import sys
 import tempfile
 import uuid
 from collections.abc import Awaitable, Callable
@@ -17,8 +19,8 @@ from typing import Any
 
 import attrs
 
-from .report import Table
-from .server import KEYS, TOPIC, Bench, start_relay, wait_empty
+from .report import Table, median
+from .server import TOPIC, Bench, start_relay, wait_empty
 
 # Publishes in flight across keys, for NATS and RabbitMQ (Redis adds a batch per script call).
 _CONCURRENCY = "64"
@@ -128,58 +130,114 @@ def rabbitmq_destination(tag: str) -> Destination:
     )
 
 
-BROKERS: dict[str, tuple[int, Callable[[str], Destination]]] = {
-    "NATS JetStream (nats://)": (4222, nats_destination),
-    "Redis Streams (redis://)": (6379, redis_destination),
-    "RabbitMQ (amqp://)": (5672, rabbitmq_destination),
+BROKERS: dict[str, tuple[int, str, str, Callable[[str], Destination]]] = {
+    # name: port, client_limit's name for it, its window (tuned on this machine), destination
+    "NATS JetStream (nats://)": (4222, "nats", "1024", nats_destination),
+    "Redis Streams (redis://)": (6379, "redis", "4", redis_destination),
+    "RabbitMQ (amqp://)": (5672, "rabbitmq", "256", rabbitmq_destination),
 }
 
 
-def once(bench: Bench, name: str, n: int, log: Any) -> list[str]:
-    port, make = BROKERS[name]
-    if not _answers(port):
-        log(f"  {name}: skipped, nothing answers on 127.0.0.1:{port}")
-        return [name, "skipped", "", f"no server on 127.0.0.1:{port}"]
-    destination = make(uuid.uuid4().hex[:12])
-    try:
-        bench.fill(0)
-        with tempfile.TemporaryDirectory() as folder:
-            relay = start_relay(
-                bench,
-                Path(folder),
-                "relay",
-                None,
-                "--sink",
-                destination.url,
-                "--sink-concurrency",
-                _CONCURRENCY,
-            )
-            try:
-                committed = bench.insert(n)
-                emptied = wait_empty(bench, timeout=1800)
-            finally:
-                bench.processes.stop(relay)
-        arrived, dead = destination.count(), bench.dead()
-    finally:
-        destination.remove()
-    elapsed = emptied - committed
-    log(f"  {name}: {elapsed:.2f} s, {n / elapsed:,.0f} events/s, {arrived:,} arrived, {dead} dead")
-    note = (
-        "each event once" if arrived == n and not dead else f"{arrived - n:+,} vs sent, {dead} dead"
+def _relay_rate(bench: Bench, url: str, n: int, keys: int) -> float:
+    bench.fill(0)
+    with tempfile.TemporaryDirectory() as folder:
+        relay = start_relay(
+            bench, Path(folder), "relay", None, "--sink", url, "--sink-concurrency", _CONCURRENCY
+        )
+        try:
+            committed = bench.insert(n, keys=keys)
+            emptied = wait_empty(bench, timeout=1800)
+        finally:
+            bench.processes.stop(relay)
+    return n / (emptied - committed)
+
+
+def _limit_rate(bench: Bench, broker: str, window: str, url: str, n: int, keys: int) -> float:
+    bench.fill(n, keys=keys)
+    out = subprocess.run(
+        [sys.executable, "-m", "benchmarks.client_limit", broker, url, bench.dsn, window],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    bench.fill(0)
+    return n / float(out[0])
+
+
+def once(bench: Bench, name: str, n: int, keys: int, log: Any) -> tuple[float, float, str]:
+    """One run of relay and one of the client limit: their rates, and what arrived."""
+    _, broker, window, make = BROKERS[name]
+    rates, notes = [], []
+    for contender in ("relay", "limit"):
+        destination = make(uuid.uuid4().hex[:12])
+        try:
+            if contender == "relay":
+                rates.append(_relay_rate(bench, destination.url, n, keys))
+            else:
+                rates.append(_limit_rate(bench, broker, window, destination.url, n, keys))
+            arrived, dead = destination.count(), bench.dead()
+        finally:
+            destination.remove()
+        if arrived != n or dead:
+            notes.append(f"{contender}: {arrived - n:+,} vs sent, {dead} dead")
+    log(
+        f"  {name}, {keys:,} keys: relay {rates[0]:,.0f}/s, limit {rates[1]:,.0f}/s"
+        f" ({rates[0] / rates[1]:.2f}x) {'; '.join(notes)}"
     )
-    return [name, f"{n / elapsed:,.0f}", f"{arrived:,}", note]
+    return rates[0], rates[1], "; ".join(notes) or "each event once"
 
 
-def run(bench: Bench, n: int, log: Any) -> Table:
-    rows = [once(bench, name, n, log) for name in BROKERS]
+def run(
+    bench: Bench, n: int, log: Any, repeat: int = 3, key_counts: tuple[int, ...] = (1_000, 10)
+) -> Table:
+    rows = []
+    for name, (port, *_) in BROKERS.items():
+        if not _answers(port):
+            log(f"  {name}: skipped, nothing answers on 127.0.0.1:{port}")
+            rows.append([name, "", "skipped", "", "", f"no server on 127.0.0.1:{port}"])
+            continue
+        for keys in key_counts:
+            runs = [once(bench, name, n, keys, log) for _ in range(repeat)]
+            relay_rate = median([r[0] for r in runs])
+            limit_rate = median([r[1] for r in runs])
+            notes = sorted({r[2] for r in runs})
+            rows.append(
+                [
+                    name,
+                    f"{keys:,}",
+                    f"{relay_rate:,.0f}",
+                    f"{limit_rate:,.0f}",
+                    f"{relay_rate / limit_rate:.2f}x",
+                    "; ".join(notes),
+                ]
+            )
+    windows = ", ".join(f"{name.split(' (')[0]} {w}" for name, (_, _, w, _) in BROKERS.items())
     return Table(
-        f"brokers: one `relay run` draining {n:,} events over {KEYS:,} keys into each broker",
-        ["broker", "events/s", "in the broker", "note"],
+        f"brokers: one `relay run` draining {n:,} events into each broker, against the client "
+        "limit: the same client on plain asyncio (uvloop)",
+        ["broker", "keys", "relay events/s", "client limit events/s", "ratio", "in the broker"],
         rows,
         notes=[
-            f"`--sink-concurrency {_CONCURRENCY}` (NATS, RabbitMQ), batch 500; the broker on "
-            "this machine, 127.0.0.1; counted in the broker afterwards (each event once: the "
-            "count equals the events sent)"
+            f"median of {repeat} runs; relay and the limit alternate within each run",
+            f"relay: `--sink-concurrency {_CONCURRENCY}` (NATS, RabbitMQ), batch 500, timed from "
+            "the commit of the events to an empty outbox",
+            "the limit: the same payloads and headers, acks pipelined, timed from the first "
+            f"publish to the last ack (window: {windows}; Redis: script calls of 500 events with "
+            "relay's deduplicating script, that many calls in flight)",
+            "the broker on this machine, 127.0.0.1; every count checked in the broker afterwards",
         ],
-        left=(0, 3),
+        left=(0, 5),
     )
+
+
+def latency_destinations() -> list[tuple[str, Callable[[], tuple[str, Callable[[], None]]]]]:
+    """For the latency bench: each answering broker, and how to make a destination there."""
+
+    def maker(make: Callable[[str], Destination]) -> Callable[[], tuple[str, Callable[[], None]]]:
+        def made() -> tuple[str, Callable[[], None]]:
+            destination = make(uuid.uuid4().hex[:12])
+            return destination.url, destination.remove
+
+        return made
+
+    return [(name, maker(make)) for name, (port, _, _, make) in BROKERS.items() if _answers(port)]

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import trio
 
 from relay import OutboxEvent, open_relay
+from relay.sinks import open_sink
 
 from .report import Table, median, percentile
 from .server import Bench
@@ -30,8 +32,29 @@ class _Receipts:
             self.received.setdefault(event.id, now)
 
 
-async def _measure(bench: Bench, rate: int, seconds: float, out: Path) -> dict[int, float]:
-    sink = _Receipts()
+class _Acked(_Receipts, contextlib.AbstractAsyncContextManager[Any]):
+    """The sink: a broker sink; records the wall-clock time its deliver() returned (all acked)."""
+
+    def __init__(self, broker: Any) -> None:
+        super().__init__()
+        self.broker = broker
+
+    async def __aenter__(self) -> _Acked:
+        await self.broker.__aenter__()
+        return self
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        await self.broker.__aexit__(*exc_info)
+
+    async def deliver(self, events: Sequence[OutboxEvent]) -> None:
+        await self.broker.deliver(events)
+        await super().deliver(events)
+
+
+async def _measure(
+    bench: Bench, rate: int, seconds: float, out: Path, sink_url: str | None = None
+) -> dict[int, float]:
+    sink = _Receipts() if sink_url is None else _Acked(open_sink(sink_url))
     async with open_relay(bench.config, sink):
         threads = max(1, min(8, rate // 1000 + 1))
         await trio.run_process(
@@ -54,11 +77,11 @@ async def _measure(bench: Bench, rate: int, seconds: float, out: Path) -> dict[i
     return {int(id): sink.received.get(int(id), float("nan")) - t for id, t in committed.items()}
 
 
-def _once(bench: Bench, rate: int, seconds: float) -> list[float]:
+def _once(bench: Bench, rate: int, seconds: float, sink_url: str | None = None) -> list[float]:
     """One run at `rate`: events, achieved/s, p50, p95, p99 and max (ms), missing."""
     bench.fill(0)
     with tempfile.TemporaryDirectory() as folder:
-        delays = trio.run(_measure, bench, rate, seconds, Path(folder) / "commits.json")
+        delays = trio.run(_measure, bench, rate, seconds, Path(folder) / "commits.json", sink_url)
     missing = sum(1 for d in delays.values() if d != d)
     ms = sorted(d * 1000 for d in delays.values() if d == d)
     return [
@@ -111,4 +134,48 @@ def run(bench: Bench, rates: Sequence[int], seconds: float, log: Any, repeat: in
             "when the sink's deliver() was called; relay in-process with default settings "
             f"(batch {bench.config.batch_size}, LISTEN/NOTIFY wakeups).",
         ],
+    )
+
+
+def brokers(
+    bench: Bench,
+    destinations: Sequence[tuple[str, Callable[[], tuple[str, Callable[[], None]]]]],
+    rate: int,
+    seconds: float,
+    log: Any,
+    repeat: int = 1,
+) -> Table:
+    """Commit-to-broker-ack latency at `rate` for each (name, make destination) given."""
+    rows = []
+    for name, make in destinations:
+        runs = []
+        for _ in range(repeat):
+            url, remove = make()
+            try:
+                runs.append(_once(bench, rate, seconds, url))
+            finally:
+                remove()
+            log(f"  {name} at {rate}/s: p50 {runs[-1][2]:.2f} ms, p99 {runs[-1][4]:.2f} ms")
+        _, achieved, p50, p95, p99, worst, missing = (
+            median([found[i] for found in runs]) for i in range(7)
+        )
+        rows.append(
+            [
+                name,
+                f"{achieved:,.0f}",
+                *(f"{value:.2f}" for value in (p50, p95, p99, worst)),
+                f"{missing:g}",
+            ]
+        )
+    return Table(
+        f"broker latency: commit-to-broker-ack at {rate:,} events/s for {seconds:g} s",
+        ["broker", "achieved/s", "p50 ms", "p95 ms", "p99 ms", "max ms", "missing"],
+        rows,
+        [
+            f"median of {repeat} runs, each column on its own" if repeat > 1 else "one run",
+            "commit time: as in the latency table; ack: time.time() when the broker sink's "
+            "deliver() returned, every event of the batch acknowledged by the broker; relay "
+            "in-process with default settings, the broker on 127.0.0.1",
+        ],
+        left=(0,),
     )

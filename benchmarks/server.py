@@ -97,23 +97,23 @@ class Bench:
         with self.connect(autocommit=True) as conn:
             return str(query.as_string(conn))
 
-    def fill(self, n: int, *, vacuum: bool = True) -> None:
+    def fill(self, n: int, *, vacuum: bool = True, keys: int = KEYS) -> None:
         """Empty the outbox, then insert `n` events in one statement (one NOTIFY)."""
         with self.connect(autocommit=True) as conn:
             conn.execute("TRUNCATE relay.outbox, relay.outbox_dead")
             if vacuum:
                 conn.execute("VACUUM ANALYZE relay.outbox")
             if n:
-                conn.execute(_FILL, {"topic": TOPIC, "keys": KEYS, "n": n})
+                conn.execute(_FILL, {"topic": TOPIC, "keys": keys, "n": n})
                 if vacuum:
                     conn.execute("VACUUM ANALYZE relay.outbox")
             # Flush the fill's dirty pages now, not during the measurement that follows.
             conn.execute("CHECKPOINT")
 
-    def insert(self, n: int) -> float:
+    def insert(self, n: int, *, keys: int = KEYS) -> float:
         """Insert `n` events in one statement; returns the time the commit returned."""
         with self.connect(autocommit=True) as conn:
-            conn.execute(_FILL, {"topic": TOPIC, "keys": KEYS, "n": n})
+            conn.execute(_FILL, {"topic": TOPIC, "keys": keys, "n": n})
             return time.monotonic()
 
     def pending(self) -> int:

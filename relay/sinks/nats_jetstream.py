@@ -28,17 +28,18 @@ at-least-once exactly-once in the stream for retries within the window. These na
 `Nats-Expected-Stream` are relay's: an event's headers of those names (in any case) are dropped;
 its other `Nats-*` headers pass through and take effect (say `Nats-TTL`).
 
-The events of one key are published one at a time, each after the previous one's ack; keys and
-keyless events are in flight side by side (`deliver_in_lanes`). An ack with `duplicate: true`
-counts as delivered: that is the deduplication at work.
+A batch crosses into asyncio once (`deliver_pipelined`): there the events of one key are
+published one at a time, each after the previous one's ack, and keys and keyless events are in
+flight side by side, up to `max_inflight` at once, on the one connection. An ack with
+`duplicate: true` counts as delivered: that is the deduplication at work.
 
 An event that can never be stored fails permanently, so it is buried at once: too big (the
 client's `MaxPayloadError`, JetStream's error 10054), a topic or key that makes no valid subject or
 stream name, `{key}` for a keyless event, a header name NATS refuses, headers that are no JSON
 object. Any other failure is retried: a wrong expected stream, a full stream, no ack within
-`SinkOptions.timeout`. A lost connection makes `deliver` raise `SinkUnavailable` at once; the client
-never reconnects by itself (nothing is published behind relay's back): the drainer's restart
-enters the sink again.
+`SinkOptions.timeout` (the client's own bound on each ack). A lost connection makes `deliver`
+raise `SinkUnavailable` at once; the client never reconnects by itself (nothing is published
+behind relay's back): the drainer's restart enters the sink again.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ import functools
 import json
 import logging
 import math
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 
 import attrs
 import nats  # first: a missing client then names the package, `nats`, not `nats.errors`
@@ -57,16 +58,17 @@ import nats.errors
 import nats.js.errors
 import trio
 from nats.aio.client import Client
-from nats.js.api import PubAck
+from nats.js.client import JetStreamContext
 
 from ..aio import aio_as_trio
 from ..errors import PartialDelivery, SinkUnavailable
 from ..ports import OutboxEvent
 from ..secrets import mask_url
-from .lanes import Failure, deliver_in_lanes
+from .lanes import Failure
 from .lifetime import NetworkSink, close_bounded
 from .nats_url import Target, Unroutable, parse_url
 from .options import SinkOptions
+from .pipeline import Pipeline, deliver_pipelined
 
 logger = logging.getLogger(__name__)
 
@@ -81,7 +83,12 @@ _OWN_HEADERS = frozenset(
 )
 _MESSAGE_TOO_BIG = 10054  # JetStream's err_code for a message over the stream's max_msg_size
 _WATCH_INTERVAL = 0.05  # how often a delivery checks that the connection is still up
-_CLIENT_TIMEOUT_MARGIN = 1.0  # trio bounds each ack wait; the client's own bound only backs it up
+# After these, no publish of the batch can be acked either: stop them all.
+_FATAL = (
+    nats.js.errors.NoStreamResponseError,
+    nats.errors.ConnectionClosedError,
+    nats.errors.StaleConnectionError,
+)
 # A connection that goes silent without closing is declared lost after about a minute.
 _PING_INTERVAL = 20
 _MAX_OUTSTANDING_PINGS = 2
@@ -106,7 +113,7 @@ class JetStreamStatistics:
 @attrs.frozen
 class _Connection:
     client: Client
-    publish: Callable[..., Awaitable[PubAck]]
+    js: JetStreamContext
 
 
 @attrs.define(eq=False)
@@ -123,14 +130,12 @@ class JetStreamSink(NetworkSink[_Connection]):
     url: str = attrs.field(repr=lambda url: repr(mask_url(url)))
     options: SinkOptions = attrs.field(factory=SinkOptions)
     _target: Target = attrs.field(init=False, repr=False)
-    _limiter: trio.CapacityLimiter = attrs.field(init=False, repr=False)
+    _window: int = attrs.field(init=False, repr=False)
     _counts: dict[str, int] = attrs.field(init=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
         self._target = parse_url(self.url)
-        self._limiter = trio.CapacityLimiter(
-            self._target.max_inflight or self.options.max_concurrency
-        )
+        self._window = self._target.max_inflight or self.options.max_concurrency
         self._counts = {"stored": 0, "duplicates": 0, "connects": 0}
 
     def statistics(self) -> JetStreamStatistics:
@@ -140,7 +145,7 @@ class JetStreamSink(NetworkSink[_Connection]):
     async def _connect(self, stack: contextlib.AsyncExitStack) -> _Connection:
         client = await self._dial()
         stack.push_async_callback(close_bounded, functools.partial(aio_as_trio(_close), client))
-        return _Connection(client, aio_as_trio(client.jetstream().publish))
+        return _Connection(client, client.jetstream())
 
     async def deliver(self, events: Sequence[OutboxEvent]) -> None:
         """Publish the events; raise `PartialDelivery` if any was not stored.
@@ -170,7 +175,7 @@ class JetStreamSink(NetworkSink[_Connection]):
 
             nursery.start_soon(watch)
             try:
-                await deliver_in_lanes(events, self._send, self._limiter)
+                await deliver_pipelined(events, self._pipeline(self._open()))
             except PartialDelivery as exc:
                 failed = exc
             except SinkUnavailable as exc:  # kept out of the nursery, which would group it
@@ -182,6 +187,25 @@ class JetStreamSink(NetworkSink[_Connection]):
             raise unavailable
         if failed is not None:
             raise failed
+
+    def _pipeline(self, session: _Connection) -> Pipeline[_Message]:
+        js, counts, timeout = session.js, self._counts, self.options.timeout
+
+        async def publish(message: _Message) -> None:  # on asyncio
+            # nats-py's publish_async (no timer per publish) leaves an error reply (say, error
+            # 10054) unanswered in 2.16, so each ack wait has the client's timer too.
+            ack = await js.publish(
+                message.subject,
+                message.payload,
+                timeout=timeout,
+                stream=message.stream,
+                headers=message.headers,
+            )
+            counts["duplicates" if ack.duplicate else "stored"] += 1
+
+        return Pipeline(
+            self._prepare, publish, self._judge, _FATAL, self._window, self.options.timeout
+        )
 
     async def _dial(self) -> Client:
         target, failures = self._target, []
@@ -222,39 +246,38 @@ class JetStreamSink(NetworkSink[_Connection]):
             await close_bounded(functools.partial(aio_as_trio(_close), client))
         raise SinkUnavailable(f"cannot connect to NATS ({'; '.join(failures)})")
 
-    async def _send(self, event: OutboxEvent) -> Failure | None:
-        session, target, timeout = self._session, self._target, self.options.timeout
-        if session is None:
-            return Failure("the sink was closed")
+    def _prepare(self, event: OutboxEvent) -> _Message | Failure:
+        target = self._target
         try:
             subject = target.subject.render(event.topic, event.key)
             stream = None if target.stream is None else target.stream.render(event.topic, event.key)
         except Unroutable as exc:
             return Failure(str(exc), permanent=True)
         try:
-            headers = _headers(event, self._target.msg_id_prefix)
+            headers = _headers(event, target.msg_id_prefix)
         except (TypeError, ValueError) as exc:  # the writer's headers are no JSON object
             return Failure(f"the headers cannot be sent: {exc}", permanent=True)
-        with trio.move_on_after(timeout):
-            try:
-                ack = await session.publish(
-                    subject,
-                    event.payload_json,
-                    timeout=timeout + _CLIENT_TIMEOUT_MARGIN,
-                    stream=stream,
-                    headers=headers,
-                )
-            except nats.js.errors.NoStreamResponseError:
-                # The destination's configuration, not the event's fault: hold the batch.
-                raise SinkUnavailable(
-                    f"no JetStream stream captures subject {subject!r}: create a stream whose"
-                    f" subjects include it (e.g. nats stream add NAME --subjects {subject!r})"
-                ) from None
-            except Exception as exc:  # every other client error becomes this event's failure
-                return _judge(exc, subject, stream, timeout)
-            self._counts["duplicates" if ack.duplicate else "stored"] += 1
-            return None
-        return Failure(f"no ack for subject {subject!r} within {timeout:g}s")
+        return _Message(subject, event.payload_json, stream, headers)
+
+    def _judge(self, event: OutboxEvent, exc: BaseException) -> Failure | SinkUnavailable:
+        target = self._target
+        subject = target.subject.render(event.topic, event.key)
+        if isinstance(exc, nats.js.errors.NoStreamResponseError):
+            # The destination's configuration, not the event's fault: hold the batch.
+            return SinkUnavailable(
+                f"no JetStream stream captures subject {subject!r}: create a stream whose"
+                f" subjects include it (e.g. nats stream add NAME --subjects {subject!r})"
+            )
+        stream = None if target.stream is None else target.stream.render(event.topic, event.key)
+        return _judge(exc, subject, stream, self.options.timeout)
+
+
+@attrs.frozen
+class _Message:
+    subject: str
+    payload: bytes
+    stream: str | None
+    headers: dict[str, str]
 
 
 def _headers(event: OutboxEvent, msg_id_prefix: str) -> dict[str, str]:
@@ -271,7 +294,7 @@ def _headers(event: OutboxEvent, msg_id_prefix: str) -> dict[str, str]:
     return headers
 
 
-def _judge(exc: Exception, subject: str, stream: str | None, timeout: float) -> Failure:
+def _judge(exc: BaseException, subject: str, stream: str | None, timeout: float) -> Failure:
     if isinstance(exc, nats.js.errors.APIError):
         expected = "" if stream is None else f" (expected stream {stream!r})"
         return Failure(
@@ -279,7 +302,7 @@ def _judge(exc: Exception, subject: str, stream: str | None, timeout: float) -> 
             f" (error {exc.err_code})",
             permanent=exc.err_code == _MESSAGE_TOO_BIG,
         )
-    if isinstance(exc, nats.errors.TimeoutError):
+    if isinstance(exc, nats.errors.TimeoutError | TimeoutError):
         return Failure(f"no ack for subject {subject!r} within {timeout:g}s")
     permanent = (
         nats.errors.MaxPayloadError | nats.errors.BadSubjectError | nats.errors.BadHeaderError

@@ -31,8 +31,9 @@ channel the broker closed raises `SinkUnavailable`: the drainer retries the batc
 sink again, which reconnects; the sink never reconnects by itself (no `connect_robust`), the
 supervisor owns that.
 
-The events of one key are published one after the other, each once the previous one is
-confirmed; keys go concurrently, up to `SinkOptions.max_concurrency` unconfirmed messages at once.
+A batch crosses into asyncio once (`deliver_pipelined`): there the events of one key are
+published one after the other, each once the previous one is confirmed; keys go concurrently on
+the one channel, up to `SinkOptions.max_concurrency` unconfirmed messages at once.
 RabbitMQ does not deduplicate: a message whose confirm was lost (a timeout, a cut connection) is
 published again on retry, so consumers deduplicate on `message_id`.
 """
@@ -40,10 +41,9 @@ published again on retry, so consumers deduplicate on `message_id`.
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
 import ssl
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 
 import aio_pika
 import attrs
@@ -53,12 +53,13 @@ from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractExchange
 from pamqp.encode import field_table
 
 from ..aio import aio_as_trio
-from ..errors import ConfigError, PartialDelivery, SinkUnavailable
+from ..errors import ConfigError, SinkUnavailable
 from ..ports import OutboxEvent
 from ..secrets import find_secrets, mask, mask_url
-from .lanes import Failure, deliver_in_lanes
+from .lanes import Failure
 from .lifetime import NetworkSink, close_bounded
 from .options import SinkOptions
+from .pipeline import Pipeline, deliver_pipelined
 from .rabbitmq_url import SHORTSTR_BYTES, AmqpTarget, parse_url
 
 logger = logging.getLogger(__name__)
@@ -66,6 +67,13 @@ logger = logging.getLogger(__name__)
 # What the client raises when the connection or the channel is gone (StopAsyncIteration and
 # RuntimeError included): the sink must reconnect.
 _LOST = (*amqp.CONNECTION_EXCEPTIONS, EOFError)
+_FATAL = (amqp.ChannelClosed, *_LOST)  # no later publish on the channel can be confirmed
+
+
+@attrs.frozen
+class _Publish:
+    message: aio_pika.Message
+    routing_key: str
 
 
 @attrs.frozen
@@ -110,7 +118,6 @@ class RabbitMQSink(NetworkSink[_Session]):
     options: SinkOptions = attrs.field(factory=SinkOptions)
     target: AmqpTarget = attrs.field(init=False, repr=False)
     _ssl: ssl.SSLContext | None = attrs.field(init=False, repr=False)
-    _limiter: trio.CapacityLimiter = attrs.field(init=False, repr=False)
 
     @target.default
     def _parse(self) -> AmqpTarget:
@@ -130,10 +137,6 @@ class RabbitMQSink(NetworkSink[_Session]):
             context.check_hostname = False
             context.verify_mode = ssl.CERT_NONE
         return context
-
-    @_limiter.default
-    def _make_limiter(self) -> trio.CapacityLimiter:
-        return trio.CapacityLimiter(self.options.max_concurrency)
 
     async def _connect(self, stack: contextlib.AsyncExitStack) -> _Session:
         with trio.move_on_after(self.options.timeout) as scope:
@@ -163,14 +166,15 @@ class RabbitMQSink(NetworkSink[_Session]):
         session = self._open()
         if session.connection.is_closed or session.channel.is_closed:
             raise SinkUnavailable(f"the connection or channel to {self.target.where} is closed")
-        lost: list[str] = []
-        send = functools.partial(self._send, aio_as_trio(session.exchange.publish), lost)
-        try:
-            await deliver_in_lanes(events, send, self._limiter)
-        except PartialDelivery:
-            if lost:
-                raise SinkUnavailable(lost[0]) from None
-            raise
+        exchange, options = session.exchange, self.options
+
+        async def publish(item: _Publish) -> None:  # on asyncio; the batch has one deadline
+            await exchange.publish(item.message, item.routing_key, mandatory=True)
+
+        pipeline = Pipeline(
+            self._prepare, publish, self._judge, _FATAL, options.max_concurrency, options.timeout
+        )
+        await deliver_pipelined(events, pipeline)
 
     async def _dial(self) -> AbstractConnection:
         target = self.target
@@ -201,11 +205,7 @@ class RabbitMQSink(NetworkSink[_Session]):
             exchange = await channel.get_exchange(target.exchange, ensure=True)
         return channel, exchange
 
-    async def _send(
-        self, publish: Callable[..., Awaitable[object]], lost: list[str], event: OutboxEvent
-    ) -> Failure | None:
-        if lost:  # the channel is gone: the rest of the batch cannot be confirmed either
-            return Failure(f"not sent: {lost[0]}")
+    def _prepare(self, event: OutboxEvent) -> _Publish | Failure:
         target = self.target
         body = event.payload_json
         if len(body) > target.max_message_size:
@@ -237,27 +237,27 @@ class RabbitMQSink(NetworkSink[_Session]):
             timestamp=event.created_at,
             app_id="relay",
         )
-        with trio.move_on_after(self.options.timeout):
-            try:
-                await publish(message, routing_key, mandatory=True)
-            except amqp.PublishError:
-                return Failure(
-                    f"unroutable: no queue bound to exchange {target.exchange!r} for routing key "
-                    f"{routing_key!r}"
-                )
-            except amqp.DeliveryError as exc:
-                return Failure(f"the broker did not take it (nack): {self._describe(exc)}")
-            except amqp.ChannelClosed as exc:
-                reason = f"the broker closed the channel: {self._describe(exc)}"
-                if "max size" in str(exc):
-                    reason += " (set max_message_size in the sink URL to the broker's limit)"
-                lost.append(reason)
-                return Failure(reason)
-            except _LOST as exc:
-                lost.append(f"connection to {target.where} lost: {self._describe(exc)}")
-                return Failure(lost[-1])
-            return None
-        return Failure(f"no confirm within {self.options.timeout:g}s")
+        return _Publish(message, routing_key)
+
+    def _judge(self, event: OutboxEvent, exc: BaseException) -> Failure | SinkUnavailable:
+        target = self.target
+        if isinstance(exc, amqp.PublishError):
+            return Failure(
+                f"unroutable: no queue bound to exchange {target.exchange!r} for routing key "
+                f"{target.route(event)!r}"
+            )
+        if isinstance(exc, amqp.DeliveryError):
+            return Failure(f"the broker did not take it (nack): {self._describe(exc)}")
+        if isinstance(exc, amqp.ChannelClosed):
+            reason = f"the broker closed the channel: {self._describe(exc)}"
+            if "max size" in str(exc):
+                reason += " (set max_message_size in the sink URL to the broker's limit)"
+            return SinkUnavailable(reason)
+        if isinstance(exc, _LOST):
+            return SinkUnavailable(f"connection to {target.where} lost: {self._describe(exc)}")
+        if isinstance(exc, TimeoutError):
+            return Failure(f"no confirm within {self.options.timeout:g}s")
+        return Failure(self._describe(exc))
 
     def _cannot_connect(self, exc: BaseException) -> str:
         exchange, where = self.target.exchange, self.target.where

@@ -450,3 +450,34 @@ async def test_a_server_that_does_not_answer_is_sink_unavailable_without_the_pas
                 pass
     assert f"cannot connect to NATS (nats://127.0.0.1:{port}: " in str(caught.value)
     assert "hunter2" not in str(caught.value)
+
+
+async def test_a_refusal_in_the_middle_of_a_key_keeps_the_key_in_order_in_the_stream(
+    stream: Stream,
+) -> None:
+    """JetStream refuses event 2 (a writer's `Nats-Expected-Last-Sequence` it does not meet):
+    event 3 of its key is not stored before it; once 2 goes through, the stream holds 1, 2, 3."""
+    refused = OutboxEvent(
+        id=2,
+        topic="orders",
+        key="a",
+        payload_json=b'{"n": 2}',
+        headers={"Nats-Expected-Last-Sequence": "999999"},
+    )
+    events = [ev(1, "a"), refused, ev(3, "a"), ev(4, "b"), ev(5, "b")]
+    sink = JetStreamSink(stream.url())
+    with trio.fail_after(GUARD):
+        async with sink:
+            with pytest.raises(PartialDelivery) as caught:
+                await sink.deliver(events)
+            assert caught.value.failures.keys() == {2, 3}
+            assert "wrong last sequence" in caught.value.failures[2]
+            assert caught.value.failures[3] == "held behind event 2"
+            assert caught.value.permanent == frozenset()
+            assert sorted(m.id for m in await stream.read()) == [1, 4, 5]
+            await sink.deliver([ev(2, "a"), ev(3, "a")])  # the retry, the refusal gone
+        stored = await stream.read()
+    by_key: dict[str, list[int]] = {}
+    for message in stored:
+        by_key.setdefault(message.headers["Relay-Key"], []).append(message.id)
+    assert by_key == {"a": [1, 2, 3], "b": [4, 5]}

@@ -351,6 +351,26 @@ async def test_an_unroutable_event_is_a_retryable_failure_that_holds_back_its_ke
     assert caught.value.failures.keys() == {1, 2}
 
 
+async def test_an_unroutable_event_in_the_middle_of_a_key_keeps_the_key_in_order_in_the_queue() -> (
+    None
+):
+    """Event 2 is returned unroutable: event 3 of its key is not published before it; once a
+    binding routes 2, the retry puts 2 and then 3 behind 1 in the queue."""
+    events = [ev(1, key="a"), ev(2, topic="billing.due", key="a"), ev(3, key="a"), ev(4, key="b")]
+    with trio.fail_after(GUARD):
+        async with open_broker(binding="orders.#") as broker:
+            sink = RabbitMQSink(broker.url())
+            with pytest.raises(PartialDelivery) as caught:
+                await deliver(sink, *events)
+            assert caught.value.failures.keys() == {2, 3}
+            assert caught.value.failures[3] == "held behind event 2"
+            await aio_as_trio(broker.queue.bind)(broker.exchange, "billing.#")
+            await deliver(sink, events[1], events[2])  # the retry
+            received = await broker.messages()
+    assert sorted(m.id for m in received) == [1, 2, 3, 4]
+    assert per_key_first_seen(received) == {"a": [1, 2, 3], "b": [4]}
+
+
 async def test_events_that_can_never_be_sent_are_permanent_failures() -> None:
     too_big = OutboxEvent(id=1, topic="orders.x", key="a", payload_json=b'"' + b"x" * 99 + b'"')
     with trio.fail_after(GUARD):

@@ -226,6 +226,39 @@ async def test_a_wrong_type_at_the_stream_is_retryable_and_holds_back_its_key(
     assert [entry.id for entry in space.read("broken", "orders")] == [1, 4, 2, 5, 3]
 
 
+async def test_a_failure_in_the_middle_of_a_key_in_a_large_batch_keeps_the_key_in_order(
+    space: Namespace,
+) -> None:
+    """A batch split into groups by key: key k5 moves to a stream whose key holds a string from
+    event 55 on; the later events of k5 are held, not added, and the retry adds them in order."""
+    space.client.set(space.stream("broken"), "not a stream")
+    events = [
+        ev(id, f"k{id % 10}", "broken" if id % 10 == 5 and id >= 55 else "orders")
+        for id in range(1, 401)
+    ]
+    sink = RedisStreamSink(space.url(), SinkOptions())
+    with trio.fail_after(GUARD):
+        async with sink:
+            with pytest.raises(PartialDelivery) as caught:
+                await sink.deliver(events)
+            held = list(range(65, 401, 10))
+            assert caught.value.failures.keys() == {55, *held}
+            assert caught.value.failures[55].startswith("Redis: WRONGTYPE")
+            assert {caught.value.failures[id] for id in held} == {"held behind event 55"}
+            space.client.delete(space.stream("broken"))
+            await sink.deliver(events)  # the retry, the stream fixed
+    assert sink.statistics().added == 400
+    assert sink.statistics().duplicates == 400 - 35
+    assert [entry.id for entry in space.read("broken")] == list(range(55, 401, 10))
+    by_key: defaultdict[str, list[int]] = defaultdict(list)
+    for entry in space.read("orders"):
+        assert entry.key is not None
+        by_key[entry.key].append(entry.id)
+    assert by_key["k5"] == [5, 15, 25, 35, 45]
+    for key, ids in by_key.items():
+        assert ids == sorted(ids), f"key {key} out of order"
+
+
 async def test_a_payload_too_large_for_redis_is_buried_and_its_key_goes_on(
     database_dsn: str, space: Namespace
 ) -> None:

@@ -1,0 +1,100 @@
+"""`deliver_pipelined`: one crossing per batch, each key in order, a failure holds only its key."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from relay import OutboxEvent, PartialDelivery, SinkUnavailable
+from relay.aio import asyncio_loop
+from relay.sinks.lanes import Failure
+from relay.sinks.pipeline import Pipeline, deliver_pipelined
+
+
+class Lost(Exception):
+    pass
+
+
+def ev(id: int, key: str | None) -> OutboxEvent:
+    return OutboxEvent(id=id, topic="t", key=key, payload_json=b"{}")
+
+
+def pipeline(sent: list[int], fail: dict[int, Exception], window: int = 10) -> Pipeline[int]:
+    def prepare(event: OutboxEvent) -> int | Failure:
+        if event.id == 99:
+            return Failure("unroutable", permanent=True)
+        if event.id == 98:
+            raise TypeError("a bug")
+        return event.id
+
+    async def publish(id: int) -> None:
+        await asyncio.sleep(0.001 * (10 - id % 10))  # acks out of order across keys
+        if id in fail:
+            raise fail[id]
+        sent.append(id)
+
+    def judge(event: OutboxEvent, exc: BaseException) -> Failure | SinkUnavailable:
+        if isinstance(exc, Lost):
+            return SinkUnavailable("lost")
+        return Failure(f"refused: {exc}")
+
+    return Pipeline(prepare, publish, judge, (Lost,), window, timeout=5.0)
+
+
+async def test_every_key_goes_in_order_the_keys_side_by_side() -> None:
+    sent: list[int] = []
+    events = [ev(1, "a"), ev(2, "b"), ev(3, "a"), ev(4, None), ev(5, "b"), ev(6, "a")]
+    async with asyncio_loop():
+        await deliver_pipelined(events, pipeline(sent, {}, window=2))
+    assert sorted(sent) == [1, 2, 3, 4, 5, 6]
+    for key in ("a", "b"):
+        ids = [e.id for e in events if e.key == key]
+        assert [i for i in sent if i in ids] == ids
+
+
+async def test_a_failure_holds_the_rest_of_its_key_unsent_and_nothing_else() -> None:
+    sent: list[int] = []
+    events = [ev(1, "a"), ev(2, "a"), ev(3, "a"), ev(4, "b"), ev(99, "c"), ev(5, "c"), ev(98, "d")]
+    async with asyncio_loop():
+        with pytest.raises(PartialDelivery) as caught:
+            await deliver_pipelined(events, pipeline(sent, {2: ValueError("full")}))
+    assert caught.value.failures == {
+        2: "refused: full",
+        3: "held behind event 2",
+        99: "unroutable",
+        5: "held behind event 99",
+        98: "TypeError: a bug",
+    }
+    assert caught.value.permanent == {99}
+    assert sorted(sent) == [1, 4]
+
+
+async def test_a_fatal_error_stops_every_lane_and_is_sink_unavailable() -> None:
+    sent: list[int] = []
+    events = [ev(id, "a") for id in range(1, 6)] + [ev(id, "b") for id in range(6, 9)]
+    async with asyncio_loop():
+        with pytest.raises(SinkUnavailable, match="lost"):
+            await deliver_pipelined(events, pipeline(sent, {2: Lost()}))
+    assert 3 not in sent
+
+
+async def test_an_event_unacknowledged_at_the_batch_deadline_fails_and_holds_its_key() -> None:
+    sent: list[int] = []
+    events = [ev(1, "a"), ev(2, "a"), ev(3, "b")]
+    hang = pipeline(sent, {})
+
+    async def publish(id: int) -> None:
+        if id == 1:
+            await asyncio.sleep(3600)
+        sent.append(id)
+
+    hung = Pipeline(hang.prepare, publish, hang.judge, hang.fatal, 10, timeout=0.2)
+    async with asyncio_loop():
+        with pytest.raises(PartialDelivery) as caught:
+            await deliver_pipelined(events, hung)
+    assert caught.value.failures == {
+        1: "refused: no acknowledgement within 0.2s",
+        2: "held behind event 1",
+    }
+    assert sent == [3]
