@@ -10,7 +10,6 @@ the outages themselves last the full 30 s.
 from __future__ import annotations
 
 import contextlib
-import socket
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from functools import partial
@@ -28,13 +27,13 @@ from relay.outages import Outages
 from relay.sinks import SinkOptions, open_sink
 
 from ..conftest import pending_count
+from ..redis_server import REDIS_PORT, redis_answers
 from ..tcp_proxy import TcpProxy, open_tcp_proxy
 
 pytestmark = pytest.mark.chaos
 
 OUTAGE = 30.0  # seconds without the server, as the issue asks
 GUARD = OUTAGE + 60.0
-REDIS_PORT = 6379
 
 
 def _config(dsn: str) -> Config:
@@ -159,15 +158,6 @@ async def test_a_relay_waits_through_a_30s_database_outage_mid_run(database_dsn:
     await _through_a_database_outage(database_dsn, at_start=False)
 
 
-def _redis_answers() -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", REDIS_PORT), timeout=1) as sock:
-            sock.sendall(b"PING\r\n")
-            return sock.recv(16).startswith(b"+PONG")
-    except OSError:
-        return False
-
-
 @contextlib.contextmanager
 def _removed(prefix: str) -> Iterator[None]:
     """Delete this test's streams from the shared Redis on the way out."""
@@ -181,7 +171,7 @@ def _removed(prefix: str) -> Iterator[None]:
 
 
 async def _through_a_broker_outage(database_dsn: str, *, at_start: bool) -> None:
-    if not _redis_answers():
+    if not redis_answers():
         pytest.skip(f"no Redis answers on 127.0.0.1:{REDIS_PORT}: no broker to cut")
     outages = Outages()
     stream = f"relaytest:outage:{uuid.uuid4().hex}:"

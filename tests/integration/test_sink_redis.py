@@ -30,22 +30,13 @@ from relay.sinks import SinkOptions
 from relay.sinks.redis_streams import RedisStreamSink
 
 from ..conftest import pending_count
+from ..redis_server import REDIS_PORT, redis_answers
 from ..tcp_proxy import open_tcp_proxy
 
-REDIS_PORT = 6379
 GUARD = 60  # seconds any one test may take before it counts as hung
 
 
-def _redis_answers() -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", REDIS_PORT), timeout=1) as sock:
-            sock.sendall(b"PING\r\n")
-            return sock.recv(16).startswith(b"+PONG")
-    except OSError:
-        return False
-
-
-if not _redis_answers():
+if not redis_answers():
     pytest.skip(f"no Redis answers on 127.0.0.1:{REDIS_PORT}", allow_module_level=True)
 
 
