@@ -96,24 +96,19 @@ def _whole(low: int, high: int) -> Callable[[str], int]:
     return parse
 
 
-def _seconds(text: str) -> float:
+def _seconds(text: str, *, zero: bool = False) -> float:
+    """A finite number of seconds, above 0 (or from 0 with `zero`), at most 1e9."""
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number: {text[:40]!r}") from None
-    if not math.isfinite(value) or not 0 < value <= 1e9:
-        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text[:40]}")
+    if not math.isfinite(value) or not (value >= 0 if zero else value > 0) or value > 1e9:
+        bound = ">= 0" if zero else "> 0"
+        raise argparse.ArgumentTypeError(f"must be a finite number {bound}, got {text[:40]}")
     return value
 
 
-def _wait(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not 0 <= value <= 1e9:  # nan and inf fail too
-        raise argparse.ArgumentTypeError(f"not a number of seconds >= 0: {text[:40]!r}")
-    return value
+_wait = partial(_seconds, zero=True)  # --wait 0: try once
 
 
 def _waiting(command: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
