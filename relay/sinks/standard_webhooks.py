@@ -38,8 +38,9 @@ def secret_key(secret: str) -> bytes:
     """
     if not secret.startswith(SECRET_PREFIX):
         raise ValueError(f"a Standard Webhooks secret starts with {SECRET_PREFIX}")
-    try:
-        key = base64.b64decode(secret.removeprefix(SECRET_PREFIX), validate=True)
+    encoded = secret.removeprefix(SECRET_PREFIX)
+    try:  # padded or not, as the Standard Webhooks libraries take it
+        key = base64.b64decode(encoded + "=" * (-len(encoded) % 4), validate=True)
     except (binascii.Error, ValueError):
         raise ValueError(f"a Standard Webhooks secret is {SECRET_PREFIX} then base64") from None
     if not key:
