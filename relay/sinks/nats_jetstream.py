@@ -28,6 +28,12 @@ at-least-once exactly-once in the stream for retries within the window. These na
 `Nats-Expected-Stream` are relay's: an event's headers of those names (in any case) are dropped;
 its other `Nats-*` headers pass through and take effect (say `Nats-TTL`).
 
+In the CloudEvents formats (`SinkOptions.format`, see `relay.sinks.cloudevents`) a message is the
+NATS binding's: the payload with the attributes as `ce-*` headers and `content-type:
+application/json` (binary mode), or the JSON event format with `content-type:
+application/cloudevents+json` (structured mode); `Nats-Msg-Id` still deduplicates, and relay's
+`Relay-*` headers are left out, as the attributes carry what they said.
+
 A batch crosses into asyncio once (`deliver_pipelined`): there the events of one key are
 published one at a time, each after the previous one's ack, and keys and keyless events are in
 flight side by side, up to `max_inflight` at once, on the one connection. An ack with

@@ -102,8 +102,8 @@ class SinkOptions:
         max_concurrency: webhook requests or broker publishes in flight at once, across keys
             (events of one key are always sent one after the other).
         headers: extra headers on every webhook request, e.g. `Authorization`; a mapping or
-            (name, value) pairs. `Content-Type`, `Idempotency-Key` and `Relay-Signature` are
-            relay's own.
+            (name, value) pairs. `Content-Type`, `Idempotency-Key`, `Relay-Signature` and the
+            Standard Webhooks `webhook-*` headers are relay's own.
         verify_tls: check the certificate of an `https://` endpoint or a TLS broker.
         ca_file: a PEM file of the certificate authorities to trust instead of the system's.
         format: how the webhook, NATS, AMQP and Redis sinks write an event: `relay` (relay's

@@ -23,6 +23,12 @@ Each event is one message: the body is the payload's JSON bytes exactly as Postg
 plus `relay-topic`, `relay-key` (void when keyless) and `relay-attempts`, which win over writer
 headers of those names. Every message is `mandatory`.
 
+In the CloudEvents formats (`SinkOptions.format`, see `relay.sinks.cloudevents`) the message is
+the AMQP binding's: binary mode sends the payload, `content_type` `application/json` and the
+attributes as `cloudEvents_*` headers (RabbitMQ hands them to an AMQP 1.0 consumer as application
+properties), structured mode the JSON event format as `application/cloudevents+json` with no
+header; `message_id`, `timestamp` and `app_id` are set as above, relay's `relay-*` headers not.
+
 An event is delivered once the broker confirmed it (publisher confirms). An unroutable message
 (returned: no queue bound for its routing key), a nack, or no confirm within `SinkOptions.timeout`
 is a retryable failure. Headers that are no AMQP table (a JSON array included), a routing key over

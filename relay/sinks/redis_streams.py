@@ -12,7 +12,9 @@ against `SinkOptions.verify_tls` and `ca_file`). Port 6379 and db 0 by default. 
 Any other parameter is a configuration error. Each entry holds the fields `id` (decimal), `topic`,
 `key` (left out when the event has none, so that None and "" stay apart), `headers` (JSON),
 `payload` (the payload's JSON bytes exactly as PostgreSQL sent them, never decoded) and
-`created_at` (ISO 8601).
+`created_at` (ISO 8601). In the CloudEvents formats (`SinkOptions.format`) the field
+`cloudevent` holds the event in the JSON event format (`relay.sinks.cloudevents`) in place of
+`payload`: Redis has no CloudEvents binding, so binary mode writes the structured JSON too.
 
 Duplicates: a Lua script adds an event only when the key `<dedup_prefix><stream>:<id>` does not
 exist, and sets it (expiring after `dedup_ttl`) in the same atomic step. So a batch redelivered

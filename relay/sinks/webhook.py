@@ -11,6 +11,13 @@ Each request carries:
   HMAC-SHA256, keyed with the secret's UTF-8 bytes, of `f"{timestamp}.".encode() + body`.
   A receiver recomputes it over the raw body it received (before parsing it), compares in
   constant time and rejects stale timestamps to stop replays: `verify_signature` does all three.
+  With `SinkOptions.signature="standard-webhooks"` the Standard Webhooks headers sign instead
+  (`webhook-id`, `webhook-timestamp`, `webhook-signature`: `relay.sinks.standard_webhooks`).
+
+In the CloudEvents formats (`SinkOptions.format`, see `relay.sinks.cloudevents`) the body is the
+payload alone with the attributes as `ce-*` headers and `Content-Type: application/json`
+(binary mode), or the JSON event format as `application/cloudevents+json` (structured mode);
+`Idempotency-Key` and the signature are sent as in relay's own format.
 
 The URL's path may hold `{topic}`: each event goes to the URL with its topic put there as one
 path segment, percent-encoded (`/` included, so a topic never climbs out of its segment; a topic
