@@ -11,6 +11,7 @@ from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
 from relay import ConfigError
+from relay.secrets import mask
 from relay.sinks import SinkOptions
 from relay.sinks.standard_webhooks import secret_key, signed_headers
 
@@ -94,3 +95,18 @@ def test_an_unknown_scheme_is_one_config_error(scheme: Any) -> None:
 
 def test_the_secret_is_not_in_the_options_repr() -> None:
     assert SECRET not in repr(SinkOptions(secret=SECRET, signature="standard-webhooks"))
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        f"signing with {SECRET} failed",
+        f"RELAY_WEBHOOK_SECRET={SECRET}",
+        f"'{SECRET}'",
+        "whsec_" + base64.urlsafe_b64encode(b"\xfb\xff" * 20).decode(),
+    ],
+)
+def test_a_standard_webhooks_secret_is_masked_by_its_shape(text: str) -> None:
+    masked = mask(text)
+    assert "***" in masked
+    assert SECRET[6:] not in masked and text.partition("whsec_")[2][:8] not in masked
