@@ -8,6 +8,7 @@ import base64
 import functools
 import json
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -158,3 +159,47 @@ def test_cloudevents_on_stdout_stops_relay_run_with_one_line(database_dsn: str) 
     result = relay("run", "--dsn", database_dsn, "--sink-format", "cloudevents-structured")
     line = assert_one_clear_line(result, secret="\0")
     assert "cloudevents-structured is for the webhook, NATS, AMQP and Redis sinks" in line
+
+
+PLANTED = "Zq9xK7planted"
+UNREACHABLE = f"postgresql://postgres:{PLANTED}@127.0.0.1:1/db?connect_timeout=2"
+HOOK = "http://127.0.0.1:9/hook"
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "file", "expected"),
+    [
+        (["--sink-format", "CloudEvents"], {}, "", "sink_format: must be one of"),
+        ([], {"RELAY_SINK_FORMAT": ""}, "", "sink_format: must be one of"),
+        ([], {}, 'sink_format = "cloudevents-binary"\n', "sink_format: must be one of"),
+        ([], {}, "sink_format = 1\n", "sink_format: must be a string"),
+        (["--cloudevents-source", "/a b"], {}, "", "cloudevents_source: must be a URI-reference"),
+        (["--cloudevents-source", "/x " * 5000], {}, "", "cloudevents_source: must be a URI-ref"),
+        ([], {"RELAY_CLOUDEVENTS_SOURCE": "/a\tb"}, "", "cloudevents_source: must be a URI-ref"),
+        ([], {}, 'cloudevents_source = "/é"\n', "cloudevents_source: must be a URI-reference"),
+        ([], {}, 'cloudevents_source = ""\n', "cloudevents_source: must be a non-empty"),
+        (["--sink", "kafka://127.0.0.1:9092", "--sink-format", "cloudevents"], {}, "", "not kafka"),
+        (["--sink", HOOK, "--webhook-signature", "standard-webhooks"], {}, "", "none is set"),
+        (
+            ["--sink", HOOK, "--webhook-signature", "standard-webhooks"],
+            {"RELAY_WEBHOOK_SECRET": f"whsec_{PLANTED}!"},
+            "",
+            "whsec_ then base64",
+        ),
+        (
+            ["--sink", HOOK],
+            {"RELAY_WEBHOOK_SECRET": f"{PLANTED}=="},
+            'webhook_signature = "standard-webhooks"\n',
+            "starts with whsec_",
+        ),
+    ],
+)
+def test_bad_cloudevents_and_signature_options_are_one_line_and_exit_2(
+    tmp_path: Path, args: list[str], env: dict[str, str], file: str, expected: str
+) -> None:
+    config = tmp_path / "relay.toml"
+    config.write_text(file)
+    result = relay("run", *args, "--config", str(config), env={"RELAY_DSN": UNREACHABLE, **env})
+    line = assert_one_clear_line(result, secret=PLANTED)
+    assert expected in line
+    assert len(line) < 300
