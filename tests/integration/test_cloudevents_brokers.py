@@ -66,6 +66,15 @@ def write_events(dsn: str) -> list[int]:
         ]
 
 
+def payload_bytes(dsn: str, ids: list[int]) -> list[bytes]:
+    """The payloads as PostgreSQL sends them, before the relay takes the rows."""
+    with psycopg.connect(dsn) as conn:
+        rows = conn.execute(
+            "SELECT payload::text FROM relay.outbox WHERE id = ANY(%s) ORDER BY id", [ids]
+        ).fetchall()
+    return [row[0].encode() for row in rows]
+
+
 async def run_until_delivered(dsn: str, sink: Sink, count: int) -> None:
     with trio.fail_after(GUARD):
         async with open_relay(Config(dsn=dsn), sink) as handle:
@@ -129,6 +138,7 @@ async def test_nats_carries_cloudevents(
 ) -> None:
     name, prefix = nats_stream
     ids = write_events(database_dsn)
+    payloads = payload_bytes(database_dsn, ids)
     url = f"nats://127.0.0.1:4222?subject={prefix}.{{topic}}&stream={name}"
     await run_until_delivered(database_dsn, open_sink(url, SinkOptions(format=format)), len(ids))
     async with asyncio_loop():
@@ -136,6 +146,7 @@ async def test_nats_carries_cloudevents(
     headers = [dict(m.headers or {}) for m in messages]
     assert [h["Nats-Msg-Id"] for h in headers] == [str(i) for i in ids]  # still deduplicated
     if format == "cloudevents":
+        assert [m.data for m in messages] == payloads  # byte for byte, never re-encoded
         # The NATS binding: `ce-` headers as they are, the content type apart, the payload alone.
         events = [
             rabbitmq.from_binary(
