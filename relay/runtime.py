@@ -92,8 +92,8 @@ class RelayHandle:
         self._drainer.remove_observer(observer)
 
     async def stop_claiming(self) -> None:
-        """Begin a graceful stop: claim no more batches, and return once the batch in flight (if
-        any) is settled. The caller then cancels the relay, usually within a grace period."""
+        """Begin a graceful stop: claim no more batches, and return once the batches in flight (if
+        any) are settled. The caller then cancels the relay, usually within a grace period."""
         await self._drainer.stop_claiming()
 
     def wake(self) -> None:

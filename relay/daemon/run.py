@@ -1,6 +1,6 @@
 """`relay run`: the relay as a daemon, with signals, logs and (optionally) metrics.
 
-The first SIGINT or SIGTERM stops claiming and gives the batch in flight `grace_period` seconds
+The first SIGINT or SIGTERM stops claiming and gives the batches in flight `grace_period` seconds
 to settle; a second stops at once. Either way nothing is lost: an unsettled batch rolls back.
 """
 
@@ -53,7 +53,7 @@ async def _serve(settings: Settings, sink: Sink) -> None:
                     nursery.cancel_scope.cancel()
                     return
                 log.info(
-                    "%s: finishing the batch in flight (up to %ss; signal again to stop at once)",
+                    "%s: finishing the batches in flight (up to %ss; signal again to stop at once)",
                     signal.Signals(first).name,
                     settings.grace_period,
                 )
