@@ -77,9 +77,10 @@ def _kind(target: object) -> tuple[str, bool] | None:
 
 
 def _describe(target: object) -> str:
-    cls = type(target)
+    """`target`'s kind with its article: "a psycopg Cursor", "an asyncpg Pool", "a str"."""
     library = _library(target)
-    return f"{library} {cls.__name__}" if library else cls.__name__
+    name = f"{library} {type(target).__name__}" if library else type(target).__name__
+    return f"{'an' if name[0].lower() in 'aeiou' else 'a'} {name}"
 
 
 def _refusal(function: str, target: object, kind: tuple[str, bool] | None) -> TypeError:
@@ -89,7 +90,7 @@ def _refusal(function: str, target: object, kind: tuple[str, bool] | None) -> Ty
         is_async = kind[1]
         instead = "await relay.enqueue_async" if is_async else "call relay.enqueue"
         return TypeError(
-            f"{function} cannot write through a {what}: it is"
+            f"{function} cannot write through {what}: it is"
             f" {'async' if is_async else 'blocking'}, {instead}(...) instead"
         )
     kinds = _ASYNC_KINDS if function.endswith("_async") else _SYNC_KINDS
@@ -98,7 +99,7 @@ def _refusal(function: str, target: object, kind: tuple[str, bool] | None) -> Ty
         hint = " (an engine or a session factory holds no transaction of yours: pass a session)"
     elif isinstance(target, str):
         hint = " (a DSN holds no transaction of yours: pass a connection in one)"
-    return TypeError(f"{function} cannot write through a {what}: pass {kinds}{hint}")
+    return TypeError(f"{function} cannot write through {what}: pass {kinds}{hint}")
 
 
 def enqueue(

@@ -14,6 +14,7 @@ from typing import Any
 import attrs
 import psycopg
 import pytest
+import trio
 from psycopg import conninfo
 
 # psycopg binds asyncio's loop lookup when it is imported; the adapter points it at
@@ -213,3 +214,16 @@ ASYNC_LAYERS = [
     AsyncLayer("asyncpg-pool", _asyncpg_pool),
 ]
 LAYERS: list[SyncLayer | AsyncLayer] = [*SYNC_LAYERS, *ASYNC_LAYERS]
+
+
+def outbox(dsn: str) -> list[tuple[Any, ...]]:
+    with psycopg.connect(dsn) as conn:
+        return conn.execute(
+            "SELECT id, topic, key, payload, headers FROM relay.outbox ORDER BY id"
+        ).fetchall()
+
+
+async def in_asyncio(fn: Any) -> Any:
+    with trio.fail_after(30):
+        async with asyncio_loop():
+            return await aio_as_trio(fn)()
