@@ -8,6 +8,7 @@ asyncpg: asyncpg is loaded already by then.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from typing import Any
 
@@ -17,6 +18,11 @@ import asyncpg.pool
 from ..errors import TransactionRequired
 from .new_events import NewEvent, as_columns, checked_chunks
 from .queries import Queries
+
+
+@functools.cache  # the same text each time, so asyncpg's prepared-statement cache finds it
+def _statement(schema: str) -> str:
+    return Queries(schema).enqueue_columns("$1", "$2", "$3", "$4")
 
 
 def is_connection(target: object) -> bool:
@@ -41,7 +47,7 @@ async def insert(conn: Any, events: Iterable[NewEvent], schema: str) -> list[int
         raise TransactionRequired(
             f"relay.enqueue_async: cannot write through this asyncpg {type(conn).__name__}: {why}"
         )
-    statement = Queries(schema).enqueue_columns("$1", "$2", "$3", "$4")
+    statement = _statement(schema)
     ids: list[int] = []
     for chunk in checked_chunks(events):
         ids += [row[0] for row in await conn.fetch(statement, *as_columns(chunk))]

@@ -9,6 +9,7 @@ and only for an object whose class comes from SQLAlchemy: SQLAlchemy is loaded a
 
 from __future__ import annotations
 
+import functools
 import sys
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -43,6 +44,7 @@ def is_async(target: object) -> bool | None:
     return None
 
 
+@functools.cache  # one per schema: SQLAlchemy then finds its compiled form in its own cache
 def _statement(schema: str) -> TextClause:
     placeholders = (f":{name}" for name in _COLUMNS)
     # Typed binds: SQLAlchemy hands each driver a list it binds as one array.

@@ -68,9 +68,13 @@ class SyncLayer:
             (do_commit if commit else do_rollback)()
         return result
 
-    async def enqueue(self, dsn: str, events: list[NewEvent], *, commit: bool) -> list[int]:
+    async def enqueue(
+        self, dsn: str, events: list[NewEvent], *, commit: bool, schema: str = "relay"
+    ) -> list[int]:
         """`relay.enqueue_many` through this layer, then commit or roll back."""
-        ids: list[int] = await self.run(dsn, lambda w: enqueue_many(w, events), commit=commit)
+        ids: list[int] = await self.run(
+            dsn, lambda w: enqueue_many(w, events, schema=schema), commit=commit
+        )
         return ids
 
 
@@ -89,9 +93,13 @@ class AsyncLayer:
         async with asyncio_loop():
             return await aio_as_trio(in_asyncio)()
 
-    async def enqueue(self, dsn: str, events: list[NewEvent], *, commit: bool) -> list[int]:
+    async def enqueue(
+        self, dsn: str, events: list[NewEvent], *, commit: bool, schema: str = "relay"
+    ) -> list[int]:
         """`relay.enqueue_many_async` through this layer, then commit or roll back."""
-        ids: list[int] = await self.run(dsn, lambda w: enqueue_many_async(w, events), commit=commit)
+        ids: list[int] = await self.run(
+            dsn, lambda w: enqueue_many_async(w, events, schema=schema), commit=commit
+        )
         return ids
 
 

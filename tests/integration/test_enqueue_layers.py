@@ -8,10 +8,12 @@ from typing import Any
 import psycopg
 import pytest
 import trio
+from psycopg import sql
 
 import relay
 from relay import NewEvent, enqueue_many
 from relay.aio import asyncio_loop
+from relay.postgres import migrate
 from relay.testing import RecordingSink
 
 from .enqueue_layers import LAYERS, AsyncLayer, SyncLayer, outbox
@@ -108,6 +110,29 @@ async def test_awkward_values_come_back_exactly(layer: Layer, database_dsn: str)
         (id, e.topic, e.key, e.payload, dict(e.headers or {}))
         for id, e in zip(ids, AWKWARD, strict=True)
     ]
+
+
+@by_name
+async def test_no_events_write_nothing(layer: Layer, database_dsn: str) -> None:
+    with trio.fail_after(30):
+        assert await layer.enqueue(database_dsn, [], commit=True) == []
+    assert outbox(database_dsn) == []
+
+
+@by_name
+async def test_an_outbox_in_another_schema_is_written_there(
+    layer: Layer, empty_database_dsn: str
+) -> None:
+    """The schema's name is quoted on every path: unquoted, PostgreSQL would fold its case."""
+    schema = "Shop_Out"
+    migrate(relay.Config(dsn=empty_database_dsn, schema=schema))
+    with trio.fail_after(30):
+        ids = await layer.enqueue(empty_database_dsn, EVENTS[:1], commit=True, schema=schema)
+    with psycopg.connect(empty_database_dsn) as conn:
+        rows = conn.execute(
+            sql.SQL("SELECT id, topic FROM {}").format(sql.Identifier(schema, "outbox"))
+        ).fetchall()
+    assert rows == [(ids[0], EVENTS[0].topic)]
 
 
 @by_name
