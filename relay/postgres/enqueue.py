@@ -97,6 +97,8 @@ def _refusal(function: str, target: object, kind: tuple[str, bool] | None) -> Ty
     hint = ""
     if type(target).__name__ in ("Engine", "AsyncEngine", "sessionmaker", "async_sessionmaker"):
         hint = " (an engine or a session factory holds no transaction of yours: pass a session)"
+    elif type(target).__name__ in ("Pool", "ConnectionPool", "AsyncConnectionPool"):
+        hint = " (a pool holds no transaction of yours: pass a connection taken from it)"
     elif isinstance(target, str):
         hint = " (a DSN holds no transaction of yours: pass a connection in one)"
     return TypeError(f"{function} cannot write through {what}: pass {kinds}{hint}")

@@ -83,6 +83,9 @@ async def test_an_asyncpg_pool_or_an_async_engine_is_refused_in_one_line(
     assert pool_message.startswith(
         f"relay.enqueue_async cannot write through an asyncpg Pool: {ASYNC_KINDS}"
     )
+    assert pool_message.endswith(
+        "(a pool holds no transaction of yours: pass a connection taken from it)"
+    )
     assert engine_message.startswith(
         f"relay.enqueue_async cannot write through a sqlalchemy AsyncEngine: {ASYNC_KINDS}"
     )
