@@ -19,6 +19,7 @@ from .errors import RestartIntensityExceeded as RestartIntensityExceeded
 from .errors import SchemaMissing as SchemaMissing
 from .errors import SinkFailed as SinkFailed
 from .errors import SinkUnavailable as SinkUnavailable
+from .errors import TransactionRequired as TransactionRequired
 from .errors import Unreachable as Unreachable
 from .ports import OutboxEvent as OutboxEvent
 from .ports import Sink as Sink
@@ -55,6 +56,7 @@ __all__ = [
     "Sink",
     "SinkFailed",
     "SinkUnavailable",
+    "TransactionRequired",
     "Unreachable",
     "WakeReason",
     "enqueue",

@@ -112,3 +112,9 @@ class RestartIntensityExceeded(RelayError):
 class NotFound(RelayError):
     """Something asked for by name or id is not there (say, `relay dead retry --id 9999`); what
     was there was still done."""
+
+
+class TransactionRequired(RelayError):
+    """`relay.enqueue` was handed a connection it cannot write through in a transaction of the
+    caller's: closed, in autocommit mode outside a transaction (each statement would commit by
+    itself), or in a transaction that already failed. Nothing was written."""

@@ -2,7 +2,9 @@
 
 A package rather than one `postgres.py`, so that each part stays one job: `queries` (every
 statement, named), `migrations` (the schema), `outbox` (the `Outbox` port), `enqueue` (the
-writer's API) and `connect` (connection settings and the psycopg-to-relay error boundary).
+writer's API: `new_events` checks what it is given, `enqueue_psycopg`, `enqueue_sqlalchemy` and
+`enqueue_asyncpg` write it through each layer) and `connect` (connection settings and the
+psycopg-to-relay error boundary).
 """
 
 from typing import TYPE_CHECKING, Any

@@ -1,102 +1,111 @@
-"""The writer's side: add events to the outbox inside the caller's own transaction."""
+"""The writer's side: add events to the outbox inside the caller's own transaction.
+
+Two entry points, `enqueue` (and `enqueue_many`) for blocking code and `enqueue_async` (and
+`enqueue_many_async`) for asyncio code, each taking whatever the application already writes
+through: a psycopg connection, a SQLAlchemy session or connection, an asyncpg connection. The
+kind is told from the object's class: SQLAlchemy's and asyncpg's adapters are imported only for
+their own objects, so `import relay` never loads either library (both are optional extras).
+Every path writes in the caller's transaction and never commits; each checks the events the same
+way (`new_events`) before anything is sent.
+"""
 
 from __future__ import annotations
 
-import json
-import re
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from typing import Any
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any, TypeAlias
 
-import attrs
 import psycopg
-from psycopg.rows import tuple_row
-from psycopg.types.json import Jsonb
 
-from .queries import Queries
+from . import enqueue_psycopg
+from .new_events import NewEvent
 
-# PostgreSQL takes at most 65,535 parameters per statement; 4 per row leaves room for 16,383.
-_ROWS_PER_STATEMENT = 10_000
+if TYPE_CHECKING:
+    import asyncpg
+    import asyncpg.pool
+    from sqlalchemy.engine import Connection
+    from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_scoped_session
+    from sqlalchemy.orm import Session, scoped_session
 
+    Writer: TypeAlias = psycopg.Connection[Any] | Session | Connection | scoped_session[Any]
+    AsyncWriter: TypeAlias = (
+        psycopg.AsyncConnection[Any]
+        | AsyncSession
+        | AsyncConnection
+        | async_scoped_session[Any]
+        | asyncpg.Connection
+        | asyncpg.pool.PoolConnectionProxy
+    )
 
-@attrs.frozen
-class NewEvent:
-    """An event to enqueue: `payload` is anything `json.dumps` accepts."""
+__all__ = ["NewEvent", "enqueue", "enqueue_async", "enqueue_many", "enqueue_many_async"]
 
-    topic: str
-    payload: Any
-    key: str | None = None
-    headers: Mapping[str, Any] | None = None
-
-
-def _queries(schema: str) -> Queries:
-    return Queries(schema)
-
-
-def _as_is(text: str) -> str:
-    return text
-
-
-# JSON's escape of a NUL character: `\u0000` after an even number of backslashes.
-_NUL_ESCAPE = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
-
-
-def _jsonb(value: Any, what: str, index: int, topic: str) -> Jsonb:
-    """`value` as JSON, dumped here rather than by psycopg, so that a value JSON cannot hold
-    names its event. No NaN or Infinity, no NUL character and no lone surrogate: PostgreSQL's
-    jsonb refuses them all."""
-    try:
-        text = json.dumps(value, allow_nan=False, ensure_ascii=False)
-        text.encode()  # a lone surrogate (text decoded with surrogateescape) is no UTF-8
-        if _NUL_ESCAPE.search(text):
-            raise ValueError("it holds a NUL character (\\u0000), which jsonb cannot store")
-    except (TypeError, ValueError) as exc:  # UnicodeEncodeError is a ValueError
-        kind = TypeError if isinstance(exc, TypeError) else ValueError
-        raise kind(f"event {index} (topic {topic!r}): {what} is not valid JSON: {exc}") from None
-    return Jsonb(text, dumps=_as_is)
+_SYNC_KINDS = "a psycopg Connection, or a SQLAlchemy Session or Connection"
+_ASYNC_KINDS = (
+    "a psycopg AsyncConnection, a SQLAlchemy AsyncSession or AsyncConnection,"
+    " or an asyncpg connection"
+)
 
 
-def _params(events: Sequence[NewEvent], first: int) -> list[Any]:
-    params: list[Any] = []
-    for index, event in enumerate(events, first):
-        if not isinstance(event.topic, str) or not event.topic or "\x00" in event.topic:
-            raise ValueError(
-                f"event {index}: topic must be a non-empty string without NUL, got {event.topic!r}"
-            )
-        if event.key is not None and (not isinstance(event.key, str) or "\x00" in event.key):
-            raise ValueError(
-                f"event {index} (topic {event.topic!r}): key must be a string without NUL or None,"
-                f" got {event.key!r}"
-            )
-        if event.headers is not None and not isinstance(event.headers, Mapping):
-            raise TypeError(
-                f"event {index} (topic {event.topic!r}): headers must be a mapping,"
-                f" got {type(event.headers).__name__}"
-            )
-        params += [
-            event.topic,
-            event.key,
-            _jsonb(event.payload, "payload", index, event.topic),
-            _jsonb(dict(event.headers or {}), "headers", index, event.topic),
-        ]
-    return params
+def _library(target: object) -> str | None:
+    """The library `target`'s class (or a base of it) comes from, among those relay writes
+    through; found by module name, so that neither optional library is imported to ask."""
+    for cls in type(target).__mro__:
+        top = cls.__module__.partition(".")[0]
+        if top in ("psycopg", "sqlalchemy", "asyncpg"):
+            return top
+    return None
 
 
-def _chunks(events: Iterable[NewEvent]) -> Iterator[tuple[int, Sequence[NewEvent]]]:
-    """The events in statements' worth, each with the index of its first event."""
-    batch: list[NewEvent] = []
-    first = 0
-    for event in events:
-        batch.append(event)
-        if len(batch) == _ROWS_PER_STATEMENT:
-            yield first, batch
-            first += len(batch)
-            batch = []
-    if batch:
-        yield first, batch
+def _kind(target: object) -> tuple[str, bool] | None:
+    """(library, is it async) for a writer relay can use; None for anything else."""
+    library = _library(target)
+    if library == "psycopg":
+        if isinstance(target, psycopg.Connection):
+            return library, False
+        if isinstance(target, psycopg.AsyncConnection):
+            return library, True
+    elif library == "sqlalchemy":
+        from . import enqueue_sqlalchemy
+
+        if (is_async := enqueue_sqlalchemy.is_async(target)) is not None:
+            return library, is_async
+    elif library == "asyncpg":
+        from . import enqueue_asyncpg
+
+        if enqueue_asyncpg.is_connection(target):
+            return library, True
+    return None
+
+
+def _describe(target: object) -> str:
+    """`target`'s kind with its article: "a psycopg Cursor", "an asyncpg Pool", "a str"."""
+    library = _library(target)
+    name = f"{library} {type(target).__name__}" if library else type(target).__name__
+    return f"{'an' if name[0].lower() in 'aeiou' else 'a'} {name}"
+
+
+def _refusal(function: str, target: object, kind: tuple[str, bool] | None) -> TypeError:
+    """The one-line error for a `target` that `function` cannot write through."""
+    what = _describe(target)
+    if kind is not None:  # the right library, the other function
+        is_async = kind[1]
+        instead = "await relay.enqueue_async" if is_async else "call relay.enqueue"
+        return TypeError(
+            f"{function} cannot write through {what}: it is"
+            f" {'async' if is_async else 'blocking'}, {instead}(...) instead"
+        )
+    kinds = _ASYNC_KINDS if function.endswith("_async") else _SYNC_KINDS
+    hint = ""
+    if type(target).__name__ in ("Engine", "AsyncEngine", "sessionmaker", "async_sessionmaker"):
+        hint = " (an engine or a session factory holds no transaction of yours: pass a session)"
+    elif type(target).__name__ in ("Pool", "ConnectionPool", "AsyncConnectionPool"):
+        hint = " (a pool holds no transaction of yours: pass a connection taken from it)"
+    elif isinstance(target, str):
+        hint = " (a DSN holds no transaction of yours: pass a connection in one)"
+    return TypeError(f"{function} cannot write through {what}: pass {kinds}{hint}")
 
 
 def enqueue(
-    conn: psycopg.Connection[Any],
+    conn: Writer,
     topic: str,
     payload: Any,
     *,
@@ -106,36 +115,46 @@ def enqueue(
 ) -> int:
     """Add one event in `conn`'s current transaction; it is sent once that transaction commits.
 
+    Args:
+        conn: a psycopg `Connection`, or a SQLAlchemy `Session` (or `scoped_session`) or
+            `Connection`: the event joins the transaction it has, or begins one as any
+            statement would. Never committed here.
+
     Returns:
         The event's id.
+
+    Raises:
+        TypeError: `conn` is none of those (an async one names `enqueue_async`).
+        relay.TransactionRequired: `conn` is closed, in autocommit mode outside a transaction,
+            or in a failed transaction.
     """
     return enqueue_many(conn, [NewEvent(topic, payload, key, headers)], schema=schema)[0]
 
 
-def enqueue_many(
-    conn: psycopg.Connection[Any], events: Iterable[NewEvent], *, schema: str = "relay"
-) -> list[int]:
+def enqueue_many(conn: Writer, events: Iterable[NewEvent], *, schema: str = "relay") -> list[int]:
     """Add many events in one statement (per 10,000) in `conn`'s current transaction.
 
     Returns:
         The events' ids, in the order given.
 
     Raises:
-        TypeError: a payload or headers JSON cannot hold (the message names the event's index
-            and topic), or headers that are not a mapping.
+        TypeError: as `enqueue`; or a payload or headers JSON cannot hold (the message names the
+            event's index and topic), or headers that are not a mapping.
         ValueError: an empty topic, or a payload or headers with NaN, Infinity or a cycle.
+        relay.TransactionRequired: as `enqueue`.
     """
-    ids: list[int] = []
-    # A cursor of our own rows: the caller's connection may have any row factory (dict_row).
-    with conn.cursor(row_factory=tuple_row) as cursor:
-        for first, chunk in _chunks(events):
-            cursor.execute(_queries(schema).enqueue(len(chunk)), _params(chunk, first))
-            ids += [row[0] for row in cursor.fetchall()]
-    return ids
+    kind = _kind(conn)
+    if kind == ("psycopg", False):
+        return enqueue_psycopg.insert(conn, events, schema)  # type: ignore[arg-type]
+    if kind == ("sqlalchemy", False):
+        from . import enqueue_sqlalchemy
+
+        return enqueue_sqlalchemy.insert(conn, events, schema)  # type: ignore[arg-type]
+    raise _refusal("relay.enqueue", conn, kind)
 
 
 async def enqueue_async(
-    conn: psycopg.AsyncConnection[Any],
+    conn: AsyncWriter,
     topic: str,
     payload: Any,
     *,
@@ -143,18 +162,30 @@ async def enqueue_async(
     headers: Mapping[str, Any] | None = None,
     schema: str = "relay",
 ) -> int:
-    """`enqueue` for an `AsyncConnection`."""
+    """`enqueue` for asyncio code.
+
+    Args:
+        conn: a psycopg `AsyncConnection`, a SQLAlchemy `AsyncSession` (or
+            `async_scoped_session`) or `AsyncConnection` on either async driver, or an asyncpg
+            connection (plain or from a pool) inside `async with conn.transaction():`.
+    """
     ids = await enqueue_many_async(conn, [NewEvent(topic, payload, key, headers)], schema=schema)
     return ids[0]
 
 
 async def enqueue_many_async(
-    conn: psycopg.AsyncConnection[Any], events: Iterable[NewEvent], *, schema: str = "relay"
+    conn: AsyncWriter, events: Iterable[NewEvent], *, schema: str = "relay"
 ) -> list[int]:
-    """`enqueue_many` for an `AsyncConnection`."""
-    ids: list[int] = []
-    async with conn.cursor(row_factory=tuple_row) as cursor:
-        for first, chunk in _chunks(events):
-            await cursor.execute(_queries(schema).enqueue(len(chunk)), _params(chunk, first))
-            ids += [row[0] for row in await cursor.fetchall()]
-    return ids
+    """`enqueue_many` for asyncio code: `conn` as `enqueue_async` takes it."""
+    kind = _kind(conn)
+    if kind == ("psycopg", True):
+        return await enqueue_psycopg.insert_async(conn, events, schema)  # type: ignore[arg-type]
+    if kind == ("sqlalchemy", True):
+        from . import enqueue_sqlalchemy
+
+        return await enqueue_sqlalchemy.insert_async(conn, events, schema)  # type: ignore[arg-type]
+    if kind == ("asyncpg", True):
+        from . import enqueue_asyncpg
+
+        return await enqueue_asyncpg.insert(conn, events, schema)
+    raise _refusal("relay.enqueue_async", conn, kind)

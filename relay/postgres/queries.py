@@ -337,6 +337,29 @@ class Queries:
             "INSERT INTO {outbox} (topic, key, payload, headers) VALUES {values} RETURNING id"
         ).format(outbox=self._table("outbox"), values=values)
 
+    def enqueue_columns(self, topics: str, keys: str, payloads: str, headers: str) -> str:
+        """Insert one event per element of four parallel arrays bound as `text[]` at the given
+        placeholders (each driver's own style: `$1`, `:topics`), in array order; returns their
+        ids. Plain text for drivers other than psycopg; four parameters however many rows."""
+        return (
+            sql.SQL(
+                "INSERT INTO {outbox} (topic, key, payload, headers)"
+                " SELECT e.topic, e.key, e.payload::jsonb, e.headers::jsonb"
+                " FROM unnest(CAST({topics} AS text[]), CAST({keys} AS text[]),"
+                " CAST({payloads} AS text[]), CAST({headers} AS text[]))"
+                " WITH ORDINALITY AS e(topic, key, payload, headers, n)"
+                " ORDER BY e.n RETURNING id"
+            )
+            .format(
+                outbox=self._table("outbox"),
+                topics=sql.SQL(topics),
+                keys=sql.SQL(keys),
+                payloads=sql.SQL(payloads),
+                headers=sql.SQL(headers),
+            )
+            .as_string(None)
+        )
+
     @functools.cached_property
     def status(self) -> sql.Composed:
         """For `relay status`, per topic: pending (retrying included), retrying, dead, age."""

@@ -41,3 +41,26 @@ def test_importing_the_core_loads_nothing_operational(imports: str) -> None:
         for name in loaded
         if any(name == top or name.startswith(top + ".") for top in OPERATIONAL)
     ] == []
+
+
+# The database layers `relay.enqueue` can write through besides psycopg: optional extras, imported
+# only for an object of theirs.
+OPTIONAL_WRITERS = ("sqlalchemy", "asyncpg", "greenlet")
+
+
+def test_importing_relay_and_refusing_a_non_connection_loads_no_optional_database_layer() -> None:
+    """In a fresh interpreter, with SQLAlchemy and asyncpg installed (the dev extra)."""
+    script = (
+        "import sys, relay\n"
+        "try:\n"
+        "    relay.enqueue(object(), 't', 1)\n"
+        "except TypeError:\n"
+        "    pass\n"
+        "print(*sys.modules)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
+    )
+    loaded = result.stdout.split()
+    assert "relay.postgres.enqueue" in loaded
+    assert [name for name in loaded if name.partition(".")[0] in OPTIONAL_WRITERS] == []
