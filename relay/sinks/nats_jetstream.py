@@ -26,7 +26,9 @@ breaks into spaces) plus `Relay-Topic`, `Relay-Key` (keyed events only), `Relay-
 JetStream stores one message per id and acks a repeat as a duplicate, which makes relay's
 at-least-once exactly-once in the stream for retries within the window. These names and
 `Nats-Expected-Stream` are relay's: an event's headers of those names (in any case) are dropped;
-its other `Nats-*` headers pass through and take effect (say `Nats-TTL`).
+its other `Nats-*` headers pass through and take effect (say `Nats-TTL`). A W3C `traceparent` and
+`tracestate` (in any case) are sent as `traceparent` and `tracestate` when valid, and dropped when
+not (see `relay.trace_context`).
 
 A batch crosses into asyncio once (`deliver_pipelined`): there the events of one key are
 published one at a time, each after the previous one's ack, and keys and keyless events are in
@@ -64,6 +66,7 @@ from ..aio import aio_as_trio
 from ..errors import PartialDelivery, SinkUnavailable
 from ..ports import OutboxEvent
 from ..secrets import mask_url
+from ..trace_context import replace_trace_headers
 from .lanes import Failure
 from .lifetime import NetworkSink, close_bounded
 from .nats_url import Target, Unroutable, parse_url
@@ -283,7 +286,7 @@ class _Message:
 def _headers(event: OutboxEvent, msg_id_prefix: str) -> dict[str, str]:
     headers = {
         name: value if isinstance(value, str) else _json(value)
-        for name, value in event.headers.items()
+        for name, value in replace_trace_headers(event.headers).items()
         if name.lower() not in _OWN_HEADERS
     }
     headers[MSG_ID_HEADER] = f"{msg_id_prefix}{event.id}"

@@ -21,7 +21,9 @@ Each event is one message: the body is the payload's JSON bytes exactly as Postg
 `content_type` `application/json`, `delivery_mode` persistent, `message_id` the event's id,
 `timestamp` its `created_at` (whole seconds), `app_id` `relay`; the headers are the event's own
 plus `relay-topic`, `relay-key` (void when keyless) and `relay-attempts`, which win over writer
-headers of those names. Every message is `mandatory`.
+headers of those names; a W3C `traceparent` and `tracestate` (in any case) are sent as
+`traceparent` and `tracestate` when valid, and dropped when not (see `relay.trace_context`). Every
+message is `mandatory`.
 
 An event is delivered once the broker confirmed it (publisher confirms). An unroutable message
 (returned: no queue bound for its routing key), a nack, or no confirm within `SinkOptions.timeout`
@@ -56,6 +58,7 @@ from ..aio import aio_as_trio
 from ..errors import ConfigError, SinkUnavailable
 from ..ports import OutboxEvent
 from ..secrets import find_secrets, mask, mask_url
+from ..trace_context import replace_trace_headers
 from .lanes import Failure
 from .lifetime import NetworkSink, close_bounded
 from .options import SinkOptions
@@ -220,7 +223,7 @@ class RabbitMQSink(NetworkSink[_Session]):
         try:
             # Reading the headers decodes them: a writer's `[1,2]` is no object, and raises here.
             headers = {
-                **event.headers,
+                **replace_trace_headers(event.headers),
                 "relay-topic": event.topic,
                 "relay-key": event.key,
                 "relay-attempts": event.attempts,

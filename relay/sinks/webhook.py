@@ -11,6 +11,8 @@ Each request carries:
   HMAC-SHA256, keyed with the secret's UTF-8 bytes, of `f"{timestamp}.".encode() + body`.
   A receiver recomputes it over the raw body it received (before parsing it), compares in
   constant time and rejects stale timestamps to stop replays: `verify_signature` does all three.
+- `traceparent` and `tracestate` when the event's headers hold a valid W3C trace context (see
+  `relay.trace_context`), so that the receiver's tracing continues the producer's trace.
 
 The URL's path may hold `{topic}`: each event goes to the URL with its topic put there as one
 path segment, percent-encoded (`/` included, so a topic never climbs out of its segment; a topic
@@ -44,6 +46,7 @@ import trio
 from ..errors import ConfigError
 from ..ports import OutboxEvent
 from ..secrets import mask_quoted, mask_url
+from ..trace_context import trace_headers_of
 from .encoding import encode_event
 from .lanes import Failure, deliver_in_lanes
 from .lifetime import NetworkSink, close_bounded
@@ -245,7 +248,7 @@ class WebhookSink(NetworkSink[httpx.AsyncClient]):
                 return Failure(f"the topic is empty: it cannot fill {TOPIC}", permanent=True)
             url = url.replace(TOPIC, segment)
         body = encode_event(event)
-        headers = {IDEMPOTENCY_HEADER: str(event.id)}
+        headers = {IDEMPOTENCY_HEADER: str(event.id), **trace_headers_of(event.headers)}
         if self.options.secret is not None:
             headers[SIGNATURE_HEADER] = sign(self.options.secret, body, int(self.clock()))
         try:
