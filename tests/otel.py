@@ -1,0 +1,38 @@
+"""The OpenTelemetry SDK for the tests: one tracer provider for the session, spans kept in memory.
+
+OpenTelemetry lets a process set its global tracer provider once; relay's spans go there (see
+`relay.tracing`), so every test that reads spans shares this one and clears it first.
+"""
+
+from __future__ import annotations
+
+from opentelemetry import trace
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from relay.tracing import SPAN_NAME
+
+_EXPORTER = InMemorySpanExporter()
+_PROVIDER = TracerProvider()
+_PROVIDER.add_span_processor(SimpleSpanProcessor(_EXPORTER))
+trace.set_tracer_provider(_PROVIDER)  # once: this module is imported once per session
+
+PRODUCER = trace.get_tracer("tests.producer")
+"""The tracer of the tests' producers, the application side."""
+
+
+def recorded_spans() -> InMemorySpanExporter:
+    """The session's in-memory exporter, emptied."""
+    _EXPORTER.clear()
+    return _EXPORTER
+
+
+def relay_spans(exporter: InMemorySpanExporter) -> list[ReadableSpan]:
+    """The batch spans relay recorded, in the order they ended."""
+    return [span for span in exporter.get_finished_spans() if span.name == SPAN_NAME]
+
+
+def trace_id_of(traceparent: str) -> int:
+    """The trace id in a `traceparent`, as OpenTelemetry's span contexts hold it."""
+    return int(traceparent.split("-")[1], 16)
