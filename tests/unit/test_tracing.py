@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import argparse
 import subprocess
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 import pytest
 import trio
@@ -14,6 +16,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 
 import relay
 from relay import OutboxEvent, PartialDelivery, open_relay
+from relay.daemon.settings import add_run_options, load_settings
 from relay.ports import CallableSink
 from relay.sinks import StdoutSink, WebhookSink, open_sink
 from relay.testing import MemoryOutbox, RecordingSink
@@ -182,6 +185,19 @@ async def test_tracing_off_records_no_span(
 def test_tracing_accepts_only_auto_or_off() -> None:
     with pytest.raises(relay.ConfigError, match="tracing: must be auto or off, got 'on'"):
         make_config(tracing="on")
+
+
+def test_the_daemon_turns_tracing_off_by_flag_variable_or_toml(tmp_path: Path) -> None:
+    parser = argparse.ArgumentParser()
+    add_run_options(parser)
+    file = tmp_path / "relay.toml"
+    file.write_text('tracing = "off"\n')
+    assert load_settings(parser.parse_args([]), {}).config.tracing == "auto"
+    assert load_settings(parser.parse_args(["--tracing", "off"]), {}).config.tracing == "off"
+    assert load_settings(parser.parse_args([]), {"RELAY_TRACING": "off"}).config.tracing == "off"
+    assert load_settings(parser.parse_args(["--config", str(file)]), {}).config.tracing == "off"
+    with pytest.raises(relay.ConfigError, match="tracing: must be one of auto, off, got 'OFF'"):
+        load_settings(parser.parse_args([]), {"RELAY_TRACING": "OFF"})
 
 
 def test_without_opentelemetry_there_is_no_tracer_and_trace_headers_copies(
