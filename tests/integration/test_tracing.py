@@ -28,7 +28,7 @@ from relay.sinks import StdoutSink, WebhookSink
 from relay.sinks.options import SinkOptions
 
 from ..conftest import pending_count
-from ..otel import PRODUCER, recorded_spans, relay_spans
+from ..otel import PRODUCER, recording, relay_spans
 from ..redis_server import REDIS_PORT, redis_answers
 from .test_webhook import Server
 
@@ -70,8 +70,9 @@ def produce(dsn: str, topic: str = "orders", key: str | None = "order-1") -> Pro
 
 
 @pytest.fixture
-def spans() -> InMemorySpanExporter:
-    return recorded_spans()
+def spans() -> Iterator[InMemorySpanExporter]:
+    with recording() as exporter:
+        yield exporter
 
 
 async def wait_until(condition: Callable[[], object]) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -22,15 +22,16 @@ from relay.sinks import StdoutSink, WebhookSink, open_sink
 from relay.testing import MemoryOutbox, RecordingSink
 from relay.tracing import _propagator, batch_tracer, sink_kind, trace_headers
 
-from ..otel import PRODUCER, recorded_spans, relay_spans, trace_id_of
+from ..otel import PRODUCER, recording, relay_spans, trace_id_of
 from .conftest import make_config
 
 PARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 
 
 @pytest.fixture
-def spans() -> InMemorySpanExporter:
-    return recorded_spans()
+def spans() -> Iterator[InMemorySpanExporter]:
+    with recording() as exporter:
+        yield exporter
 
 
 def test_trace_headers_outside_a_span_is_a_copy_of_the_headers() -> None:
