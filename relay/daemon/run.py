@@ -30,6 +30,9 @@ log = logging.getLogger("relay.daemon")
 def _sink(settings: Settings) -> Sink:
     options = SinkOptions(
         secret=settings.webhook_secret,
+        signature=settings.webhook_signature,
+        format=settings.sink_format,
+        cloudevents_source=settings.cloudevents_source,
         timeout=settings.sink_timeout,
         max_concurrency=settings.sink_concurrency,
     )
