@@ -32,6 +32,7 @@ from .runtime import RelayHandle as RelayHandle
 from .runtime import RelayStatistics as RelayStatistics
 from .runtime import open_relay as open_relay
 from .runtime import run_relay as run_relay
+from .tracing import trace_headers as trace_headers
 from .wakeups import WakeReason as WakeReason
 
 __all__ = [
@@ -65,4 +66,5 @@ __all__ = [
     "enqueue_many_async",
     "open_relay",
     "run_relay",
+    "trace_headers",
 ]

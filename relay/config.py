@@ -14,6 +14,7 @@ from .backoff import Backoff
 from .errors import ConfigError
 
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
+TRACING_MODES = ("auto", "off")
 
 
 def _check(predicate: Callable[[Any], bool], reason: str) -> Callable[[Any, Any, Any], None]:
@@ -110,6 +111,8 @@ class Config:
             starts with one). Claims in flight never share a key: each holds its own partitions.
         pool_size: connections the drainer's pool keeps; raised to `claims_in_flight` + 1 when
             lower (see `connections`). With two or more, the drainer keeps one between claims.
+        tracing: `auto` records an OpenTelemetry span per settled batch when `opentelemetry-api`
+            is installed (see `relay.tracing`); `off` never imports it.
 
     Fields made with `option_field`, and `retry_backoff`'s parts, are also options of `relay run`
     (`--batch-size`, `RELAY_BATCH_SIZE`): their help says what the others are.
@@ -169,6 +172,12 @@ class Config:
     idle_in_transaction_timeout: float = attrs.field(default=60.0, validator=_seconds)
     statement_timeout: float = attrs.field(default=30.0, validator=_seconds)
     pool_size: int = attrs.field(default=2, validator=_positive_int)
+    tracing: str = option_field(
+        "auto",
+        "a span per delivered batch: auto (when opentelemetry-api is installed) or off",
+        _check(lambda v: v in TRACING_MODES, "must be auto or off"),
+        choices=TRACING_MODES,
+    )
 
     @property
     def connections(self) -> int:

@@ -56,11 +56,14 @@ class BatchReport:
         duration: seconds from the start of the claim until the outcome was committed.
         claimed: events in the batch.
         delivered: the events the sink took, now gone from the outbox.
+        events: every event claimed, delivered or not, in claim order (the tracing links them
+            all to their producers).
     """
 
     duration: float
     claimed: int
     delivered: tuple[OutboxEvent, ...]
+    events: tuple[OutboxEvent, ...] = ()
 
 
 BatchObserver = Callable[[BatchReport], None]
@@ -323,7 +326,7 @@ class Drainer:
                 self._count(empty_claims=1)
         settled = trio.current_time()
         if events and self._observers:
-            self._notify(BatchReport(settled - started, len(events), delivered))
+            self._notify(BatchReport(settled - started, len(events), delivered, tuple(events)))
         # The earliest retry: what the claim saw, or one this batch has just scheduled.
         due = [] if batch.next_due is None else [started + batch.next_due]
         if outcome is not None:

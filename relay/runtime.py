@@ -20,6 +20,7 @@ from .outages import Outage, Outages, Waiter
 from .ports import Backlog, Handler, Located, Outbox, ReportsBacklog, Sink, as_sink
 from .supervisor import ChildSpec, RestartPolicy, StartedOnce, Supervisor
 from .ticker import Ticker
+from .tracing import batch_tracer
 from .wakeups import DrainReport, WakeReason, Wakeups
 
 logger = logging.getLogger(__name__)
@@ -131,6 +132,9 @@ async def run_relay(
     An unreachable database or sink, at start or later, is waited for with
     `config.outage_backoff` for as long as it lasts (bound it with a cancel scope).
 
+    With `opentelemetry-api` installed, each settled batch is recorded as a span linked to its
+    events' producers, unless `config.tracing` is `off` (see `relay.tracing`).
+
     Raises:
         RestartIntensityExceeded: the actors failed more often than `config.restart_intensity`
             within `config.restart_period`; every actor has stopped. Raised bare, not in a group.
@@ -169,6 +173,8 @@ async def _serve(
         )
         ticker = Ticker(config, wakeups, receive_reports, listener)
         drainer = Drainer(config, outbox, sink, wakeups, send_reports, rng, outages)
+        if (tracer := batch_tracer(config, sink)) is not None:
+            drainer.add_observer(tracer)
         supervisor = Supervisor(
             # Listener first: the drainer's first drain must come after LISTEN, or an event
             # committed in between would wait for the next poll.

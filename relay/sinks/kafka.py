@@ -22,7 +22,9 @@ hands the whole batch to it at once and waits for the acknowledgements in trio w
 A message is the payload's bytes as PostgreSQL sent them (never decoded), the event's key as the
 message key (none for a keyless event), and as headers the event's own (strings as they are,
 other values as compact JSON) plus `Relay-Id`, `Relay-Topic` and `Relay-Created-At` (ISO 8601);
-an event's own headers of those names are dropped. Consumers deduplicate on `Relay-Id`: Kafka
+an event's own headers of those names are dropped; a W3C `traceparent` and `tracestate` (in any
+case) are sent as `traceparent` and `tracestate` when valid, and dropped when not (see
+`relay.trace_context`). Consumers deduplicate on `Relay-Id`: Kafka
 does not across producer sessions, so a batch redelivered after a crash or an outage is stored
 again.
 
@@ -49,6 +51,7 @@ from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from ..errors import ConfigError, PartialDelivery, SinkUnavailable
 from ..ports import OutboxEvent
 from ..secrets import mask, mask_url
+from ..trace_context import replace_trace_headers
 from .kafka_url import KafkaTarget, parse_url
 from .lifetime import NetworkSink, close_bounded
 from .nats_url import Unroutable
@@ -253,7 +256,7 @@ class KafkaSink(NetworkSink[Producer]):
 def _headers(event: OutboxEvent) -> list[tuple[str, str | bytes | None]]:
     headers: list[tuple[str, str | bytes | None]] = [
         (name, (value if isinstance(value, str) else _json(value)).encode())
-        for name, value in event.headers.items()
+        for name, value in replace_trace_headers(event.headers).items()
         if name.lower() not in _OWN_HEADERS
     ]
     headers.append((ID_HEADER, str(event.id).encode()))

@@ -26,13 +26,16 @@ breaks into spaces) plus `Relay-Topic`, `Relay-Key` (keyed events only), `Relay-
 JetStream stores one message per id and acks a repeat as a duplicate, which makes relay's
 at-least-once exactly-once in the stream for retries within the window. These names and
 `Nats-Expected-Stream` are relay's: an event's headers of those names (in any case) are dropped;
-its other `Nats-*` headers pass through and take effect (say `Nats-TTL`).
+its other `Nats-*` headers pass through and take effect (say `Nats-TTL`). A W3C `traceparent` and
+`tracestate` (in any case) are sent as `traceparent` and `tracestate` when valid, and dropped when
+not (see `relay.trace_context`).
 
 In the CloudEvents formats (`SinkOptions.format`, see `relay.sinks.cloudevents`) a message is the
 NATS binding's: the payload with the attributes as `ce-*` headers and `content-type:
 application/json` (binary mode), or the JSON event format with `content-type:
-application/cloudevents+json` (structured mode); `Nats-Msg-Id` still deduplicates, and relay's
-`Relay-*` headers are left out, as the attributes carry what they said.
+application/cloudevents+json` (structured mode); `Nats-Msg-Id` still deduplicates, a trace
+context is still sent as `traceparent` and `tracestate`, and relay's `Relay-*` headers are left
+out, as the attributes carry what they said.
 
 A batch crosses into asyncio once (`deliver_pipelined`): there the events of one key are
 published one at a time, each after the previous one's ack, and keys and keyless events are in
@@ -70,6 +73,7 @@ from ..aio import aio_as_trio
 from ..errors import PartialDelivery, SinkUnavailable
 from ..ports import OutboxEvent
 from ..secrets import mask_url
+from ..trace_context import replace_trace_headers, trace_headers_of
 from .cloudevents import NATS_PREFIX, CloudEvents, Unmappable
 from .lanes import Failure
 from .lifetime import NetworkSink, close_bounded
@@ -268,6 +272,7 @@ class JetStreamSink(NetworkSink[_Connection]):
                 payload, headers, content_type = self._cloudevents.message(event, NATS_PREFIX)
             except Unmappable as exc:
                 return Failure(str(exc), permanent=True)
+            headers.update(trace_headers_of(event.headers))
             headers[CONTENT_TYPE_HEADER] = content_type
             headers[MSG_ID_HEADER] = f"{target.msg_id_prefix}{event.id}"
             return _Message(subject, payload, stream, headers)
@@ -301,7 +306,7 @@ class _Message:
 def _headers(event: OutboxEvent, msg_id_prefix: str) -> dict[str, str]:
     headers = {
         name: value if isinstance(value, str) else _json(value)
-        for name, value in event.headers.items()
+        for name, value in replace_trace_headers(event.headers).items()
         if name.lower() not in _OWN_HEADERS
     }
     headers[MSG_ID_HEADER] = f"{msg_id_prefix}{event.id}"

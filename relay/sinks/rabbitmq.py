@@ -21,13 +21,16 @@ Each event is one message: the body is the payload's JSON bytes exactly as Postg
 `content_type` `application/json`, `delivery_mode` persistent, `message_id` the event's id,
 `timestamp` its `created_at` (whole seconds), `app_id` `relay`; the headers are the event's own
 plus `relay-topic`, `relay-key` (void when keyless) and `relay-attempts`, which win over writer
-headers of those names. Every message is `mandatory`.
+headers of those names; a W3C `traceparent` and `tracestate` (in any case) are sent as
+`traceparent` and `tracestate` when valid, and dropped when not (see `relay.trace_context`). Every
+message is `mandatory`.
 
 In the CloudEvents formats (`SinkOptions.format`, see `relay.sinks.cloudevents`) the message is
 the AMQP binding's: binary mode sends the payload, `content_type` `application/json` and the
 attributes as `cloudEvents_*` headers (RabbitMQ hands them to an AMQP 1.0 consumer as application
 properties), structured mode the JSON event format as `application/cloudevents+json` with no
-header; `message_id`, `timestamp` and `app_id` are set as above, relay's `relay-*` headers not.
+header; in both, a trace context is still sent as `traceparent` and `tracestate`, `message_id`,
+`timestamp` and `app_id` are set as above, relay's `relay-*` headers not.
 
 An event is delivered once the broker confirmed it (publisher confirms). An unroutable message
 (returned: no queue bound for its routing key), a nack, or no confirm within `SinkOptions.timeout`
@@ -62,6 +65,7 @@ from ..aio import aio_as_trio
 from ..errors import ConfigError, SinkUnavailable
 from ..ports import OutboxEvent
 from ..secrets import find_secrets, mask, mask_url
+from ..trace_context import replace_trace_headers, trace_headers_of
 from .cloudevents import AMQP_PREFIX, CloudEvents, Unmappable
 from .lanes import Failure
 from .lifetime import NetworkSink, close_bounded
@@ -227,7 +231,7 @@ class RabbitMQSink(NetworkSink[_Session]):
         try:
             # Reading the headers decodes them: a writer's `[1,2]` is no object, and raises here.
             headers = {
-                **event.headers,
+                **replace_trace_headers(event.headers),
                 "relay-topic": event.topic,
                 "relay-key": event.key,
                 "relay-attempts": event.attempts,
@@ -274,7 +278,7 @@ class RabbitMQSink(NetworkSink[_Session]):
             return routing_key
         message = aio_pika.Message(
             body,
-            headers=dict(headers),
+            headers={**headers, **trace_headers_of(event.headers)},
             content_type=content_type,
             delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
             message_id=str(event.id),

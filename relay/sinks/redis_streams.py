@@ -12,9 +12,11 @@ against `SinkOptions.verify_tls` and `ca_file`). Port 6379 and db 0 by default. 
 Any other parameter is a configuration error. Each entry holds the fields `id` (decimal), `topic`,
 `key` (left out when the event has none, so that None and "" stay apart), `headers` (JSON),
 `payload` (the payload's JSON bytes exactly as PostgreSQL sent them, never decoded) and
-`created_at` (ISO 8601). In the CloudEvents formats (`SinkOptions.format`) the field
-`cloudevent` holds the event in the JSON event format (`relay.sinks.cloudevents`) in place of
-`payload`: Redis has no CloudEvents binding, so binary mode writes the structured JSON too.
+`created_at` (ISO 8601); then `traceparent` and `tracestate` when the event's headers hold a valid
+W3C trace context (see `relay.trace_context`), each only when present. In the CloudEvents formats
+(`SinkOptions.format`) the field `cloudevent` holds the event in the JSON event format
+(`relay.sinks.cloudevents`) in place of `payload`: Redis has no CloudEvents binding, so binary
+mode writes the structured JSON too.
 
 Duplicates: a Lua script adds an event only when the key `<dedup_prefix><stream>:<id>` does not
 exist, and sets it (expiring after `dedup_ttl`) in the same atomic step. So a batch redelivered
@@ -63,6 +65,7 @@ from ..aio import aio_as_trio
 from ..errors import ConfigError, PartialDelivery, SinkUnavailable
 from ..ports import OutboxEvent
 from ..secrets import mask_url
+from ..trace_context import find_trace_context
 from .cloudevents import CloudEvents, Unmappable
 from .encoding import headers_json
 from .lifetime import NetworkSink, close_bounded
@@ -75,14 +78,15 @@ _HELD = -1
 CLOUDEVENT_FIELD = "cloudevent"  # in place of `payload`, in the CloudEvents formats
 
 # KEYS: stream, marker, per event. ARGV: ttl, maxlen or "", the payload's field name, then per
-# event id, topic, key, keyed ("1"/"0"), headers, payload, created_at. Returns per event 1 added,
-# 0 duplicate, -1 held behind an earlier failure of its key, or the error of its XADD.
+# event id, topic, key, keyed ("1"/"0"), headers, payload, created_at, traceparent, tracestate
+# ("" when absent). Returns per event 1 added, 0 duplicate, -1 held behind an earlier failure of
+# its key, or the error of its XADD.
 _SCRIPT = """
 local ttl = tonumber(ARGV[1])
 local results, failed = {}, {}
 for i = 1, #KEYS / 2 do
   local stream, marker = KEYS[2 * i - 1], KEYS[2 * i]
-  local a = 3 + (i - 1) * 7
+  local a = 3 + (i - 1) * 9
   local key, keyed = ARGV[a + 3], ARGV[a + 4] == '1'
   if keyed and failed[key] then
     results[i] = -1
@@ -95,6 +99,8 @@ for i = 1, #KEYS / 2 do
     if keyed then args[#args + 1] = 'key'; args[#args + 1] = key end
     for _, v in ipairs({'headers', ARGV[a + 5], ARGV[3], ARGV[a + 6], 'created_at',
                         ARGV[a + 7]}) do args[#args + 1] = v end
+    if ARGV[a + 8] ~= '' then args[#args + 1] = 'traceparent'; args[#args + 1] = ARGV[a + 8] end
+    if ARGV[a + 9] ~= '' then args[#args + 1] = 'tracestate'; args[#args + 1] = ARGV[a + 9] end
     local reply = redis.pcall('XADD', unpack(args))
     if type(reply) == 'table' and reply.err then
       results[i] = reply.err
@@ -288,6 +294,8 @@ class RedisStreamSink(NetworkSink[Any]):  # the session: the script, registered 
             keys += [stream, f"{target.dedup_prefix}{stream}:{event.id}"]
             args += [event.id, event.topic, event.key or "", "0" if event.key is None else "1"]
             args += [headers, payload, event.created_at.isoformat()]
+            trace = find_trace_context(event.headers)
+            args += ["", ""] if trace is None else [trace.traceparent, trace.tracestate or ""]
         reason: str | None = None
         with trio.move_on_after(self.options.timeout) as scope:
             try:

@@ -13,11 +13,13 @@ Each request carries:
   constant time and rejects stale timestamps to stop replays: `verify_signature` does all three.
   With `SinkOptions.signature="standard-webhooks"` the Standard Webhooks headers sign instead
   (`webhook-id`, `webhook-timestamp`, `webhook-signature`: `relay.sinks.standard_webhooks`).
+- `traceparent` and `tracestate` when the event's headers hold a valid W3C trace context (see
+  `relay.trace_context`), so that the receiver's tracing continues the producer's trace.
 
 In the CloudEvents formats (`SinkOptions.format`, see `relay.sinks.cloudevents`) the body is the
 payload alone with the attributes as `ce-*` headers and `Content-Type: application/json`
 (binary mode), or the JSON event format as `application/cloudevents+json` (structured mode);
-`Idempotency-Key` and the signature are sent as in relay's own format.
+`Idempotency-Key`, the signature and the trace context are sent as in relay's own format.
 
 The URL's path may hold `{topic}`: each event goes to the URL with its topic put there as one
 path segment, percent-encoded (`/` included, so a topic never climbs out of its segment; a topic
@@ -51,6 +53,7 @@ import trio
 from ..errors import ConfigError
 from ..ports import OutboxEvent
 from ..secrets import mask_quoted, mask_url
+from ..trace_context import trace_headers_of
 from . import standard_webhooks
 from .cloudevents import STRUCTURED_CONTENT_TYPE, CloudEvents, Unmappable
 from .encoding import encode_event
@@ -285,7 +288,7 @@ class WebhookSink(NetworkSink[httpx.AsyncClient]):
     def _request(self, event: OutboxEvent) -> tuple[bytes, dict[str, str]]:
         """The body and the per-event headers: the format's, then the signature's."""
         cloudevents = self._cloudevents
-        headers = {IDEMPOTENCY_HEADER: str(event.id)}
+        headers = {IDEMPOTENCY_HEADER: str(event.id), **trace_headers_of(event.headers)}
         if cloudevents is None:
             body = encode_event(event)
         elif cloudevents.structured:

@@ -215,7 +215,8 @@ async def test_amqp_carries_cloudevents(database_dsn: str, format: str) -> None:
         assert {m.content_type for m in messages} == {"application/json"}
     else:
         assert {m.content_type for m in messages} == {"application/cloudevents+json; charset=utf-8"}
-        assert all(not m.headers for m in messages)
+        # No attribute in headers; the trace context as the transport's own (relay.trace_context).
+        assert all(m.headers == {"traceparent": TRACEPARENT} for m in messages)
         events = [JSONFormat().read(None, m.body) for m in messages]
     check(events, ids, source="urn:relay:shop")
 

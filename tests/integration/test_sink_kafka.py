@@ -8,6 +8,7 @@ a run against a real Kafka.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -65,6 +66,13 @@ class Cluster:
 
 @pytest.fixture
 def cluster() -> Iterator[Cluster]:
+    with open_cluster() as started:
+        yield started
+
+
+@contextlib.contextmanager
+def open_cluster() -> Iterator[Cluster]:
+    """A mock cluster of 3 brokers for the block (the tracing tests use it too)."""
     process = subprocess.Popen(
         [sys.executable, "-c", _CLUSTER],
         stdin=subprocess.PIPE,
