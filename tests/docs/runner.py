@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import doctest
+import fcntl
 import os
 import shutil
 import signal
@@ -19,6 +20,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
@@ -28,6 +30,9 @@ from tests.docs.examples import PYTHON, SHELL, Block, Command, Page, commands
 from tests.redis_server import redis_answers
 
 STOP_GRACE = 20.0  # seconds a command has to stop after SIGINT
+# The examples use fixed names in the machine's shared brokers (stream ORDERS, app:orders) and
+# fixed ports, as a reader's copy would: test sessions of several checkouts take turns.
+MACHINE_LOCK = Path(tempfile.gettempdir()) / "relay-docs-examples.lock"
 _CHECKER = doctest.OutputChecker()
 _OPTIONS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
 
@@ -175,8 +180,24 @@ def check_script(block: Block, argv: list[str], folder: Path, env: dict[str, str
         )
 
 
+@contextlib.contextmanager
+def machine_lock() -> Iterator[None]:
+    """Held while one page runs, across every test session on this machine."""
+    with MACHINE_LOCK.open("a") as file:
+        fcntl.flock(file, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(file, fcntl.LOCK_UN)
+
+
 def run_page(page: Page, folder: Path, env: dict[str, str]) -> int:
     """Run every block of `page` in order in `folder`; returns how many blocks ran."""
+    with machine_lock():
+        return _run_blocks(page, folder, env)
+
+
+def _run_blocks(page: Page, folder: Path, env: dict[str, str]) -> int:
     ran = 0
     for block in page.blocks:
         if block.directives.skip is not None:
