@@ -39,15 +39,24 @@ mutate children="2":
 
 # Static checks: ruff, mypy --strict, the import contracts.
 lint:
-    {{python}} -m ruff check relay tests benchmarks examples
-    {{python}} -m ruff format --check relay tests benchmarks examples
+    {{python}} -m ruff check relay tests benchmarks examples docs/hooks
+    {{python}} -m ruff format --check relay tests benchmarks examples docs/hooks
     {{python}} -m mypy --strict relay
     {{venv}}/bin/lint-imports
 
 # Format and autofix.
 fmt:
-    {{python}} -m ruff format relay tests benchmarks examples
-    {{python}} -m ruff check --fix relay tests benchmarks examples
+    {{python}} -m ruff format relay tests benchmarks examples docs/hooks
+    {{python}} -m ruff check --fix relay tests benchmarks examples docs/hooks
+
+# The docs site into site/, offline; --strict: a broken link or anchor, or a page missing from the
+# nav, fails it (mkdocs.yml's validation). The examples in it are tests: pytest tests/docs.
+docs:
+    {{python}} -m mkdocs build --strict
+
+# The docs site on http://127.0.0.1:8000, rebuilt as you edit.
+docs-serve:
+    {{python}} -m mkdocs serve --strict
 
 # Benchmarks: figures printed side by side, never asserted (installs the peers first).
 bench *args:

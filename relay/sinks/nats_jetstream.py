@@ -16,7 +16,7 @@ URL: `nats://[user:password@]host[:port][,host[:port]...][?subject=...&stream=..
 
 Relay creates no stream (operators own them): until one captures the subject, `deliver` raises
 `SinkUnavailable` (`no JetStream stream captures subject ...`, with how to create one): the batch
-is held untouched, no attempt counted, until a stream exists. See the README's "Whose fault is a
+is held untouched, no attempt counted, until a stream exists. See docs/design.md, "Whose fault is a
 failure".
 
 A message holds the payload's bytes as PostgreSQL sent them (never decoded), and as headers the

@@ -200,7 +200,7 @@ def account(logs: list[Path], expected: int) -> Accounting:
 
 
 def record(scenario: str, accounting: Accounting, **extra: object) -> None:
-    """Keep the figures for the README and the closing note; print them too (pytest -s)."""
+    """Keep the figures for docs/design.md and the closing note; print them too (pytest -s)."""
     RESULTS.mkdir(exist_ok=True)
     entry = {"scenario": scenario, **accounting.as_dict(), **extra}
     (RESULTS / f"{scenario}.json").write_text(json.dumps(entry, indent=1))

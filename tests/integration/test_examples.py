@@ -1,4 +1,5 @@
-"""The README's runnable things: `relay demo`, `examples/embed.py`, the plugin's test examples."""
+"""The quick start's `relay demo`, `examples/embed.py`, and the plugin's test examples of
+docs/testing.md in both pytest-trio modes (tests/docs runs every docs example once as written)."""
 
 from __future__ import annotations
 
@@ -63,19 +64,19 @@ def test_examples_embed_runs_and_exits_0() -> None:
     assert "done: 5 events handled" in result.stdout
 
 
-def readme_test_files() -> dict[str, str]:
-    """The README's example test files: its python blocks whose first line is `# test_*.py`."""
-    readme = (ROOT / "README.md").read_text()
-    blocks = re.findall(r"```python\n# (test_\w+\.py)\n(.*?)```", readme, re.DOTALL)
+def documented_test_files() -> dict[str, str]:
+    """docs/testing.md's example test files: its python blocks whose first line is `# test_*.py`."""
+    page = (ROOT / "docs" / "testing.md").read_text()
+    blocks = re.findall(r"```python\n# (test_\w+\.py)\n(.*?)```", page, re.DOTALL)
     return dict(blocks)
 
 
 @pytest.mark.parametrize("trio_mode", [True, False], ids=["trio_mode", "markers"])
-def test_the_readmes_handler_tests_pass_verbatim(
+def test_the_documented_handler_tests_pass_verbatim(
     tmp_path: Path, postgres_server: PostgresServer, trio_mode: bool
 ) -> None:
     """In a project of their own, as a user copies them: with `trio_mode` and without it."""
-    files = readme_test_files()
+    files = documented_test_files()
     assert {"test_orders.py", "test_orders_postgres.py"} <= files.keys()
     for name, text in files.items():
         (tmp_path / name).write_text(text)
