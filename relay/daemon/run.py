@@ -18,8 +18,10 @@ from ..errors import OutputClosed, RelayError, RestartIntensityExceeded
 from ..outages import Outages
 from ..ports import Sink
 from ..runtime import RelayHandle, run_relay
-from ..secrets import find_secrets
+from ..secrets import find_secrets, mask_url
 from ..sinks import SinkOptions, open_sink
+from ..sinks.routes import CATCH_ALL, RouteSpec, TopicPattern, route_secrets
+from ..sinks.routing import Route, RoutingSink
 from .environ import take_secrets
 from .logs import configure
 from .settings import Settings
@@ -28,12 +30,22 @@ log = logging.getLogger("relay.daemon")
 
 
 def _sink(settings: Settings) -> Sink:
+    """The `--sink`, or with `--route` a `RoutingSink` over each route's sink and the catch-all
+    (`--sink`, when given, as a last route `>`)."""
     options = SinkOptions(
         secret=settings.webhook_secret,
         timeout=settings.sink_timeout,
         max_concurrency=settings.sink_concurrency,
     )
-    return open_sink(settings.sink, options)
+    if not settings.route:
+        return open_sink(settings.sink, options)
+    specs = list(settings.route)
+    if settings.sink_given:
+        specs.append(RouteSpec(TopicPattern.parse(CATCH_ALL), settings.sink))
+    routes = [
+        Route(spec.pattern, open_sink(spec.url, options), mask_url(spec.url)) for spec in specs
+    ]
+    return RoutingSink(routes, outage_backoff=settings.config.outage_backoff)
 
 
 async def _serve(settings: Settings, sink: Sink) -> None:
@@ -85,6 +97,10 @@ async def _serve(settings: Settings, sink: Sink) -> None:
             if endpoints is not None:
                 metrics = RelayMetrics.create(handle)
                 handle.add_batch_observer(metrics.observe_batch)
+                if isinstance(sink, RoutingSink):
+                    from .route_metrics import RouteCollector
+
+                    metrics.registry.register(RouteCollector(sink))
                 endpoints.app = ObservabilityApp(handle, settings.config, metrics)
     log.info("stopped")
 
@@ -115,6 +131,7 @@ def run_daemon(settings: Settings) -> Stopped:
             *find_secrets(settings.config.dsn),
             settings.webhook_secret or "",
             *find_secrets(settings.sink),
+            *route_secrets(settings.route),
         ],
     )
     sink = _sink(settings)
