@@ -44,11 +44,18 @@ class TopicPattern:
                 trailing dot), a wildcard inside a token (`ord*`), a `>` before the last token,
                 or a space, `=` or control character.
         """
-        shown = text if len(text) <= 40 else f"{text[:37]}..."
+        # Masked: a URL's query `=` typed before the route's own puts the URL in the pattern.
+        shown = mask(text)
+        shown = shown if len(shown) <= 40 else f"{shown[:37]}..."
         if not text:
             raise ConfigError(_FIELD, "empty topic pattern: expected e.g. orders.* or >")
         if len(text) > _LONGEST_PATTERN:
             raise ConfigError(_FIELD, f"topic pattern {shown!r} is over {_LONGEST_PATTERN} chars")
+        if "://" in text or mask(text) != text:
+            # A URL's `=` typed before the route's own: the pattern would show a password.
+            raise ConfigError(
+                _FIELD, f"topic pattern {shown!r} holds a URL: write PATTERN=URL, pattern first"
+            )
         if _BAD_TOKEN_CHARACTER.search(text):
             raise ConfigError(
                 _FIELD, f"topic pattern {shown!r} holds a space, '=' or control character"

@@ -56,7 +56,7 @@ class Route:
     @classmethod
     def create(cls, pattern: str, sink: Sink, url: str = "") -> Route:
         """A route from a pattern's text (checked), a sink and the URL it was opened from."""
-        return cls(TopicPattern.parse(pattern), sink, mask_url(url) if url else repr(sink))
+        return cls(TopicPattern.parse(pattern), sink, mask_url(url) if url else type(sink).__name__)
 
 
 @attrs.frozen
