@@ -45,6 +45,10 @@ def _sink(settings: Settings) -> Sink:
     routes = [
         Route(spec.pattern, open_sink(spec.url, options), mask_url(spec.url)) for spec in specs
     ]
+    log.info(
+        "routing by topic, first match wins: %s",
+        "; ".join(f"{route.pattern.text} -> {route.destination}" for route in routes),
+    )
     return RoutingSink(routes, outage_backoff=settings.config.outage_backoff)
 
 
@@ -81,6 +85,8 @@ async def _serve(settings: Settings, sink: Sink) -> None:
 
             nursery.start_soon(on_signals)
             outages = Outages()
+            if isinstance(sink, RoutingSink):
+                sink.outages = outages  # a route down shows in /readyz, naming it
             endpoints = None
             if settings.metrics_addr is not None:
                 # Served from the start: while the relay waits for its database or sink, /readyz

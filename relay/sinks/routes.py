@@ -28,6 +28,16 @@ _BAD_TOKEN_CHARACTER = re.compile(r"[\s=\x00-\x1f\x7f]")
 _LONGEST_PATTERN = 255
 
 
+def _is_text(text: str) -> bool:
+    """Printable and valid UTF-8 (not the surrogates a non-UTF-8 argument or variable decodes
+    to): a pattern is shown in logs and metrics labels."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return text.isprintable()
+
+
 @attrs.frozen
 class TopicPattern:
     """A NATS-style topic pattern; build it with `TopicPattern.parse`."""
@@ -56,9 +66,10 @@ class TopicPattern:
             raise ConfigError(
                 _FIELD, f"topic pattern {shown!r} holds a URL: write PATTERN=URL, pattern first"
             )
-        if _BAD_TOKEN_CHARACTER.search(text):
+        if _BAD_TOKEN_CHARACTER.search(text) or not _is_text(text):
             raise ConfigError(
-                _FIELD, f"topic pattern {shown!r} holds a space, '=' or control character"
+                _FIELD,
+                f"topic pattern {shown!r} holds a space, '=', a control character or non-UTF-8",
             )
         tokens = tuple(text.split("."))
         for index, token in enumerate(tokens):

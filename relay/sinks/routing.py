@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import random
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Self
 
 import attrs
@@ -27,6 +27,7 @@ import trio
 from ..aio import asyncio_loop
 from ..backoff import Backoff
 from ..errors import NotRestartable, PartialDelivery, SinkUnavailable
+from ..outages import Outages
 from ..ports import OutboxEvent, Sink
 from ..reasons import describe_error
 from ..secrets import mask_url
@@ -124,6 +125,8 @@ class RoutingSink:
     routes: Sequence[Route]
     outage_backoff: Backoff = attrs.field(factory=lambda: Backoff(base=0.5, cap=30.0))
     rng: random.Random = attrs.field(factory=random.Random)
+    # Where a route down is recorded for readiness (`relay run` gives the relay's), if anywhere.
+    outages: Outages | None = None
     _states: list[_RouteState] = attrs.field(init=False)
     _by_topic: dict[str, _RouteState | None] = attrs.field(factory=dict, init=False)
     _stack: contextlib.AsyncExitStack | None = attrs.field(default=None, init=False)
@@ -290,6 +293,8 @@ class RoutingSink:
             tries=tries,
             reason=reason,
         )
+        if self.outages is not None:
+            self.outages.down(_who(state), f"route {stats.pattern!r} ({stats.destination})", reason)
         logger.warning(
             "route %r: sink %s unavailable (try %d): %s; its events wait %.3gs, the other routes"
             " go on",
@@ -312,6 +317,8 @@ class RoutingSink:
             trio.current_time() - stats.down_since,
         )
         state.stats = attrs.evolve(stats, down_since=None, tries=0, reason=None)
+        if self.outages is not None:
+            self.outages.up(_who(state))
 
     def _count(self, state: _RouteState, **counts: int) -> None:
         stats = state.stats
@@ -329,6 +336,5 @@ class RoutingSink:
         return self._unrouted
 
 
-def routes_of(sink: object) -> Iterable[RouteStatistics]:
-    """The routes' statistics when `sink` is a `RoutingSink`, else none."""
-    return sink.statistics() if isinstance(sink, RoutingSink) else ()
+def _who(state: _RouteState) -> str:
+    return f"route {state.route.pattern.text}"

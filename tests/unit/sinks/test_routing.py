@@ -12,6 +12,7 @@ import trio.testing
 
 from relay import Backoff, Config, ConfigError, OutboxEvent, PartialDelivery, SinkUnavailable
 from relay.drainer import settle_plan
+from relay.outages import Outages
 from relay.ports import Retry
 from relay.runtime import open_relay
 from relay.sinks.routes import TopicPattern, check_routes, parse_route
@@ -54,6 +55,8 @@ def test_patterns_match_whole_tokens(pattern: str, topic: str, matches: bool) ->
         (">.orders", "must be the last token"),
         ("orders x", "space"),
         ("orders\x00", "control character"),
+        ("orders.\udcff", "non-UTF-8"),
+        ("orders.\u2028", "control character"),
         ("o" * 300, "over 255"),
     ],
 )
@@ -169,10 +172,16 @@ async def test_a_route_down_defers_its_events_untried_until_its_next_try(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     broken, fine = SwitchableSink(down=True), RecordingSink()
-    sink = RoutingSink([Route.create("a", broken), Route.create(">", fine)], outage_backoff=STEADY)
+    outages = Outages()
+    sink = RoutingSink(
+        [Route.create("a", broken), Route.create(">", fine)],
+        outage_backoff=STEADY,
+        outages=outages,
+    )
     async with sink:
         with pytest.raises(PartialDelivery) as caught:
             await sink.deliver([ev(1, "a", "k"), ev(2, "b", "k"), ev(3, "a", "k")])
+        assert outages.current()["route a"].what == "route 'a' (SwitchableSink)"
         assert caught.value.unavailable == {1: 1.0, 3: 1.0}
         assert caught.value.failures[1].startswith("route 'a' unavailable: broker at")
         assert fine.ids == [2]
@@ -185,6 +194,7 @@ async def test_a_route_down_defers_its_events_untried_until_its_next_try(
         await trio.sleep(1)
         broken.down = False
         await sink.deliver([ev(5, "a")])
+        assert outages.current() == {}  # ready again
     assert broken.delivered == [5]
     assert broken.entered == 2
     (a, rest) = sink.statistics()
