@@ -215,6 +215,12 @@ def _parser() -> argparse.ArgumentParser:
         help="count by these routes, as `relay run --route` takes them"
         " (default: $RELAY_ROUTE, else the --config file's route)",
     )
+    status.add_argument(
+        "--sink",
+        metavar="URL",
+        help="with routes, the catch-all, shown as the route '>' (default: $RELAY_SINK, else the"
+        " --config file's sink)",
+    )
 
     dead = commands.add_parser("dead", help="list, retry or purge dead events")
     _dead_options(dead.add_subparsers(dest="action", required=True, metavar="ACTION"))

@@ -335,12 +335,14 @@ class Queries:
 
     @functools.cached_property
     def status(self) -> sql.Composed:
-        """For `relay status`, per topic: pending (retrying included), retrying, dead, age."""
+        """For `relay status`, per topic: pending (retrying included), retrying (waiting for a
+        retry, or deferred while their route is down), dead, age."""
         return sql.SQL(
             """
             WITH pending AS (
                 SELECT topic, count(*) AS pending,
-                       count(*) FILTER (WHERE attempts > 0 AND available_at > now()) AS retrying,
+                       count(*) FILTER (WHERE (attempts > 0 OR last_error IS NOT NULL)
+                                          AND available_at > now()) AS retrying,
                        min(created_at) AS oldest
                 FROM {outbox} GROUP BY topic),
             dead AS (SELECT topic, count(*) AS dead FROM {dead} GROUP BY topic)
@@ -367,12 +369,13 @@ class Queries:
         return sql.SQL(" AND ").join(clauses)
 
     def retrying_events(self, limit: int) -> sql.Composed:
-        """The oldest `limit` events that failed at least once and wait in the outbox; the error
-        cut to 1,000 characters (a webhook's whole answer body may be in it)."""
+        """The oldest `limit` events that failed at least once, or were deferred while their route
+        was down, and wait in the outbox; the error cut to 1,000 characters (a webhook's whole
+        answer body may be in it)."""
         return sql.SQL(
             "SELECT id, topic, key, attempts, available_at AS next_try_at,"
             " left(last_error, 1000) AS last_error"
-            " FROM {outbox} WHERE attempts > 0 ORDER BY id LIMIT {limit}"
+            " FROM {outbox} WHERE attempts > 0 OR last_error IS NOT NULL ORDER BY id LIMIT {limit}"
         ).format(outbox=self._table("outbox"), limit=sql.Literal(limit))
 
     def list_dead(self, where: sql.Composable, limit: int) -> sql.Composed:

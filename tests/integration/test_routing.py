@@ -22,6 +22,7 @@ from relay import Backoff, Config, open_relay
 from relay.aio import aio_as_trio
 from relay.ports import Retry
 from relay.postgres import open_postgres_outbox
+from relay.postgres.admin import status
 from relay.sinks import WebhookSink
 from relay.sinks.routing import Route, RoutingSink
 
@@ -212,6 +213,11 @@ async def test_a_route_down_holds_back_only_its_events_until_it_recovers(
                     if error is not None
                 )
                 assert not sink.statistics()[0].up
+                found = await trio.to_thread.run_sync(status, config)
+                assert found.retrying >= 1  # `relay status` counts them with the retries
+                assert {e.last_error.split(":")[0] for e in found.retrying_events} == {
+                    "route 'orders.*' unavailable"
+                }
                 async with nats_client() as client:
                     await aio_as_trio(client.jetstream().add_stream)(
                         name=stream.name, subjects=[f"{stream.prefix}.>"]
