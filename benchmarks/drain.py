@@ -180,11 +180,13 @@ class DecodingHandler(_Counting):
 
 
 async def _relay_drain(
-    bench: Bench, n: int, batch: int, decode: bool, relays: int
+    bench: Bench, n: int, batch: int, decode: bool, relays: int, claims_in_flight: int | None
 ) -> tuple[float, int]:
     sink = DecodingHandler(n) if decode else BytesSink(n)
     # A poll far away: the listener's CONNECT wakeup is what starts the drain.
     config = attrs.evolve(bench.config, batch_size=batch, poll_interval=3600.0)
+    if claims_in_flight is not None:
+        config = attrs.evolve(config, claims_in_flight=claims_in_flight)
     started = time.perf_counter()
     async with contextlib.AsyncExitStack() as stack:
         handles = [await stack.enter_async_context(open_relay(config, sink)) for _ in range(relays)]
@@ -197,11 +199,19 @@ async def _relay_drain(
     return elapsed, sink.seen
 
 
-def relay_drain(bench: Bench, n: int, batch: int, *, decode: bool, relays: int = 1) -> float:
+def relay_drain(
+    bench: Bench,
+    n: int,
+    batch: int,
+    *,
+    decode: bool,
+    relays: int = 1,
+    claims_in_flight: int | None = None,
+) -> float:
     """relay in this process (`relays` of them, sharing the sink), from the first `open_relay`
-    until N events are delivered and committed."""
+    until N events are delivered and committed; default settings unless `claims_in_flight`."""
     bench.fill(n)
-    elapsed, seen = trio.run(_relay_drain, bench, n, batch, decode, relays)
+    elapsed, seen = trio.run(_relay_drain, bench, n, batch, decode, relays, claims_in_flight)
     _check(bench, n, seen)
     return n / elapsed
 
@@ -233,6 +243,12 @@ def run(bench: Bench, n: int, batches: Sequence[int], log: Any) -> list[Result]:
             lambda b: bare_loop(bench, n, b, decode=True),
         ),
         ("relay, byte-level sink", "relay-bytes", lambda b: relay_drain(bench, n, b, decode=False)),
+        (
+            # The drain before claims overlapped deliveries (`claims_in_flight` 1).
+            "relay, byte-level sink, one claim in flight",
+            "relay-bytes-1",
+            lambda b: relay_drain(bench, n, b, decode=False, claims_in_flight=1),
+        ),
         (
             "relay, callback reading .payload",
             "relay-decoded",

@@ -55,6 +55,8 @@ def in_range(
 
 
 _seconds = in_range(0, DAY, above=True)
+# The membership lock's second half is pg_backend_pid() * this + the claim's lane (see `join`).
+MAX_CLAIMS_IN_FLIGHT = 16
 _positive_int = in_range(1, 1000, integer=True)
 
 
@@ -103,8 +105,11 @@ class Config:
         application_name: shown in `pg_stat_activity` for every relay connection.
         idle_in_transaction_timeout: seconds PostgreSQL lets a relay transaction sit idle.
         statement_timeout: seconds any one relay statement may run.
-        pool_size: connections the drainer's pool keeps; with two or more, the drainer keeps one
-            between claims.
+        claims_in_flight: batches the drainer claims and delivers at once. With two or more, the
+            next claim overlaps the delivery of the current batch (on a backlog only: a drain
+            starts with one). Claims in flight never share a key: each holds its own partitions.
+        pool_size: connections the drainer's pool keeps; raised to `claims_in_flight` + 1 when
+            lower (see `connections`). With two or more, the drainer keeps one between claims.
 
     Fields made with `option_field`, and `retry_backoff`'s parts, are also options of `relay run`
     (`--batch-size`, `RELAY_BATCH_SIZE`): their help says what the others are.
@@ -126,6 +131,11 @@ class Config:
         16 * 1024 * 1024,
         "payload and headers bytes claimed per transaction (one larger event goes alone)",
         in_range(1, 1 << 30, integer=True),
+    )
+    claims_in_flight: int = option_field(
+        2,
+        "batches claimed and delivered at once; 2 or more overlaps claiming with delivering",
+        in_range(1, MAX_CLAIMS_IN_FLIGHT, integer=True),
     )
     poll_interval: float = option_field(5.0, "seconds between fallback polls", _seconds)
     max_attempts: int = option_field(
@@ -159,6 +169,12 @@ class Config:
     idle_in_transaction_timeout: float = attrs.field(default=60.0, validator=_seconds)
     statement_timeout: float = attrs.field(default=30.0, validator=_seconds)
     pool_size: int = attrs.field(default=2, validator=_positive_int)
+
+    @property
+    def connections(self) -> int:
+        """Connections the drainer's pool holds: `pool_size`, and never fewer than one per claim
+        in flight and one more."""
+        return max(self.pool_size, self.claims_in_flight + 1)
 
     @property
     def channel(self) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import random
 from collections.abc import Callable, Collection, Mapping, Sequence
@@ -95,6 +96,28 @@ class _Claimed:
     next_due_at: float | None
 
 
+@attrs.define
+class _Drain:
+    """One drain, as its lanes share it.
+
+    Attributes:
+        lanes: lanes running (claiming or delivering).
+        found_fresh: some batch held an event never tried before.
+        next_due_at: each ended lane's last `_Claimed.next_due_at`.
+        failures: what ended lanes early, this round.
+    """
+
+    lanes: int = 0
+    found_fresh: bool = False
+    next_due_at: list[float | None] = attrs.field(factory=list)
+    failures: list[Exception] = attrs.field(factory=list)
+
+
+def _waited_out(exc: Exception) -> bool:
+    """An unreachable database: the drainer waits for it rather than raise."""
+    return is_outage(exc) and not isinstance(exc, SinkUnavailable)
+
+
 _ALL_DELIVERED = Outcome(retry=MappingProxyType({}), bury=MappingProxyType({}), hold=frozenset())
 
 
@@ -162,7 +185,8 @@ class Drainer:
     _destination: Waiter = attrs.field(init=False)
     _statistics: DrainerStatistics = attrs.field(factory=DrainerStatistics)
     _stopping: bool = False
-    _batch_settled: trio.Event | None = None  # set while a claim is open, until it closes
+    # One event per claim open now, set when it closes.
+    _batches_in_flight: set[trio.Event] = attrs.field(factory=set)
     _observers: list[BatchObserver] = attrs.field(factory=list)
     # Every reason passes through it before it is logged or stored as `last_error`.
     failure_log: FailureLog = attrs.field(
@@ -217,50 +241,91 @@ class Drainer:
     async def _drain(
         self, reasons: frozenset[WakeReason], reports: trio.MemorySendChannel[DrainReport]
     ) -> None:
-        found_fresh = False
+        drain = _Drain()
         while not self._stopping:
-            self._batch_settled = trio.Event()
-            outage: Exception | None = None
-            try:
-                claimed = await self._claim_and_deliver()
-            except Exception as exc:
-                if isinstance(exc, SinkUnavailable) or not is_outage(exc):
-                    raise
-                outage = exc
-            finally:
-                self._batch_settled.set()
-                self._batch_settled = None
-            if outage is not None:
-                # The batch, if any, rolled back untouched; a graceful stop need not wait for this.
-                await self._database.wait(outage)
-                continue
-            self._database.recovered()
-            events = claimed.events
-            found_fresh = found_fresh or any(event.attempts == 0 for event in events)
-            if claimed.contended and not events:
-                # Other relays hold every partition at the head of the queue: let them move on.
-                await trio.sleep(CONTENTION_PAUSE)
-            elif (
-                len(events) < self.config.batch_size and not claimed.contended and not claimed.held
-            ):
-                # Held events are claimed again at once: behind a retry the claim skips them,
-                # behind a burial they are free, and no notification would announce them.
+            drain.failures.clear()
+            async with trio.open_nursery() as nursery:
+                drain.lanes += 1  # the first lane runs in this task, others in the nursery
+                await self._lane(drain, nursery)
+            failure = next((exc for exc in drain.failures if not _waited_out(exc)), None)
+            if failure is not None:
+                raise failure
+            if not drain.failures:
                 break
+            # Every batch in flight rolled back untouched; a graceful stop need not wait for this.
+            await self._database.wait(drain.failures[0])
         if self._stopping:
             return
         self._statistics = attrs.evolve(self._statistics, last_drain_at=trio.current_time())
+        next_due_at = min((due for due in drain.next_due_at if due is not None), default=None)
         reports.send_nowait(
-            DrainReport(reasons=reasons, found_fresh=found_fresh, next_due_at=claimed.next_due_at)
+            DrainReport(reasons=reasons, found_fresh=drain.found_fresh, next_due_at=next_due_at)
         )
 
-    async def _claim_and_deliver(self) -> _Claimed:
-        """Claim and deliver one batch."""
+    async def _lane(self, drain: _Drain, nursery: trio.Nursery) -> None:
+        """Claim and deliver batches one after the other until one comes back short.
+
+        A claim that leaves more waiting starts another lane, up to `config.claims_in_flight`,
+        whose claim then overlaps this batch's delivery: the two hold different partitions, so
+        never the same key. A failure ends every lane after its batch in flight; `_drain` decides.
+        """
+        more_waits = functools.partial(self._overlap, drain, nursery)
+        claimed = None
+        try:
+            while not (self._stopping or drain.failures):
+                settled = trio.Event()
+                self._batches_in_flight.add(settled)
+                try:
+                    claimed = await self._claim_and_deliver(more_waits)
+                except Exception as exc:
+                    drain.failures.append(exc)
+                    return
+                finally:
+                    settled.set()
+                    self._batches_in_flight.discard(settled)
+                self._database.recovered()
+                events = claimed.events
+                drain.found_fresh = drain.found_fresh or any(e.attempts == 0 for e in events)
+                if claimed.contended and not events:
+                    if drain.lanes > 1:
+                        return  # our other lanes hold the head of the queue: they go on
+                    # Other relays hold every partition at the head of the queue: let them move on.
+                    await trio.sleep(CONTENTION_PAUSE)
+                elif (
+                    len(events) < self.config.batch_size
+                    and not claimed.contended
+                    and not claimed.held
+                ):
+                    # Held events are claimed again at once: behind a retry the claim skips them,
+                    # behind a burial they are free, and no notification would announce them.
+                    return
+        finally:
+            drain.lanes -= 1
+            if claimed is not None and not drain.failures:
+                drain.next_due_at.append(claimed.next_due_at)
+
+    def _overlap(self, drain: _Drain, nursery: trio.Nursery, batch: ClaimedBatch) -> None:
+        """Called with each batch as it is claimed: another lane if more waits behind it."""
+        more_waits = len(batch.events) >= self.config.batch_size or (
+            batch.contended and bool(batch.events)
+        )
+        if (
+            more_waits
+            and drain.lanes < self.config.claims_in_flight
+            and not (self._stopping or drain.failures)
+        ):
+            drain.lanes += 1
+            nursery.start_soon(self._lane, drain, nursery)
+
+    async def _claim_and_deliver(self, claimed: Callable[[ClaimedBatch], None]) -> _Claimed:
+        """Claim and deliver one batch, calling `claimed(batch)` between the two."""
         started = trio.current_time()
         delivered: tuple[OutboxEvent, ...] = ()
         outcome = None
         async with self.outbox.claim(self.config.batch_size, self.config.batch_bytes) as batch:
             self._count(claims=1)
             events = batch.events
+            claimed(batch)
             if events:
                 self._count(batches=1)
                 delivered, outcome = await self._deliver(batch)
@@ -298,10 +363,10 @@ class Drainer:
                 logger.exception("batch observer %r failed", observer)
 
     async def stop_claiming(self) -> None:
-        """Claim no more; return once the batch in flight, if any, is settled or rolled back."""
+        """Claim no more; return once every batch in flight is settled or rolled back."""
         self._stopping = True
-        if self._batch_settled is not None:
-            await self._batch_settled.wait()
+        for settled in list(self._batches_in_flight):
+            await settled.wait()
 
     async def _deliver(self, batch: ClaimedBatch) -> tuple[tuple[OutboxEvent, ...], Outcome]:
         events = batch.events

@@ -11,6 +11,7 @@ One rule, for libpq URLs and conninfo strings and sink URLs alike, each secret m
   scheme sends it as one (a NATS token, HTTP basic authentication), else a name, shown.
 - Values named like secrets (`password`, `sslpassword`, `token`, `secret`...) are too: in a URL's
   query up to the next `name=`, in conninfo quoted or up to a space.
+- A Standard Webhooks secret is masked by its shape wherever it shows: `whsec_` then base64.
 
 Text that may quote a secret in pieces (a parser's error, a log line) is masked with
 `find_secrets` of the DSN or URL it came from.
@@ -48,6 +49,7 @@ _AFTER_USERINFO = re.compile(
     r"(?:\?(?P<query>[\w.-]+=[^&#]*(?:&[\w.-]+=[^&#]*)*))?(?:#.*)?",
     re.DOTALL,
 )
+_STANDARD_WEBHOOKS_SECRET = re.compile(r"\bwhsec_[A-Za-z0-9+/=_-]+")
 _DELIMITERS = re.compile(r"[/?#@:&=\s'\"]")
 _SHORTEST_PIECE = 4  # shorter pieces of a secret are too likely to be ordinary words
 
@@ -65,6 +67,7 @@ def mask(text: str, secrets: Iterable[str] = ()) -> str:
     """`text` with each of `secrets`, and whatever the module's rule finds, replaced by `***`."""
     for secret in sorted({s for s in secrets if s}, key=len, reverse=True):
         text = text.replace(secret, MASK)
+    text = _STANDARD_WEBHOOKS_SECRET.sub(f"whsec_{MASK}", text)
     return _URL_OR_KEYWORD.sub(
         lambda found: mask_url(found["url"]) if found["url"] else f"{found['name']}{MASK}", text
     )

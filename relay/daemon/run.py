@@ -34,6 +34,9 @@ def _sink(settings: Settings) -> Sink:
     (`--sink`, when given, as a last route `>`)."""
     options = SinkOptions(
         secret=settings.webhook_secret,
+        signature=settings.webhook_signature,
+        format=settings.sink_format,
+        cloudevents_source=settings.cloudevents_source,
         timeout=settings.sink_timeout,
         max_concurrency=settings.sink_concurrency,
     )

@@ -23,7 +23,9 @@ from ..config import DAY, Config, dsn_given, in_range, option_field, resolve_dsn
 from ..errors import ConfigError
 from ..secrets import mask_url
 from ..sinks import SinkOptions
+from ..sinks.cloudevents import FORMATS, check_source
 from ..sinks.routes import CATCH_ALL, RouteSpec, check_routes, parse_route
+from ..sinks.standard_webhooks import SCHEMES
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("text", "json")
@@ -89,6 +91,23 @@ class Settings:
     )
     webhook_secret: str | None = option_field(
         _SINK.secret, "HMAC-SHA256 secret for webhook signatures", repr=False, kind=str, secret=True
+    )
+    webhook_signature: str = option_field(
+        _SINK.signature,
+        "how the webhook signs with --webhook-secret: relay (Relay-Signature) or"
+        " standard-webhooks (webhook-signature; the secret is whsec_<base64>)",
+        choices=SCHEMES,
+    )
+    sink_format: str = option_field(
+        _SINK.format,
+        "how the webhook, NATS, AMQP and Redis sinks write events: relay (relay's own JSON),"
+        " cloudevents (CloudEvents binary mode) or cloudevents-structured",
+        choices=FORMATS,
+    )
+    cloudevents_source: str = option_field(
+        _SINK.cloudevents_source,
+        "the CloudEvents source attribute, a URI-reference",
+        kind=check_source,
     )
     sink_timeout: float = option_field(
         _SINK.timeout, "seconds per request or publish to the sink", in_range(0, DAY, above=True)

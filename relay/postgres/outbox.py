@@ -209,7 +209,7 @@ class PostgresOutbox:
         first round trip and is replaced. After a server restart every connection the pool
         holds is dead, so the claim tries as many as the pool holds, and one more.
         """
-        attempts = self.config.pool_size + 1
+        attempts = self.config.connections + 1
         for attempt in range(1, attempts + 1):
             conn, self._spare = self._spare, None
             if conn is None:
@@ -282,7 +282,7 @@ class PostgresOutbox:
         has another for everything else: the pool's two trips through asyncio cost more than the
         claim's own round trip.
         """
-        keep = self._spare is None and self.config.pool_size > 1
+        keep = self._spare is None and self.config.connections > 1
         if clean and not close and keep and not conn.closed:
             self._spare = conn
             return
@@ -343,7 +343,8 @@ class PostgresOutbox:
             self.config.dsn, autocommit=True, **connection_kwargs(self.config)
         )
         try:
-            await conn.execute(self.queries.join)  # a member while it listens
+            # Members while it listens, one per claim it may have in flight.
+            await conn.execute(self.queries.join(self.config.claims_in_flight))
             await conn.execute(self.queries.listen)
         except BaseException:
             await conn.close()
@@ -378,8 +379,8 @@ async def open_postgres_outbox(
             # statements prepared by psycopg: after one, psycopg's rollback() sends DEALLOCATE ALL,
             # which would drop relay's own prepared claim statements too.
             kwargs=kwargs | {"autocommit": True, "prepare_threshold": None},
-            min_size=config.pool_size,
-            max_size=config.pool_size,
+            min_size=config.connections,
+            max_size=config.connections,
             timeout=_POOL_TIMEOUT,
             reconnect_timeout=_POOL_TIMEOUT,
             open=False,

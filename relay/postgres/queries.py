@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import attrs
 from psycopg import sql
 
-from ..config import notify_channel
+from ..config import MAX_CLAIMS_IN_FLIGHT, notify_channel
 
 _EVENT_COLUMNS = "id, topic, key, payload, headers, created_at, attempts"
 
@@ -229,12 +229,18 @@ class Queries:
         """The first half of every membership lock (see `join`)."""
         return _namespace(f"relay.members:{self.schema}")
 
-    @functools.cached_property
-    def join(self) -> sql.Composed:
-        """Count this session as one relay draining the schema, until it ends: `lock_partitions`
-        divides the partitions by the sessions holding this lock (the listeners)."""
-        return sql.SQL("SELECT pg_advisory_lock({}, pg_backend_pid())").format(
-            sql.Literal(self.member_namespace)
+    def join(self, claims_in_flight: int) -> sql.Composed:
+        """Count this session as `claims_in_flight` claimers of the schema, until it ends:
+        `lock_partitions` divides the window's partitions by the membership locks held (one per
+        claim a listening relay may have in flight), so that a relay's own claims in flight share
+        the head of the queue as two relays would."""
+        return sql.SQL(
+            "SELECT pg_advisory_lock({}, pg_backend_pid() * {} + lane)"
+            " FROM generate_series(0, {}) AS lane"
+        ).format(
+            sql.Literal(self.member_namespace),
+            sql.Literal(MAX_CLAIMS_IN_FLIGHT),
+            sql.Literal(int(claims_in_flight) - 1),
         )
 
     @functools.cached_property

@@ -7,6 +7,7 @@ import importlib
 from ..errors import ConfigError
 from ..ports import Sink
 from ..secrets import find_secrets, mask
+from .cloudevents import RELAY_FORMAT
 from .options import SinkOptions
 from .python import load_python_sink
 from .stdout import StdoutSink
@@ -25,6 +26,8 @@ _BROKERS = {
     "amqps": ("rabbitmq", "RabbitMQSink", "amqp"),
     "kafka": ("kafka", "KafkaSink", "kafka"),
 }
+
+_CLOUDEVENTS_SCHEMES = frozenset({"http", "https", "nats", "redis", "rediss", "amqp", "amqps"})
 
 
 def open_sink(url: str = "stdout", options: SinkOptions | None = None) -> Sink:
@@ -47,9 +50,15 @@ def open_sink(url: str = "stdout", options: SinkOptions | None = None) -> Sink:
     """
     options = SinkOptions() if options is None else options
     text = url.strip()
+    scheme, sep, rest = text.partition(":")
+    if options.format != RELAY_FORMAT and scheme.lower() not in _CLOUDEVENTS_SCHEMES:
+        raise ConfigError(
+            "sink.format",
+            f"{options.format} is for the webhook, NATS, AMQP and Redis sinks, not"
+            f" {scheme or 'stdout'}: leave the format at {RELAY_FORMAT}",
+        )
     if text in ("", "stdout"):
         return StdoutSink()
-    scheme, sep, rest = text.partition(":")
     if not sep:
         raise ConfigError("sink", f"unknown sink {text!r}: expected {_EXPECTED}")
     match scheme.lower():

@@ -28,6 +28,12 @@ at-least-once exactly-once in the stream for retries within the window. These na
 `Nats-Expected-Stream` are relay's: an event's headers of those names (in any case) are dropped;
 its other `Nats-*` headers pass through and take effect (say `Nats-TTL`).
 
+In the CloudEvents formats (`SinkOptions.format`, see `relay.sinks.cloudevents`) a message is the
+NATS binding's: the payload with the attributes as `ce-*` headers and `content-type:
+application/json` (binary mode), or the JSON event format with `content-type:
+application/cloudevents+json` (structured mode); `Nats-Msg-Id` still deduplicates, and relay's
+`Relay-*` headers are left out, as the attributes carry what they said.
+
 A batch crosses into asyncio once (`deliver_pipelined`): there the events of one key are
 published one at a time, each after the previous one's ack, and keys and keyless events are in
 flight side by side, up to `max_inflight` at once, on the one connection. An ack with
@@ -64,6 +70,7 @@ from ..aio import aio_as_trio
 from ..errors import PartialDelivery, SinkUnavailable
 from ..ports import OutboxEvent
 from ..secrets import mask_url
+from .cloudevents import NATS_PREFIX, CloudEvents, Unmappable
 from .lanes import Failure
 from .lifetime import NetworkSink, close_bounded
 from .nats_url import Target, Unroutable, parse_url
@@ -77,6 +84,7 @@ EXPECTED_STREAM_HEADER = "Nats-Expected-Stream"
 TOPIC_HEADER = "Relay-Topic"
 KEY_HEADER = "Relay-Key"
 CREATED_AT_HEADER = "Relay-Created-At"
+CONTENT_TYPE_HEADER = "content-type"  # CloudEvents formats only, as the NATS binding names it
 _OWN_HEADERS = frozenset(
     name.lower()
     for name in (MSG_ID_HEADER, EXPECTED_STREAM_HEADER, TOPIC_HEADER, KEY_HEADER, CREATED_AT_HEADER)
@@ -132,9 +140,11 @@ class JetStreamSink(NetworkSink[_Connection]):
     _target: Target = attrs.field(init=False, repr=False)
     _window: int = attrs.field(init=False, repr=False)
     _counts: dict[str, int] = attrs.field(init=False, repr=False)
+    _cloudevents: CloudEvents | None = attrs.field(init=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
         self._target = parse_url(self.url)
+        self._cloudevents = self.options.cloudevents
         self._window = self._target.max_inflight or self.options.max_concurrency
         self._counts = {"stored": 0, "duplicates": 0, "connects": 0}
 
@@ -253,6 +263,14 @@ class JetStreamSink(NetworkSink[_Connection]):
             stream = None if target.stream is None else target.stream.render(event.topic, event.key)
         except Unroutable as exc:
             return Failure(str(exc), permanent=True)
+        if self._cloudevents is not None:
+            try:
+                payload, headers, content_type = self._cloudevents.message(event, NATS_PREFIX)
+            except Unmappable as exc:
+                return Failure(str(exc), permanent=True)
+            headers[CONTENT_TYPE_HEADER] = content_type
+            headers[MSG_ID_HEADER] = f"{target.msg_id_prefix}{event.id}"
+            return _Message(subject, payload, stream, headers)
         try:
             headers = _headers(event, target.msg_id_prefix)
         except (TypeError, ValueError) as exc:  # the writer's headers are no JSON object

@@ -9,6 +9,9 @@ from typing import Any
 import attrs
 
 from ..errors import ConfigError
+from .cloudevents import DEFAULT_SOURCE, FORMATS, RELAY_FORMAT, CloudEvents, check_source
+from .standard_webhooks import HEADERS as STANDARD_WEBHOOKS_HEADERS
+from .standard_webhooks import RELAY_SCHEME, SCHEME, SCHEMES, secret_key
 
 # Set by the webhook sink itself on every request; an extra header must not replace them.
 RESERVED_HEADERS = frozenset(
@@ -19,6 +22,7 @@ RESERVED_HEADERS = frozenset(
         "host",
         "idempotency-key",
         "relay-signature",
+        *STANDARD_WEBHOOKS_HEADERS,
     }
 )
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
@@ -47,6 +51,19 @@ def _check_secret(instance: object, attribute: attrs.Attribute[Any], value: Any)
         raise ConfigError("sink.secret", "must be a non-empty string, or unset for no signature")
 
 
+def _check_signature(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if value not in SCHEMES:
+        raise ConfigError("sink.signature", f"must be one of {', '.join(SCHEMES)}, got {value!r}")
+    secret = getattr(instance, "secret", None)
+    if value == SCHEME and secret is None:
+        raise ConfigError("sink.signature", f"{SCHEME} signs with a secret: none is set")
+    if value == SCHEME and secret is not None:
+        try:
+            secret_key(secret)
+        except ValueError as exc:  # its message never quotes the secret
+            raise ConfigError("sink.secret", str(exc)) from None
+
+
 def _check_positive(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
     if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
         raise ConfigError(f"sink.{attribute.name}", f"must be a number > 0, got {value!r}")
@@ -57,6 +74,18 @@ def _check_positive_int(instance: object, attribute: attrs.Attribute[Any], value
         raise ConfigError(f"sink.{attribute.name}", f"must be an integer > 0, got {value!r}")
 
 
+def _check_format(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if value not in FORMATS:
+        raise ConfigError("sink.format", f"must be one of {', '.join(FORMATS)}, got {value!r}")
+
+
+def _check_source(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+    try:
+        check_source(value)
+    except ValueError as exc:
+        raise ConfigError("sink.cloudevents_source", f"{exc}, got {value!r}") from None
+
+
 @attrs.frozen(kw_only=True)
 class SinkOptions:
     """How the sinks behave; every field has a default. Each sink reads the fields that apply to it.
@@ -64,19 +93,27 @@ class SinkOptions:
     Attributes:
         secret: the key that signs each webhook request (the `Relay-Signature` header, see
             `relay.sinks.webhook`); None sends no signature.
+        signature: the webhook's signature scheme: `relay` (`Relay-Signature`) or
+            `standard-webhooks` (`webhook-id`, `webhook-timestamp`, `webhook-signature`, with a
+            `whsec_` secret; see `relay.sinks.standard_webhooks`).
         timeout: seconds each phase of one webhook request may take (connect, send, wait for the
             answer), or a broker's publish or acknowledgement; past it the event counts as failed
             and is retried.
         max_concurrency: webhook requests or broker publishes in flight at once, across keys
             (events of one key are always sent one after the other).
         headers: extra headers on every webhook request, e.g. `Authorization`; a mapping or
-            (name, value) pairs. `Content-Type`, `Idempotency-Key` and `Relay-Signature` are
-            relay's own.
+            (name, value) pairs. `Content-Type`, `Idempotency-Key`, `Relay-Signature` and the
+            Standard Webhooks `webhook-*` headers are relay's own.
         verify_tls: check the certificate of an `https://` endpoint or a TLS broker.
         ca_file: a PEM file of the certificate authorities to trust instead of the system's.
+        format: how the webhook, NATS, AMQP and Redis sinks write an event: `relay` (relay's
+            own), `cloudevents` (CloudEvents binary mode) or `cloudevents-structured`; see
+            `relay.sinks.cloudevents`.
+        cloudevents_source: the CloudEvents `source` attribute, a URI-reference.
     """
 
     secret: str | None = attrs.field(default=None, validator=_check_secret, repr=False)
+    signature: str = attrs.field(default=RELAY_SCHEME, validator=_check_signature)
     timeout: float = attrs.field(default=10.0, validator=_check_positive)
     max_concurrency: int = attrs.field(default=16, validator=_check_positive_int)
     headers: tuple[tuple[str, str], ...] = attrs.field(
@@ -84,3 +121,10 @@ class SinkOptions:
     )
     verify_tls: bool = True
     ca_file: str | None = None
+    format: str = attrs.field(default=RELAY_FORMAT, validator=_check_format)
+    cloudevents_source: str = attrs.field(default=DEFAULT_SOURCE, validator=_check_source)
+
+    @property
+    def cloudevents(self) -> CloudEvents | None:
+        """How to write CloudEvents; None in relay's own format."""
+        return CloudEvents.of(self.format, self.cloudevents_source)

@@ -23,6 +23,12 @@ Each event is one message: the body is the payload's JSON bytes exactly as Postg
 plus `relay-topic`, `relay-key` (void when keyless) and `relay-attempts`, which win over writer
 headers of those names. Every message is `mandatory`.
 
+In the CloudEvents formats (`SinkOptions.format`, see `relay.sinks.cloudevents`) the message is
+the AMQP binding's: binary mode sends the payload, `content_type` `application/json` and the
+attributes as `cloudEvents_*` headers (RabbitMQ hands them to an AMQP 1.0 consumer as application
+properties), structured mode the JSON event format as `application/cloudevents+json` with no
+header; `message_id`, `timestamp` and `app_id` are set as above, relay's `relay-*` headers not.
+
 An event is delivered once the broker confirmed it (publisher confirms). An unroutable message
 (returned: no queue bound for its routing key), a nack, or no confirm within `SinkOptions.timeout`
 is a retryable failure. Headers that are no AMQP table (a JSON array included), a routing key over
@@ -56,6 +62,7 @@ from ..aio import aio_as_trio
 from ..errors import ConfigError, SinkUnavailable
 from ..ports import OutboxEvent
 from ..secrets import find_secrets, mask, mask_url
+from .cloudevents import AMQP_PREFIX, CloudEvents, Unmappable
 from .lanes import Failure
 from .lifetime import NetworkSink, close_bounded
 from .options import SinkOptions
@@ -118,6 +125,11 @@ class RabbitMQSink(NetworkSink[_Session]):
     options: SinkOptions = attrs.field(factory=SinkOptions)
     target: AmqpTarget = attrs.field(init=False, repr=False)
     _ssl: ssl.SSLContext | None = attrs.field(init=False, repr=False)
+    _cloudevents: CloudEvents | None = attrs.field(init=False, repr=False)
+
+    @_cloudevents.default
+    def _read_format(self) -> CloudEvents | None:
+        return self.options.cloudevents
 
     @target.default
     def _parse(self) -> AmqpTarget:
@@ -206,17 +218,12 @@ class RabbitMQSink(NetworkSink[_Session]):
         return channel, exchange
 
     def _prepare(self, event: OutboxEvent) -> _Publish | Failure:
-        target = self.target
+        if self._cloudevents is not None:
+            return self._prepare_cloudevent(event, self._cloudevents)
         body = event.payload_json
-        if len(body) > target.max_message_size:
-            return Failure(
-                f"the payload is {len(body)} bytes, over max_message_size="
-                f"{target.max_message_size} (raise it in the sink URL if the broker allows more)",
-                permanent=True,
-            )
-        routing_key = target.route(event)
-        if len(routing_key.encode()) > SHORTSTR_BYTES:
-            return Failure(f"routing key {routing_key[:64]!r}... is over 255 bytes", permanent=True)
+        routing_key = self._route(event, body)
+        if isinstance(routing_key, Failure):
+            return routing_key
         try:
             # Reading the headers decodes them: a writer's `[1,2]` is no object, and raises here.
             headers = {
@@ -232,6 +239,43 @@ class RabbitMQSink(NetworkSink[_Session]):
             body,
             headers=headers,
             content_type="application/json",
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            message_id=str(event.id),
+            timestamp=event.created_at,
+            app_id="relay",
+        )
+        return _Publish(message, routing_key)
+
+    def _route(self, event: OutboxEvent, body: bytes) -> str | Failure:
+        """The routing key; or the permanent failure of a body or a key too big to send."""
+        target = self.target
+        if len(body) > target.max_message_size:
+            return Failure(
+                f"the payload is {len(body)} bytes, over max_message_size="
+                f"{target.max_message_size} (raise it in the sink URL if the broker allows more)",
+                permanent=True,
+            )
+        routing_key = target.route(event)
+        if len(routing_key.encode()) > SHORTSTR_BYTES:
+            return Failure(f"routing key {routing_key[:64]!r}... is over 255 bytes", permanent=True)
+        return routing_key
+
+    def _prepare_cloudevent(
+        self, event: OutboxEvent, cloudevents: CloudEvents
+    ) -> _Publish | Failure:
+        """The CloudEvent in AMQP's binding: `cloudEvents_*` headers, which RabbitMQ hands an
+        AMQP 1.0 consumer as application properties, and the content type."""
+        try:
+            body, headers, content_type = cloudevents.message(event, AMQP_PREFIX)
+        except Unmappable as exc:
+            return Failure(str(exc), permanent=True)
+        routing_key = self._route(event, body)
+        if isinstance(routing_key, Failure):
+            return routing_key
+        message = aio_pika.Message(
+            body,
+            headers=dict(headers),
+            content_type=content_type,
             delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
             message_id=str(event.id),
             timestamp=event.created_at,

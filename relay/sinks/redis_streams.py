@@ -12,7 +12,9 @@ against `SinkOptions.verify_tls` and `ca_file`). Port 6379 and db 0 by default. 
 Any other parameter is a configuration error. Each entry holds the fields `id` (decimal), `topic`,
 `key` (left out when the event has none, so that None and "" stay apart), `headers` (JSON),
 `payload` (the payload's JSON bytes exactly as PostgreSQL sent them, never decoded) and
-`created_at` (ISO 8601).
+`created_at` (ISO 8601). In the CloudEvents formats (`SinkOptions.format`) the field
+`cloudevent` holds the event in the JSON event format (`relay.sinks.cloudevents`) in place of
+`payload`: Redis has no CloudEvents binding, so binary mode writes the structured JSON too.
 
 Duplicates: a Lua script adds an event only when the key `<dedup_prefix><stream>:<id>` does not
 exist, and sets it (expiring after `dedup_ttl`) in the same atomic step. So a batch redelivered
@@ -61,6 +63,7 @@ from ..aio import aio_as_trio
 from ..errors import ConfigError, PartialDelivery, SinkUnavailable
 from ..ports import OutboxEvent
 from ..secrets import mask_url
+from .cloudevents import CloudEvents, Unmappable
 from .encoding import headers_json
 from .lifetime import NetworkSink, close_bounded
 from .options import SinkOptions
@@ -69,16 +72,17 @@ from .redis_url import RedisTarget
 _CHUNK_BYTES = 4 * 1024 * 1024  # per script call: Redis serves nobody else while a script runs
 _BULK_LIMIT = 512 * 1024 * 1024  # proto-max-bulk-len's default, when CONFIG GET is not allowed
 _HELD = -1
+CLOUDEVENT_FIELD = "cloudevent"  # in place of `payload`, in the CloudEvents formats
 
-# KEYS: stream, marker, per event. ARGV: ttl, maxlen or "", then per event id, topic, key,
-# keyed ("1"/"0"), headers, payload, created_at. Returns per event 1 added, 0 duplicate,
-# -1 held behind an earlier failure of its key, or the error of its XADD.
+# KEYS: stream, marker, per event. ARGV: ttl, maxlen or "", the payload's field name, then per
+# event id, topic, key, keyed ("1"/"0"), headers, payload, created_at. Returns per event 1 added,
+# 0 duplicate, -1 held behind an earlier failure of its key, or the error of its XADD.
 _SCRIPT = """
 local ttl = tonumber(ARGV[1])
 local results, failed = {}, {}
 for i = 1, #KEYS / 2 do
   local stream, marker = KEYS[2 * i - 1], KEYS[2 * i]
-  local a = 2 + (i - 1) * 7
+  local a = 3 + (i - 1) * 7
   local key, keyed = ARGV[a + 3], ARGV[a + 4] == '1'
   if keyed and failed[key] then
     results[i] = -1
@@ -89,7 +93,7 @@ for i = 1, #KEYS / 2 do
     if ARGV[2] ~= '' then args = {stream, 'MAXLEN', '~', ARGV[2]} end
     for _, v in ipairs({'*', 'id', ARGV[a + 1], 'topic', ARGV[a + 2]}) do args[#args + 1] = v end
     if keyed then args[#args + 1] = 'key'; args[#args + 1] = key end
-    for _, v in ipairs({'headers', ARGV[a + 5], 'payload', ARGV[a + 6], 'created_at',
+    for _, v in ipairs({'headers', ARGV[a + 5], ARGV[3], ARGV[a + 6], 'created_at',
                         ARGV[a + 7]}) do args[#args + 1] = v end
     local reply = redis.pcall('XADD', unpack(args))
     if type(reply) == 'table' and reply.err then
@@ -139,7 +143,7 @@ class _Outcome:
             self.blocking.setdefault(event.key, event.id)
 
 
-_Entry = tuple[OutboxEvent, bytes]  # an event and its headers as JSON
+_Entry = tuple[OutboxEvent, bytes, bytes]  # an event, its headers as JSON, its payload field
 
 
 @attrs.define(eq=False)
@@ -164,6 +168,11 @@ class RedisStreamSink(NetworkSink[Any]):  # the session: the script, registered 
     _limit: int = attrs.field(default=_BULK_LIMIT, init=False, repr=False)
     _added: int = attrs.field(default=0, init=False, repr=False)
     _duplicates: int = attrs.field(default=0, init=False, repr=False)
+    _cloudevents: CloudEvents | None = attrs.field(init=False, repr=False)
+
+    @_cloudevents.default
+    def _read_format(self) -> CloudEvents | None:
+        return self.options.cloudevents
 
     @target.default
     def _parse(self) -> RedisTarget:
@@ -238,12 +247,17 @@ class RedisStreamSink(NetworkSink[Any]):  # the session: the script, registered 
             if outcome.held(event):
                 continue
             headers = headers_json(event)
-            if (largest := max(len(event.payload_json), len(headers))) > self._limit:
+            try:
+                payload = self._payload(event)
+            except Unmappable as exc:
+                outcome.fail(event, str(exc), permanent=True)
+                continue
+            if (largest := max(len(payload), len(headers))) > self._limit:
                 reason = f"too large for Redis: {largest} bytes, the limit is {self._limit}"
                 outcome.fail(event, reason, permanent=True)
                 continue
-            chunk.append((event, headers))
-            size += len(event.payload_json) + len(headers)
+            chunk.append((event, headers, payload))
+            size += len(payload) + len(headers)
             if size >= _CHUNK_BYTES:
                 await self._send(script, chunk, outcome)
                 chunk, size = [], 0
@@ -252,17 +266,28 @@ class RedisStreamSink(NetworkSink[Any]):  # the session: the script, registered 
         if outcome.failures:
             raise PartialDelivery(outcome.failures, permanent=outcome.permanent)
 
+    @property
+    def _payload_field(self) -> str:
+        return "payload" if self._cloudevents is None else CLOUDEVENT_FIELD
+
+    def _payload(self, event: OutboxEvent) -> bytes:
+        """What the payload's field holds: the payload, or the whole CloudEvent (Redis has no
+        CloudEvents binding, so both modes write the structured JSON)."""
+        if self._cloudevents is None:
+            return event.payload_json
+        return self._cloudevents.structured_json(event)
+
     async def _send(self, script: Any, chunk: list[_Entry], outcome: _Outcome) -> None:
         target = self.target
         streams: dict[str, str] = {}
         keys: list[str] = []
-        args: list[str | bytes | int] = [target.dedup_ttl, target.maxlen or ""]
-        for event, headers in chunk:
+        args: list[str | bytes | int] = [target.dedup_ttl, target.maxlen or "", self._payload_field]
+        for event, headers, payload in chunk:
             if (stream := streams.get(event.topic)) is None:
                 stream = streams[event.topic] = target.stream_for(event.topic)
             keys += [stream, f"{target.dedup_prefix}{stream}:{event.id}"]
             args += [event.id, event.topic, event.key or "", "0" if event.key is None else "1"]
-            args += [headers, event.payload_json, event.created_at.isoformat()]
+            args += [headers, payload, event.created_at.isoformat()]
         reason: str | None = None
         with trio.move_on_after(self.options.timeout) as scope:
             try:
@@ -276,10 +301,10 @@ class RedisStreamSink(NetworkSink[Any]):  # the session: the script, registered 
         if reason is not None:
             # Some of these may be in already: a retry finds them marked and keeps their place.
             outcome.stopped = f"not sent: an earlier call failed: {reason}"
-            for event, _ in chunk:
+            for event, *_ in chunk:
                 outcome.fail(event, reason)
             return
-        for (event, _), result in zip(chunk, results, strict=True):
+        for (event, *_), result in zip(chunk, results, strict=True):
             if result == 1:
                 self._added += 1
             elif result == 0:

@@ -11,6 +11,13 @@ Each request carries:
   HMAC-SHA256, keyed with the secret's UTF-8 bytes, of `f"{timestamp}.".encode() + body`.
   A receiver recomputes it over the raw body it received (before parsing it), compares in
   constant time and rejects stale timestamps to stop replays: `verify_signature` does all three.
+  With `SinkOptions.signature="standard-webhooks"` the Standard Webhooks headers sign instead
+  (`webhook-id`, `webhook-timestamp`, `webhook-signature`: `relay.sinks.standard_webhooks`).
+
+In the CloudEvents formats (`SinkOptions.format`, see `relay.sinks.cloudevents`) the body is the
+payload alone with the attributes as `ce-*` headers and `Content-Type: application/json`
+(binary mode), or the JSON event format as `application/cloudevents+json` (structured mode);
+`Idempotency-Key` and the signature are sent as in relay's own format.
 
 The URL's path may hold `{topic}`: each event goes to the URL with its topic put there as one
 path segment, percent-encoded (`/` included, so a topic never climbs out of its segment; a topic
@@ -44,6 +51,8 @@ import trio
 from ..errors import ConfigError
 from ..ports import OutboxEvent
 from ..secrets import mask_quoted, mask_url
+from . import standard_webhooks
+from .cloudevents import STRUCTURED_CONTENT_TYPE, CloudEvents, Unmappable
 from .encoding import encode_event
 from .lanes import Failure, deliver_in_lanes
 from .lifetime import NetworkSink, close_bounded
@@ -185,6 +194,19 @@ class WebhookSink(NetworkSink[httpx.AsyncClient]):
     transport: httpx.AsyncBaseTransport | None = attrs.field(default=None, repr=False)
     _limiter: trio.CapacityLimiter = attrs.field(init=False, repr=False)
     _verify: bool | ssl.SSLContext = attrs.field(init=False, repr=False)
+    _cloudevents: CloudEvents | None = attrs.field(init=False, repr=False)
+    _standard_key: bytes | None = attrs.field(init=False, repr=False)
+
+    @_cloudevents.default
+    def _read_format(self) -> CloudEvents | None:
+        return self.options.cloudevents
+
+    @_standard_key.default
+    def _read_standard_key(self) -> bytes | None:
+        secret = self.options.secret
+        if secret is None or self.options.signature != standard_webhooks.SCHEME:
+            return None
+        return standard_webhooks.secret_key(secret)  # checked by SinkOptions already
 
     @_limiter.default
     def _make_limiter(self) -> trio.CapacityLimiter:
@@ -244,10 +266,10 @@ class WebhookSink(NetworkSink[httpx.AsyncClient]):
             if segment is None:
                 return Failure(f"the topic is empty: it cannot fill {TOPIC}", permanent=True)
             url = url.replace(TOPIC, segment)
-        body = encode_event(event)
-        headers = {IDEMPOTENCY_HEADER: str(event.id)}
-        if self.options.secret is not None:
-            headers[SIGNATURE_HEADER] = sign(self.options.secret, body, int(self.clock()))
+        try:
+            body, headers = self._request(event)
+        except Unmappable as exc:
+            return Failure(str(exc), permanent=True)
         try:
             async with client.stream("POST", url, content=body, headers=headers) as response:
                 try:
@@ -259,6 +281,27 @@ class WebhookSink(NetworkSink[httpx.AsyncClient]):
             return Failure(f"no answer within {self.options.timeout:g}s ({type(exc).__name__})")
         except httpx.TransportError as exc:
             return Failure(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
+
+    def _request(self, event: OutboxEvent) -> tuple[bytes, dict[str, str]]:
+        """The body and the per-event headers: the format's, then the signature's."""
+        cloudevents = self._cloudevents
+        headers = {IDEMPOTENCY_HEADER: str(event.id)}
+        if cloudevents is None:
+            body = encode_event(event)
+        elif cloudevents.structured:
+            body = cloudevents.structured_json(event)
+            headers["Content-Type"] = STRUCTURED_CONTENT_TYPE
+        else:
+            body = event.payload_json
+            headers.update(cloudevents.http_headers(event))
+        if self._standard_key is not None:
+            signed = standard_webhooks.signed_headers(
+                self._standard_key, str(event.id), int(self.clock()), body
+            )
+            headers.update(signed)
+        elif self.options.secret is not None:
+            headers[SIGNATURE_HEADER] = sign(self.options.secret, body, int(self.clock()))
+        return body, headers
 
 
 async def _read_detail(response: httpx.Response) -> bytes:

@@ -319,12 +319,13 @@ class MemoryOutbox:
         `max_bytes`, only the oldest whose payload and headers (`event_size`) fit, at least one."""
         self._claims += 1
         await self._operation("claim")
-        rows = self._claimable(limit)
+        rows, passed_over = self._claimable(limit)
         fitting = _fitting(rows, max_bytes)
         batch = MemoryBatch(
             self,
             tuple(row.event for row in fitting),
-            contended=len(fitting) < len(rows),  # cut by the byte limit: not drained
+            # cut by the byte limit, or rows left to other claims: not drained
+            contended=passed_over or len(fitting) < len(rows),
             next_due=self._next_due(),
         )
         claimed = {event.id for event in batch.events}
@@ -336,8 +337,15 @@ class MemoryOutbox:
             self._open_claims -= 1
             self._locked -= claimed
 
-    def _claimable(self, limit: int) -> list[_Row]:
+    def _claimable(self, limit: int) -> tuple[list[_Row], bool]:
+        """The rows a claim takes, and whether it passed over rows that open claims hold.
+
+        As PostgreSQL's partition locks do, an open claim holds its events' keys: no other claim
+        takes an event of those keys until it closes.
+        """
         now = trio.current_time()
+        held_keys = {self._rows[id].event.key for id in self._locked if id in self._rows}
+        passed_over = False
         # A locked row still counts here: PostgreSQL's check sees rows that others hold.
         waiting: dict[str, int] = {}
         for row in self._rows.values():
@@ -349,12 +357,15 @@ class MemoryOutbox:
             if len(chosen) >= limit:
                 break
             key = row.event.key
-            if id in self._locked or row.available_at > now:
+            if id in self._locked or (key is not None and key in held_keys):
+                passed_over = True
+                continue
+            if row.available_at > now:
                 continue
             if key is not None and waiting.get(key, id) < id:
                 continue
             chosen.append(row)
-        return chosen
+        return chosen, passed_over
 
     def _settle(
         self,

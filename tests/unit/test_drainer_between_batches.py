@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
+import pytest
 import trio
 
 from relay import OutboxEvent, open_relay
@@ -14,31 +15,37 @@ from relay.testing import MemoryOutbox
 from .conftest import make_config
 
 
-async def test_stop_claiming_lets_the_batch_in_flight_finish_then_claims_no_more(
-    autojump_clock: trio.testing.MockClock,
+@pytest.mark.parametrize("in_flight", [1, 2])
+async def test_stop_claiming_lets_the_batches_in_flight_finish_then_claims_no_more(
+    autojump_clock: trio.testing.MockClock, in_flight: int
 ) -> None:
     outbox = MemoryOutbox()
     delivered: list[int] = []
-    entered = trio.Event()
+    entered = 0
+    all_entered = trio.Event()
 
     async def slow_handler(events: Sequence[OutboxEvent]) -> None:
-        entered.set()
+        nonlocal entered
+        entered += 1
+        if entered == in_flight:
+            all_entered.set()
         await trio.sleep(1.0)
         delivered.extend(event.id for event in events)
 
     for n in range(25):  # batch size 10: three batches' worth
         outbox.enqueue("t", n)
-    async with open_relay(make_config(), slow_handler, outbox=outbox) as handle:
-        await entered.wait()
+    config = make_config(claims_in_flight=in_flight)
+    async with open_relay(config, slow_handler, outbox=outbox) as handle:
+        await all_entered.wait()
         started = trio.current_time()
         await handle.stop_claiming()
-        assert trio.current_time() == started + 1.0  # waited for the batch in flight
+        assert trio.current_time() == started + 1.0  # waited for every batch in flight
         claims = outbox.statistics().claims
         handle.wake()
         await trio.sleep(30)  # wakeups and polls come and go
         assert outbox.statistics().claims == claims
-    assert delivered == list(range(1, 11))
-    assert len(outbox.pending()) == 15
+    assert sorted(delivered) == list(range(1, 10 * in_flight + 1))
+    assert len(outbox.pending()) == 25 - 10 * in_flight
 
 
 async def test_stop_claiming_returns_at_once_when_no_batch_is_in_flight(
