@@ -97,14 +97,27 @@ class _RouteState:
     stats: RouteStatistics
     stack: contextlib.AsyncExitStack | None = None
     next_try_at: float = -float("inf")
+    # The drainer may deliver several batches at once (`claims_in_flight`): the sink is entered
+    # and left under a lock, and left to reconnect only while no delivery uses it.
+    lock: trio.Lock = attrs.field(factory=trio.Lock)
+    in_flight: int = 0
+    stale: bool = False  # found down: leave and enter again (reconnect) before the next delivery
+    outages: int = 0  # times it went down: a delivery that saw it change met that outage
 
-    async def enter(self) -> None:
-        if self.stack is not None:
-            return
-        async with contextlib.AsyncExitStack() as stack:
-            if isinstance(self.route.sink, contextlib.AbstractAsyncContextManager):
-                await stack.enter_async_context(self.route.sink)
-            self.stack = stack.pop_all()
+    async def enter(self, *, reserve: bool) -> None:
+        """Enter the sink unless it is entered (first leaving it, to reconnect, when stale and
+        idle); with `reserve`, count one delivery in flight."""
+        async with self.lock:
+            if self.stale and self.in_flight == 0:
+                self.stale = False
+                await self.leave()
+            if self.stack is None:
+                async with contextlib.AsyncExitStack() as stack:
+                    if isinstance(self.route.sink, contextlib.AbstractAsyncContextManager):
+                        await stack.enter_async_context(self.route.sink)
+                    self.stack = stack.pop_all()
+            if reserve:
+                self.in_flight += 1
 
     async def leave(self) -> None:
         stack, self.stack = self.stack, None
@@ -149,7 +162,7 @@ class RoutingSink:
                 await stack.enter_async_context(asyncio_loop())
             stack.push_async_callback(self._leave_all)
             for state in self._states:
-                await self._enter(state)
+                await self._enter(state, reserve=False)
             self._stack = stack.pop_all()
         return self
 
@@ -162,10 +175,10 @@ class RoutingSink:
         for state in reversed(self._states):
             await state.leave()
 
-    async def _enter(self, state: _RouteState) -> bool:
+    async def _enter(self, state: _RouteState, *, reserve: bool) -> bool:
         """Enter the route's sink if it is not; False (and the route down) if unavailable."""
         try:
-            await state.enter()
+            await state.enter(reserve=reserve)
         except SinkUnavailable as exc:
             if isinstance(exc, NotRestartable):
                 raise
@@ -209,15 +222,10 @@ class RoutingSink:
                 continue
             parts.setdefault(self._states.index(state), []).append(event)
         now = trio.current_time()
-        ready: list[tuple[_RouteState, list[OutboxEvent]]] = []
+        # Each route ready to try, its part, and how many outages it had before this delivery.
+        ready: list[tuple[_RouteState, list[OutboxEvent], int]] = []
         held: list[tuple[_RouteState, list[OutboxEvent]]] = []
-        for index, part in parts.items():
-            state = self._states[index]
-            if state.next_try_at > now or not await self._enter(state):
-                held.append((state, part))
-            else:
-                ready.append((state, part))
-        outcomes: list[BaseException | None] = [None] * len(ready)
+        outcomes: list[BaseException | None] = []
 
         async def deliver_part(slot: int, state: _RouteState, part: list[OutboxEvent]) -> None:
             try:
@@ -225,18 +233,39 @@ class RoutingSink:
             except Exception as exc:  # kept out of the nursery: one route's error is its own
                 outcomes[slot] = exc
 
-        async with trio.open_nursery() as nursery:
-            for slot, (state, part) in enumerate(ready):
-                nursery.start_soon(deliver_part, slot, state, part)
-        for (state, part), outcome in zip(ready, outcomes, strict=True):
+        try:
+            for index, part in parts.items():
+                state = self._states[index]
+                if state.next_try_at > now or not await self._enter(state, reserve=True):
+                    held.append((state, part))
+                else:
+                    ready.append((state, part, state.outages))
+            outcomes = [None] * len(ready)
+            async with trio.open_nursery() as nursery:
+                for slot, (state, part, _) in enumerate(ready):
+                    nursery.start_soon(deliver_part, slot, state, part)
+        finally:
+            for state, _, _ in ready:
+                state.in_flight -= 1
+        for (state, part, outages), outcome in zip(ready, outcomes, strict=True):
             if isinstance(outcome, NotRestartable):
                 raise outcome
-            if isinstance(outcome, SinkUnavailable):
-                self._went_down(state, outcome)
-                await state.leave()  # entered again at the next try: that reconnects
+            went_down_meanwhile = state.outages != outages
+            if isinstance(outcome, SinkUnavailable) or (
+                # Another delivery found it down and it was left under this one: not the
+                # events' fault either.
+                went_down_meanwhile
+                and outcome is not None
+                and not isinstance(outcome, PartialDelivery)
+            ):
+                if not went_down_meanwhile:  # one try per outage met, however many batches met it
+                    assert outcome is not None
+                    self._went_down(state, outcome)
+                state.stale = True  # left and entered again at the next try: that reconnects
                 held.append((state, part))
                 continue
-            self._recovered(state)
+            if not went_down_meanwhile:
+                self._recovered(state)
             self._settle_part(state, part, outcome, failures, permanent)
         unavailable: dict[int, float] = {}
         now = trio.current_time()
@@ -283,6 +312,7 @@ class RoutingSink:
         stats = state.stats
         now = trio.current_time()
         tries = stats.tries + 1
+        state.outages += 1
         delay = self.outage_backoff.delay(tries - 1, self.rng)
         state.next_try_at = now + delay
         text = str(error).strip()
