@@ -97,15 +97,17 @@ MIGRATIONS: tuple[Migration, ...] = (
     ),
     Migration(
         3,
-        "deferred events hold their key: the waiting-row indexes cover every row put back with"
-        " a reason",
+        "deferred events hold their key: the waiting-row indexes cover retried rows and rows put"
+        " back with a reason",
         (
             # A route that is down defers its events without counting an attempt: they wait with
             # attempts = 0 but with a last_error, and must hold back their key like a retry.
+            # The predicate must stay the one `queries._NOT_HELD_BEHIND_A_RETRY` writes, for the
+            # planner to see that the claim's hold check may read them.
             "CREATE INDEX IF NOT EXISTS outbox_waiting_key_idx ON {outbox} (key, id)"
-            " WHERE last_error IS NOT NULL",
+            " WHERE attempts > 0 OR last_error IS NOT NULL",
             "CREATE INDEX IF NOT EXISTS outbox_waiting_due_idx ON {outbox} (available_at)"
-            " WHERE last_error IS NOT NULL",
+            " WHERE attempts > 0 OR last_error IS NOT NULL",
             "DROP INDEX IF EXISTS {retrying_key_idx}",
             "DROP INDEX IF EXISTS {retrying_due_idx}",
         ),

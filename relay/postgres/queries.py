@@ -46,16 +46,17 @@ def _namespace(name: str) -> int:
 
 
 # True for an outbox row `o` unless an earlier event of its key waits for a retry or a deferral
-# (a route down). Only rows relay put back with a reason (`last_error IS NOT NULL`) can be
-# waiting, and a partial index holds just those. When none waits at all, the uncorrelated first
-# test (run once per statement) spares every row the second.
+# (a route down). Only retried rows (attempts > 0) and rows put back with a reason (a deferral
+# keeps attempts, and records a last_error) can be waiting, and partial indexes with this very
+# predicate (migration 3) hold just those. When none waits at all, the uncorrelated first test
+# (run once per statement) spares every row the second.
 _NOT_HELD_BEHIND_A_RETRY = """(
     -- min(), not EXISTS: the planner then always reads the partial index, never the table
     (SELECT min(r.available_at) FROM {outbox} r
-     WHERE r.last_error IS NOT NULL AND r.available_at > now()) IS NULL
+     WHERE (r.attempts > 0 OR r.last_error IS NOT NULL) AND r.available_at > now()) IS NULL
     OR NOT EXISTS (
         SELECT 1 FROM {outbox} w
-        WHERE w.last_error IS NOT NULL AND w.key = o.key AND w.id < o.id
+        WHERE (w.attempts > 0 OR w.last_error IS NOT NULL) AND w.key = o.key AND w.id < o.id
           AND w.available_at > now()))"""
 
 
@@ -120,7 +121,7 @@ class Queries:
                               true),
                    (SELECT count(*) FROM in_window) - count(*),
                    (SELECT extract(epoch FROM min(available_at) - now())::float8 FROM {outbox}
-                    WHERE last_error IS NOT NULL AND available_at > now())
+                    WHERE (attempts > 0 OR last_error IS NOT NULL) AND available_at > now())
             FROM locked, (SELECT sum(n) AS total FROM locked) window_rows
             """
         ).format(

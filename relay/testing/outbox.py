@@ -92,9 +92,9 @@ class _Row:
 
 
 def _waiting(row: _Row, now: float) -> bool:
-    """Whether `row` waits for a retry or a deferral (the rows with a `last_error`, as the
-    PostgreSQL outbox's partial indexes hold them) that has not come yet."""
-    return row.last_error is not None and row.available_at > now
+    """Whether `row` waits for a retry or a deferral (retried rows and rows with a
+    `last_error`, as the PostgreSQL outbox's partial indexes hold them) that has not come yet."""
+    return (row.event.attempts > 0 or row.last_error is not None) and row.available_at > now
 
 
 @attrs.define(eq=False)
