@@ -11,11 +11,15 @@ import argparse
 import datetime
 import json
 import sys
-from typing import Any
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from .config import Config
 from .errors import ConfigError, NotFound
 from .text import one_line, printable
+
+if TYPE_CHECKING:
+    from .postgres.admin import TopicCounts
 
 # A whole dead table deleted by a forgotten filter cannot be undone: these act only on a scope
 # said out loud.
@@ -34,10 +38,13 @@ def migrate(config: Config) -> None:
         print(f"applied migration {migration.version} to {where}: {migration.description}")
 
 
-def status(config: Config, *, as_json: bool) -> None:
+def status(config: Config, *, as_json: bool, routes: Sequence[tuple[str, str]] = ()) -> None:
+    """`relay status`; with `routes` ((pattern, destination), first match wins), also the counts
+    by route."""
     from .postgres.admin import status
 
     found = status(config)
+    by_route = route_counts(found.topics, routes)
     if as_json:
         document = {
             "server": found.server,
@@ -64,6 +71,11 @@ def status(config: Config, *, as_json: bool) -> None:
                 for event in found.retrying_events
             ],
         }
+        if routes:
+            document["routes"] = [
+                {"route": pattern, "destination": destination, **counts}
+                for (pattern, destination), counts in by_route.items()
+            ]
         print(json.dumps(document))
         return
     age = "-" if found.oldest_pending_age is None else f"{found.oldest_pending_age:.1f}s"
@@ -78,6 +90,8 @@ def status(config: Config, *, as_json: bool) -> None:
         print(f"{'topic':<{width}}  {'pending':>9}  {'retrying':>9}  {'dead':>9}")
         for shown, t in topics:
             print(f"{shown:<{width}}  {t.pending:>9}  {t.retrying:>9}  {t.dead:>9}")
+    if routes:
+        _print_routes(by_route)
     if found.retrying_events:
         print(f"oldest {len(found.retrying_events)} retrying event(s):")
         for event in found.retrying_events:
@@ -87,6 +101,42 @@ def status(config: Config, *, as_json: bool) -> None:
                 f"  attempts {event.attempts}  next try at {event.next_try_at.isoformat()}"
                 f"  error: {one_line(event.last_error or '-')}"
             )
+
+
+_NO_ROUTE = ("(no route)", "-")
+
+
+def route_counts(
+    topics: Iterable[TopicCounts], routes: Sequence[tuple[str, str]]
+) -> dict[tuple[str, str], dict[str, int]]:
+    """Pending, retrying and dead events by route (the first whose pattern matches the topic);
+    topics no route takes under `_NO_ROUTE`, when there are any."""
+    from .sinks.routes import TopicPattern
+
+    patterns = [(TopicPattern.parse(pattern), (pattern, dest)) for pattern, dest in routes]
+    counts = {route: {"pending": 0, "retrying": 0, "dead": 0} for _, route in patterns}
+    for topic in topics:
+        route = next((r for p, r in patterns if p.matches(topic.topic)), _NO_ROUTE)
+        into = counts.setdefault(route, {"pending": 0, "retrying": 0, "dead": 0})
+        into["pending"] += topic.pending
+        into["retrying"] += topic.retrying
+        into["dead"] += topic.dead
+    return counts
+
+
+def _print_routes(by_route: dict[tuple[str, str], dict[str, int]]) -> None:
+    rows = [(printable(p), printable(d), counts) for (p, d), counts in by_route.items()]
+    width = max(len("route"), *(len(p) for p, _, _ in rows))
+    dest_width = max(len("destination"), *(len(d) for _, d, _ in rows))
+    print(
+        f"{'route':<{width}}  {'destination':<{dest_width}}"
+        f"  {'pending':>9}  {'retrying':>9}  {'dead':>9}"
+    )
+    for pattern, destination, c in rows:
+        print(
+            f"{pattern:<{width}}  {destination:<{dest_width}}"
+            f"  {c['pending']:>9}  {c['retrying']:>9}  {c['dead']:>9}"
+        )
 
 
 def dead(config: Config, args: argparse.Namespace) -> None:

@@ -208,6 +208,19 @@ def _parser() -> argparse.ArgumentParser:
     )
     _database_options(status)
     status.add_argument("--json", action="store_true", help="print one JSON object")
+    status.add_argument(
+        "--route",
+        action="append",
+        metavar="PATTERN=URL",
+        help="count by these routes, as `relay run --route` takes them"
+        " (default: $RELAY_ROUTE, else the --config file's route)",
+    )
+    status.add_argument(
+        "--sink",
+        metavar="URL",
+        help="with routes, the catch-all, shown as the route '>' (default: $RELAY_SINK, else the"
+        " --config file's sink)",
+    )
 
     dead = commands.add_parser("dead", help="list, retry or purge dead events")
     _dead_options(dead.add_subparsers(dest="action", required=True, metavar="ACTION"))
@@ -249,8 +262,9 @@ def _migrate(args: argparse.Namespace) -> int:
 
 def _status(args: argparse.Namespace) -> int:
     from .admin_cli import status
+    from .daemon.settings import load_routes
 
-    status(_database(args), as_json=args.json)
+    status(_database(args), as_json=args.json, routes=load_routes(args))
     return EXIT_OK
 
 

@@ -42,6 +42,9 @@ class DrainerStatistics:
     retried: int = _counter("Failed events rescheduled for a retry.")
     dead: int = _counter("Failed events moved to the dead table.")
     held: int = _counter("Events put back untouched behind a failed event of their key.")
+    deferred: int = _counter(
+        "Events put back for an unavailable destination, no attempt counted (a route down)."
+    )
     batches: int = _counter("Claims that returned events.")
     claims: int = _counter("Claims made, empty ones included.")
     empty_claims: int = _counter("Claims that returned nothing.")
@@ -76,6 +79,7 @@ class Outcome:
     retry: Mapping[int, Retry]
     bury: Mapping[int, str]
     hold: frozenset[int]
+    defer: Mapping[int, Retry] = MappingProxyType({})
 
 
 @attrs.frozen
@@ -127,17 +131,22 @@ def settle_plan(
     config: Config,
     rng: random.Random,
     permanent: Collection[int] = (),
+    unavailable: Mapping[int, float] | None = None,
 ) -> Outcome:
     """Decide each failed event's fate, keeping key order.
 
-    A failed event is buried when the sink said its failure is `permanent` or once it has used
-    `config.max_attempts`, else retried after `config.retry_backoff`. Every event after the first
-    failure of its key is held, whatever the sink said about it: it was not delivered in key order.
+    A failed event whose destination was `unavailable` is deferred by the delay given, no
+    attempt counted. Another is buried when the sink said its failure is `permanent` or once it
+    has used `config.max_attempts`, else retried after `config.retry_backoff`. Every event after
+    the first failure of its key is held, whatever the sink said about it: it was not delivered in
+    key order.
     """
     if not failures:
         return _ALL_DELIVERED
+    unavailable = unavailable or {}
     retry: dict[int, Retry] = {}
     bury: dict[int, str] = {}
+    defer: dict[int, Retry] = {}
     hold: set[int] = set()
     failed_keys: set[str] = set()
     for event in events:
@@ -149,13 +158,15 @@ def settle_plan(
             continue
         if event.key is not None:
             failed_keys.add(event.key)
-        if event.id in permanent or event.attempts + 1 >= config.max_attempts:
+        if event.id in unavailable:
+            defer[event.id] = Retry(delay=unavailable[event.id], reason=reason)
+        elif event.id in permanent or event.attempts + 1 >= config.max_attempts:
             bury[event.id] = reason
         else:
             retry[event.id] = Retry(
                 delay=config.retry_backoff.delay(event.attempts, rng), reason=reason
             )
-    return Outcome(retry=retry, bury=bury, hold=frozenset(hold))
+    return Outcome(retry=retry, bury=bury, hold=frozenset(hold), defer=defer)
 
 
 @attrs.define(eq=False)
@@ -331,6 +342,7 @@ class Drainer:
         due = [] if batch.next_due is None else [started + batch.next_due]
         if outcome is not None:
             due += (settled + retry.delay for retry in outcome.retry.values())
+            due += (settled + defer.delay for defer in outcome.defer.values())
         return _Claimed(
             events=events,
             contended=batch.contended,
@@ -363,6 +375,7 @@ class Drainer:
         events = batch.events
         failures: dict[int, str] = {}
         permanent: Collection[int] = ()
+        unavailable: Mapping[int, float] = {}
         # The claim holds a transaction open: a hanging sink must not keep it open for ever.
         with trio.move_on_after(self.config.delivery_timeout) as scope:
             try:
@@ -371,6 +384,7 @@ class Drainer:
                 claimed = {event.id for event in events}
                 failures = {id: reason for id, reason in partial.failures.items() if id in claimed}
                 permanent = partial.permanent
+                unavailable = partial.unavailable
             except SinkUnavailable:
                 # Not the events' fault: leaving the claim unsettled puts them back as they were
                 # (no attempt counted); `run` waits, then enters the sink again, which reconnects.
@@ -394,19 +408,24 @@ class Drainer:
             config=self.config,
             rng=self.rng,
             permanent=permanent,
+            unavailable=unavailable,
         )
-        await batch.settle(retry=outcome.retry, bury=outcome.bury, hold=outcome.hold)
+        await batch.settle(
+            retry=outcome.retry, bury=outcome.bury, hold=outcome.hold, defer=outcome.defer
+        )
         self.failure_log.record(events, outcome.retry, outcome.bury, self.config.max_attempts)
         if outcome is _ALL_DELIVERED:
             delivered = tuple(events)
         else:
-            failed = outcome.retry.keys() | outcome.bury.keys() | outcome.hold
+            failed = outcome.retry.keys() | outcome.bury.keys() | outcome.defer.keys()
+            failed |= outcome.hold
             delivered = tuple(event for event in events if event.id not in failed)
         self._count(
             delivered=len(delivered),
             retried=len(outcome.retry),
             dead=len(outcome.bury),
             held=len(outcome.hold),
+            deferred=len(outcome.defer),
         )
         return delivered, outcome
 

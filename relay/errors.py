@@ -88,21 +88,36 @@ class PartialDelivery(RelayError):
         failures: the id of each failed event and why it failed.
         permanent: the ids among `failures` that must not be retried (e.g. a webhook answered
             400): the drainer buries them at once. The other failures are retried.
+        unavailable: the ids among `failures` whose destination was unavailable (not their own
+            fault), each with the seconds to wait before trying it again: the drainer puts them
+            back untouched, no attempt counted, not available before that delay; until then they
+            hold back the later events of their key. A routing sink says so for one route down.
     """
 
-    def __init__(self, failures: Mapping[int, str], *, permanent: Collection[int] = ()) -> None:
+    def __init__(
+        self,
+        failures: Mapping[int, str],
+        *,
+        permanent: Collection[int] = (),
+        unavailable: Mapping[int, float] | None = None,
+    ) -> None:
         failures = dict(failures)
         permanent = frozenset(permanent)
-        if not permanent <= failures.keys():
-            raise ValueError(
-                f"permanent ids not among the failures: {sorted(permanent - failures.keys())}"
-            )
+        unavailable = dict(unavailable or {})
+        for name, ids in (("permanent", permanent), ("unavailable", unavailable.keys())):
+            if not ids <= failures.keys():
+                missing = sorted(ids - failures.keys())
+                raise ValueError(f"{name} ids not among the failures: {missing}")
+        if both := permanent & unavailable.keys():
+            raise ValueError(f"ids both permanent and unavailable: {sorted(both)}")
         super().__init__(
             f"{len(failures)} event(s) failed"
             + (f", {len(permanent)} permanently" if permanent else "")
+            + (f", {len(unavailable)} for an unavailable destination" if unavailable else "")
         )
         self.failures: Mapping[int, str] = failures
         self.permanent: frozenset[int] = permanent
+        self.unavailable: Mapping[int, float] = unavailable
 
 
 class RestartIntensityExceeded(RelayError):

@@ -154,6 +154,7 @@ class ClaimedBatch(Protocol):
         retry: Mapping[int, Retry],
         bury: Mapping[int, str],
         hold: Collection[int] = (),
+        defer: Mapping[int, Retry] | None = None,
     ) -> None:
         """Commit the outcome: every claimed event not named here was delivered and goes away.
 
@@ -162,6 +163,9 @@ class ClaimedBatch(Protocol):
             bury: events that failed for the last time and move to the dead table, with a reason.
             hold: events not delivered because an earlier event of their key failed: put back as
                 they were, still behind that event.
+            defer: events whose destination was unavailable: put back with their `attempts`
+                unchanged, not available before the delay, recording the reason; like a retry,
+                each holds back the later events of its key until then.
         """
         ...
 

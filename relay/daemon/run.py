@@ -18,8 +18,10 @@ from ..errors import OutputClosed, RelayError, RestartIntensityExceeded
 from ..outages import Outages
 from ..ports import Sink
 from ..runtime import RelayHandle, run_relay
-from ..secrets import find_secrets
+from ..secrets import find_secrets, mask_url
 from ..sinks import SinkOptions, open_sink
+from ..sinks.routes import CATCH_ALL, RouteSpec, TopicPattern, route_secrets
+from ..sinks.routing import Route, RoutingSink
 from .environ import take_secrets
 from .logs import configure
 from .settings import Settings
@@ -28,6 +30,8 @@ log = logging.getLogger("relay.daemon")
 
 
 def _sink(settings: Settings) -> Sink:
+    """The `--sink`, or with `--route` a `RoutingSink` over each route's sink and the catch-all
+    (`--sink`, when given, as a last route `>`)."""
     options = SinkOptions(
         secret=settings.webhook_secret,
         signature=settings.webhook_signature,
@@ -36,7 +40,19 @@ def _sink(settings: Settings) -> Sink:
         timeout=settings.sink_timeout,
         max_concurrency=settings.sink_concurrency,
     )
-    return open_sink(settings.sink, options)
+    if not settings.route:
+        return open_sink(settings.sink, options)
+    specs = list(settings.route)
+    if settings.sink_given:
+        specs.append(RouteSpec(TopicPattern.parse(CATCH_ALL), settings.sink))
+    routes = [
+        Route(spec.pattern, open_sink(spec.url, options), mask_url(spec.url)) for spec in specs
+    ]
+    log.info(
+        "routing by topic, first match wins: %s",
+        "; ".join(f"{route.pattern.text} -> {route.destination}" for route in routes),
+    )
+    return RoutingSink(routes, outage_backoff=settings.config.outage_backoff)
 
 
 async def _serve(settings: Settings, sink: Sink) -> None:
@@ -72,6 +88,8 @@ async def _serve(settings: Settings, sink: Sink) -> None:
 
             nursery.start_soon(on_signals)
             outages = Outages()
+            if isinstance(sink, RoutingSink):
+                sink.outages = outages  # a route down shows in /readyz, naming it
             endpoints = None
             if settings.metrics_addr is not None:
                 # Served from the start: while the relay waits for its database or sink, /readyz
@@ -88,6 +106,10 @@ async def _serve(settings: Settings, sink: Sink) -> None:
             if endpoints is not None:
                 metrics = RelayMetrics.create(handle)
                 handle.add_batch_observer(metrics.observe_batch)
+                if isinstance(sink, RoutingSink):
+                    from .route_metrics import RouteCollector
+
+                    metrics.registry.register(RouteCollector(sink))
                 endpoints.app = ObservabilityApp(handle, settings.config, metrics)
     log.info("stopped")
 
@@ -118,6 +140,7 @@ def run_daemon(settings: Settings) -> Stopped:
             *find_secrets(settings.config.dsn),
             settings.webhook_secret or "",
             *find_secrets(settings.sink),
+            *route_secrets(settings.route),
         ],
     )
     sink = _sink(settings)

@@ -21,8 +21,10 @@ import attrs
 from ..backoff import Backoff
 from ..config import DAY, Config, dsn_given, in_range, option_field, resolve_dsn
 from ..errors import ConfigError
+from ..secrets import mask_url
 from ..sinks import SinkOptions
 from ..sinks.cloudevents import FORMATS, check_source
+from ..sinks.routes import CATCH_ALL, RouteSpec, check_routes, parse_route
 from ..sinks.standard_webhooks import SCHEMES
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -36,6 +38,7 @@ class Option:
     help: str
     choices: tuple[str, ...] | None = None
     secret: bool = False
+    repeated: bool = False  # a flag given once per value; a list in the file; words in the env
 
     @property
     def flag(self) -> str:
@@ -68,9 +71,21 @@ class Settings:
     sink: str = option_field(
         "stdout",
         "where events go: stdout, http(s)://..., nats://..., redis(s)://..., amqp(s)://...,"
-        " python:module:callable",
+        " python:module:callable; with --route, where the events no route takes go",
         repr=False,  # a broker URL may hold a password
     )
+    route: tuple[RouteSpec, ...] = option_field(
+        (),
+        "PATTERN=URL, repeated: events whose topic matches PATTERN (NATS-style: orders.*,"
+        " orders.>, > for all) go to that sink; the first match wins; give --sink or a last"
+        " '>' route for the rest",
+        kind=parse_route,
+        repeated=True,
+        repr=False,
+    )
+    # Whether `sink` was given (flag, variable or file) rather than defaulted: with routes, only
+    # a sink given is a catch-all.
+    sink_given: bool = False
     grace_period: float = option_field(
         10.0, "seconds the in-flight batch gets on SIGTERM", in_range(0, DAY)
     )
@@ -108,15 +123,19 @@ class Settings:
         None, "HOST:PORT to serve /metrics, /healthz and /readyz", kind=_address
     )
 
+    def __attrs_post_init__(self) -> None:
+        check_routes(self.route, catch_all=self.sink if self.sink_given else None)
+
 
 def _option(name: str, kind: Any, metadata: Mapping[str, Any], default: Any) -> Option:
     shown = f"{default:g}" if isinstance(default, float) else default
     return Option(
         name,
         metadata.get("kind", kind),
-        metadata["help"] + ("" if default is None else f" (default: {shown})"),
+        metadata["help"] + ("" if default in (None, ()) else f" (default: {shown})"),
         metadata.get("choices"),
         metadata.get("secret", False),
+        metadata.get("repeated", False),
     )
 
 
@@ -139,7 +158,13 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
     """Add `--config` and one flag per option; defaults stay None so unset flags are known."""
     parser.add_argument("--config", type=Path, help="a TOML file of options (flags win)")
     for option in RUN_OPTIONS:
-        parser.add_argument(option.flag, dest=option.name, help=option.help, default=None)
+        parser.add_argument(
+            option.flag,
+            dest=option.name,
+            help=option.help,
+            default=None,
+            action="append" if option.repeated else "store",
+        )
 
 
 def _read_file(path: Path | None) -> dict[str, Any]:
@@ -190,6 +215,8 @@ def _convert(kind: Callable[[str], Any], raw: Any) -> Any:
 
 
 def _value(option: Option, raw: Any, source: str) -> Any:
+    if option.repeated:
+        return _values(option, raw, source)
     try:
         value = _convert(option.kind, raw)
     except (ValueError, OverflowError) as exc:
@@ -202,6 +229,28 @@ def _value(option: Option, raw: Any, source: str) -> Any:
     if option.choices and value not in option.choices:
         raise ConfigError(option.name, f"must be one of {', '.join(option.choices)}, got {value!r}")
     return value
+
+
+def _values(option: Option, raw: Any, source: str) -> tuple[Any, ...]:
+    """A repeated option's values: a flag's list, a variable's words, a file's list of strings."""
+    if isinstance(raw, str):
+        items: list[Any] = raw.split() if source == option.env else [raw]
+    elif isinstance(raw, list):
+        items = raw
+    else:
+        kind = type(raw).__name__
+        raise ConfigError(option.name, f"must be a list of strings, got a {kind} (from {source})")
+    values = []
+    for item in items:
+        if not isinstance(item, str):
+            shown = repr(item)
+            shown = shown if len(shown) <= _SHOWN else f"{shown[: _SHOWN - 3]}..."
+            raise ConfigError(option.name, f"must be a string, got {shown} (from {source})")
+        try:
+            values.append(option.kind(item))
+        except ConfigError as exc:
+            raise ConfigError(exc.field, f"{exc.reason} (from {source})") from None
+    return tuple(values)
 
 
 def _config_path(args: argparse.Namespace, env: Mapping[str, str]) -> Path | None:
@@ -234,7 +283,7 @@ def load_settings(args: argparse.Namespace, environ: Mapping[str, str] | None = 
 def _settings(dsn: str, values: Mapping[str, Any]) -> Settings:
     backoffs: dict[str, Any] = {name: _backoff(name, values) for name in _BACKOFFS}
     config = Config(dsn=dsn, **backoffs, **_fields_of(Config, values))
-    return Settings(config=config, **_fields_of(Settings, values))
+    return Settings(config=config, sink_given="sink" in values, **_fields_of(Settings, values))
 
 
 @attrs.frozen
@@ -267,6 +316,35 @@ def load_database(args: argparse.Namespace, environ: Mapping[str, str] | None = 
         values = {}
     dsn = _dsn(args, env, file)
     return Database(Config(dsn=dsn, **values), dsn_given=bool(dsn) or dsn_given(None, env))
+
+
+def load_routes(
+    args: argparse.Namespace, environ: Mapping[str, str] | None = None
+) -> tuple[tuple[str, str], ...]:
+    """The routes `relay run` would take, as (pattern, destination with its password masked), the
+    catch-all (`sink`, when given) last as `>`: from `--route` flags if any, else `RELAY_ROUTE`,
+    else the `--config` file's `route`. None without routes. For `relay status`."""
+    env = os.environ if environ is None else environ
+    config_path = _config_path(args, env)
+    file = _read_file(config_path)
+    values: dict[str, Any] = {}
+    for option in RUN_OPTIONS:
+        if option.name not in ("route", "sink"):
+            continue
+        flag = getattr(args, option.name, None)
+        if flag is not None:
+            values[option.name] = _value(option, flag, option.flag)
+        elif option.env in env:
+            values[option.name] = _value(option, env[option.env], option.env)
+        elif option.name in file:
+            values[option.name] = _value(option, file[option.name], str(config_path))
+    specs: tuple[RouteSpec, ...] = values.get("route", ())
+    if not specs:
+        return ()
+    routes = tuple((spec.pattern.text, mask_url(spec.url)) for spec in specs)
+    if "sink" in values:
+        routes += ((CATCH_ALL, mask_url(values["sink"])),)
+    return routes
 
 
 # Variables of the project's own test suite, not options.

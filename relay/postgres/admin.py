@@ -36,7 +36,8 @@ class TopicCounts:
 
 @attrs.frozen
 class RetryingEvent:
-    """An event that failed at least once and waits in the outbox for its next try."""
+    """An event that failed at least once (or was deferred while its route was down) and waits
+    in the outbox for its next try."""
 
     id: int
     topic: str
@@ -53,7 +54,7 @@ class OutboxStatus:
     server: str  # host:port/dbname, as reached
     pending: int
     oldest_pending_age: float | None  # seconds since the oldest pending event was written
-    retrying: int  # events waiting for a scheduled retry
+    retrying: int  # events waiting for a scheduled retry (or for their route to come back)
     dead: int
     topics: tuple[TopicCounts, ...]
     retrying_events: tuple[RetryingEvent, ...] = ()  # the oldest, up to RETRYING_SHOWN

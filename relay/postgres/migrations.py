@@ -95,6 +95,26 @@ MIGRATIONS: tuple[Migration, ...] = (
         # each other, and together they could deliver one key's events out of order.
         alone=True,
     ),
+    Migration(
+        3,
+        "deferred events hold their key: the waiting-row indexes cover retried rows and rows put"
+        " back with a reason",
+        (
+            # A route that is down defers its events without counting an attempt: they wait with
+            # attempts = 0 but with a last_error, and must hold back their key like a retry.
+            # The predicate must stay the one `queries._NOT_HELD_BEHIND_A_RETRY` writes, for the
+            # planner to see that the claim's hold check may read them.
+            "CREATE INDEX IF NOT EXISTS outbox_waiting_key_idx ON {outbox} (key, id)"
+            " WHERE attempts > 0 OR last_error IS NOT NULL",
+            "CREATE INDEX IF NOT EXISTS outbox_waiting_due_idx ON {outbox} (available_at)"
+            " WHERE attempts > 0 OR last_error IS NOT NULL",
+            "DROP INDEX IF EXISTS {retrying_key_idx}",
+            "DROP INDEX IF EXISTS {retrying_due_idx}",
+        ),
+        # Relays before it hold keys only behind retried rows: beside a relay that defers, they
+        # could deliver a later event of a deferred event's key first.
+        alone=True,
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version
@@ -107,6 +127,8 @@ def _render(statement: str, config: Config) -> sql.Composed:
         dead=sql.Identifier(config.schema, "outbox_dead"),
         notify=sql.Identifier(config.schema, "outbox_notify"),
         channel=sql.Literal(config.channel),
+        retrying_key_idx=sql.Identifier(config.schema, "outbox_retrying_key_idx"),
+        retrying_due_idx=sql.Identifier(config.schema, "outbox_retrying_due_idx"),
     )
 
 

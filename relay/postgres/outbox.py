@@ -111,14 +111,24 @@ class PostgresBatch:
     settled: bool = False
 
     async def settle(
-        self, *, retry: Mapping[int, Retry], bury: Mapping[int, str], hold: Collection[int] = ()
+        self,
+        *,
+        retry: Mapping[int, Retry],
+        bury: Mapping[int, str],
+        hold: Collection[int] = (),
+        defer: Mapping[int, Retry] | None = None,
     ) -> None:
-        by_id = {event.id: event for event in self.events} if retry or bury or hold else {}
+        defer = defer or {}
+        by_id = {event.id: event for event in self.events} if retry or bury or hold or defer else {}
         put_back = [
             _row_params(by_id[id], by_id[id].attempts + 1, r.delay, r.reason)
             for id, r in retry.items()
         ]
         put_back += [_row_params(by_id[id], by_id[id].attempts, 0.0, None) for id in hold]
+        # Not the events' fault: no attempt counted; the reason makes them hold their key.
+        put_back += [
+            _row_params(by_id[id], by_id[id].attempts, d.delay, d.reason) for id, d in defer.items()
+        ]
         dead = [
             _row_params(by_id[id], by_id[id].attempts + 1, 0.0, reason)
             for id, reason in bury.items()

@@ -45,16 +45,19 @@ def _namespace(name: str) -> int:
     return digest - (1 << 32) if digest >= 1 << 31 else digest
 
 
-# True for an outbox row `o` unless an earlier event of its key waits for a retry. Only retried
-# rows (attempts > 0) can be waiting, and a partial index holds just those. When no retry waits
-# at all, the uncorrelated first test (run once per statement) spares every row the second.
+# True for an outbox row `o` unless an earlier event of its key waits for a retry or a deferral
+# (a route down). Only retried rows (attempts > 0) and rows put back with a reason (a deferral
+# keeps attempts, and records a last_error) can be waiting, and partial indexes with this very
+# predicate (migration 3) hold just those. When none waits at all, the uncorrelated first test
+# (run once per statement) spares every row the second.
 _NOT_HELD_BEHIND_A_RETRY = """(
     -- min(), not EXISTS: the planner then always reads the partial index, never the table
-    (SELECT min(r.available_at) FROM {outbox} r WHERE r.attempts > 0 AND r.available_at > now())
-        IS NULL
+    (SELECT min(r.available_at) FROM {outbox} r
+     WHERE (r.attempts > 0 OR r.last_error IS NOT NULL) AND r.available_at > now()) IS NULL
     OR NOT EXISTS (
         SELECT 1 FROM {outbox} w
-        WHERE w.attempts > 0 AND w.key = o.key AND w.id < o.id AND w.available_at > now()))"""
+        WHERE (w.attempts > 0 OR w.last_error IS NOT NULL) AND w.key = o.key AND w.id < o.id
+          AND w.available_at > now()))"""
 
 
 @attrs.frozen
@@ -118,7 +121,7 @@ class Queries:
                               true),
                    (SELECT count(*) FROM in_window) - count(*),
                    (SELECT extract(epoch FROM min(available_at) - now())::float8 FROM {outbox}
-                    WHERE attempts > 0 AND available_at > now())
+                    WHERE (attempts > 0 OR last_error IS NOT NULL) AND available_at > now())
             FROM locked, (SELECT sum(n) AS total FROM locked) window_rows
             """
         ).format(
@@ -362,12 +365,14 @@ class Queries:
 
     @functools.cached_property
     def status(self) -> sql.Composed:
-        """For `relay status`, per topic: pending (retrying included), retrying, dead, age."""
+        """For `relay status`, per topic: pending (retrying included), retrying (waiting for a
+        retry, or deferred while their route is down), dead, age."""
         return sql.SQL(
             """
             WITH pending AS (
                 SELECT topic, count(*) AS pending,
-                       count(*) FILTER (WHERE attempts > 0 AND available_at > now()) AS retrying,
+                       count(*) FILTER (WHERE (attempts > 0 OR last_error IS NOT NULL)
+                                          AND available_at > now()) AS retrying,
                        min(created_at) AS oldest
                 FROM {outbox} GROUP BY topic),
             dead AS (SELECT topic, count(*) AS dead FROM {dead} GROUP BY topic)
@@ -394,12 +399,13 @@ class Queries:
         return sql.SQL(" AND ").join(clauses)
 
     def retrying_events(self, limit: int) -> sql.Composed:
-        """The oldest `limit` events that failed at least once and wait in the outbox; the error
-        cut to 1,000 characters (a webhook's whole answer body may be in it)."""
+        """The oldest `limit` events that failed at least once, or were deferred while their route
+        was down, and wait in the outbox; the error cut to 1,000 characters (a webhook's whole
+        answer body may be in it)."""
         return sql.SQL(
             "SELECT id, topic, key, attempts, available_at AS next_try_at,"
             " left(last_error, 1000) AS last_error"
-            " FROM {outbox} WHERE attempts > 0 ORDER BY id LIMIT {limit}"
+            " FROM {outbox} WHERE attempts > 0 OR last_error IS NOT NULL ORDER BY id LIMIT {limit}"
         ).format(outbox=self._table("outbox"), limit=sql.Literal(limit))
 
     def list_dead(self, where: sql.Composable, limit: int) -> sql.Composed:

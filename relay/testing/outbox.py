@@ -91,6 +91,12 @@ class _Row:
     enqueued_at: float = -math.inf  # trio time; -inf: enqueued before `trio.run`, age unknown
 
 
+def _waiting(row: _Row, now: float) -> bool:
+    """Whether `row` waits for a retry or a deferral (retried rows and rows with a
+    `last_error`, as the PostgreSQL outbox's partial indexes hold them) that has not come yet."""
+    return (row.event.attempts > 0 or row.last_error is not None) and row.available_at > now
+
+
 @attrs.define(eq=False)
 class MemoryBatch:
     """A claim on a `MemoryOutbox`: `events`, held until the claim block ends."""
@@ -102,11 +108,16 @@ class MemoryBatch:
     next_due: float | None = None
 
     async def settle(
-        self, *, retry: Mapping[int, Retry], bury: Mapping[int, str], hold: Collection[int] = ()
+        self,
+        *,
+        retry: Mapping[int, Retry],
+        bury: Mapping[int, str],
+        hold: Collection[int] = (),
+        defer: Mapping[int, Retry] | None = None,
     ) -> None:
         """Commit the outcome; see `relay.ports.ClaimedBatch.settle`."""
         await self._outbox._operation("settle")
-        self._outbox._settle(self, retry, bury, hold)
+        self._outbox._settle(self, retry, bury, hold, defer or {})
 
 
 @attrs.define(eq=False)
@@ -152,6 +163,7 @@ class MemoryOutbox:
     - `settle(retry=...)` sets `attempts + 1`, `available_at = now + delay` (now: when `settle`
       is called, so a retry after a delivery timeout still waits its delay) and `last_error`;
       `bury` moves rows to the dead table with `attempts + 1`; `hold` leaves rows untouched;
+      `defer` sets `available_at = now + delay` and `last_error`, `attempts` unchanged;
       every other claimed row is deleted (delivered).
     - `enqueue()` notifies every open listen connection, like the outbox's NOTIFY trigger.
 
@@ -338,7 +350,7 @@ class MemoryOutbox:
         waiting: dict[str, int] = {}
         for row in self._rows.values():
             key = row.event.key
-            if key is not None and row.event.attempts > 0 and row.available_at > now:
+            if key is not None and _waiting(row, now):
                 waiting.setdefault(key, row.event.id)
         chosen: list[_Row] = []
         for id, row in self._rows.items():
@@ -361,13 +373,14 @@ class MemoryOutbox:
         retry: Mapping[int, Retry],
         bury: Mapping[int, str],
         hold: Collection[int],
+        defer: Mapping[int, Retry],
     ) -> None:
         if batch.settled:
             raise RuntimeError("this batch is already settled")
         claimed = {event.id for event in batch.events}
-        named = [*retry, *bury, *hold]
+        named = [*retry, *bury, *hold, *defer]
         if not set(named) <= claimed or len(set(named)) != len(named):
-            raise ValueError("retry, bury and hold must name distinct events of the batch")
+            raise ValueError("retry, bury, hold and defer must name distinct events of the batch")
         now = trio.current_time()
         for event in batch.events:
             row = self._rows[event.id]
@@ -375,6 +388,10 @@ class MemoryOutbox:
                 row.event = attrs.evolve(event, attempts=event.attempts + 1)
                 row.available_at = now + retry[event.id].delay
                 row.last_error = retry[event.id].reason
+            elif event.id in defer:
+                row.event = event  # as claimed: no attempt counted
+                row.available_at = now + defer[event.id].delay
+                row.last_error = defer[event.id].reason
             elif event.id in bury:
                 del self._rows[event.id]
                 self._dead.append(
@@ -388,11 +405,7 @@ class MemoryOutbox:
     def _next_due(self) -> float | None:
         """Seconds until the earliest scheduled retry, or None if none is scheduled."""
         now = trio.current_time()
-        due = [
-            row.available_at
-            for row in self._rows.values()
-            if row.event.attempts > 0 and row.available_at > now
-        ]
+        due = [row.available_at for row in self._rows.values() if _waiting(row, now)]
         return min(due) - now if due else None
 
     async def backlog(self) -> Backlog:

@@ -55,7 +55,7 @@ def test_a_version_1_outbox_upgrades_with_its_pending_events(database_dsn: str) 
     _make_version_1(database_dsn)
     with psycopg.connect(database_dsn, autocommit=True) as conn:
         conn.execute("INSERT INTO relay.outbox (topic, key, payload) VALUES ('t', 'k', '1')")
-    assert [m.version for m in migrate(Config(dsn=database_dsn))] == [2]
+    assert [m.version for m in migrate(Config(dsn=database_dsn))] == [2, 3]
     with psycopg.connect(database_dsn) as conn:
         row = conn.execute(
             "SELECT pg_get_indexdef('relay.outbox_partition_idx'::regclass)"
@@ -64,10 +64,43 @@ def test_a_version_1_outbox_upgrades_with_its_pending_events(database_dsn: str) 
         assert conn.execute("SELECT count(*) FROM relay.outbox").fetchone() == (1,)
 
 
+def _make_version_2(dsn: str) -> None:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("DROP INDEX relay.outbox_waiting_key_idx, relay.outbox_waiting_due_idx")
+        conn.execute(
+            "CREATE INDEX outbox_retrying_key_idx ON relay.outbox (key, id) WHERE attempts > 0"
+        )
+        conn.execute(
+            "CREATE INDEX outbox_retrying_due_idx ON relay.outbox (available_at) WHERE attempts > 0"
+        )
+        conn.execute("DELETE FROM relay.schema_version WHERE version = 3")
+
+
 def _make_version_1(dsn: str) -> None:
+    _make_version_2(dsn)
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute("DROP INDEX relay.outbox_partition_idx")
         conn.execute("DELETE FROM relay.schema_version WHERE version = 2")
+
+
+def test_migration_3_indexes_every_row_put_back_with_a_reason(database_dsn: str) -> None:
+    """Deferred events (attempts 0, a last_error) must hold their key: the claim's hold check
+    reads these partial indexes."""
+    _make_version_2(database_dsn)
+    with psycopg.connect(database_dsn, autocommit=True) as conn:
+        conn.execute("INSERT INTO relay.outbox (topic, key, payload) VALUES ('t', 'k', '1')")
+    assert [m.version for m in migrate(Config(dsn=database_dsn))] == [3]
+    with psycopg.connect(database_dsn) as conn:
+        found = conn.execute(
+            "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = 'relay'"
+            " AND indexname LIKE 'outbox_%ing_%' ORDER BY indexname"
+        ).fetchall()
+        assert [name for name, _ in found] == ["outbox_waiting_due_idx", "outbox_waiting_key_idx"]
+        assert all(
+            "WHERE ((attempts > 0) OR (last_error IS NOT NULL))" in definition
+            for _, definition in found
+        )
+        assert conn.execute("SELECT count(*) FROM relay.outbox").fetchone() == (1,)
 
 
 def test_migration_2_refuses_to_run_beside_a_connected_relay(database_dsn: str) -> None:
@@ -81,6 +114,7 @@ def test_migration_2_refuses_to_run_beside_a_connected_relay(database_dsn: str) 
         assert conn.execute("SELECT max(version) FROM relay.schema_version").fetchone() == (1,)
     done = relay_command("migrate", "--dsn", database_dsn)
     assert done.returncode == 0 and "applied migration 2" in done.stdout, done.stderr
+    assert "applied migration 3" in done.stdout
 
 
 def test_the_schema_name_is_configurable_and_quoted(empty_database_dsn: str) -> None:
