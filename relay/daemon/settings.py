@@ -87,7 +87,7 @@ class Settings:
     # a sink given is a catch-all.
     sink_given: bool = False
     grace_period: float = option_field(
-        10.0, "seconds the in-flight batch gets on SIGTERM", in_range(0, DAY)
+        10.0, "seconds the batches in flight get on SIGINT or SIGTERM", in_range(0, DAY)
     )
     webhook_secret: str | None = option_field(
         _SINK.secret, "HMAC-SHA256 secret for webhook signatures", repr=False, kind=str, secret=True

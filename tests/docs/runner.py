@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import doctest
 import fcntl
+import functools
 import os
 import shutil
 import signal
@@ -20,11 +21,13 @@ import socket
 import subprocess
 import sys
 import tempfile
+import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
 import attrs
+from psycopg import conninfo
 
 from tests.docs.examples import PYTHON, SHELL, Block, Command, Page, commands
 from tests.redis_server import redis_answers
@@ -87,10 +90,28 @@ def missing(page: Page) -> list[str]:
     return absent
 
 
+def as_url(dsn: str) -> str:
+    """`dsn` (libpq key=value or a URL) as a `postgresql://` URL, the form a reader's RELAY_DSN
+    usually has and the one SQLAlchemy's `make_url` and asyncpg read as well as libpq does.
+    A host that is a socket folder, and any other parameter, go in the query."""
+    params = {name: str(value) for name, value in conninfo.conninfo_to_dict(dsn).items()}
+    quote = functools.partial(urllib.parse.quote, safe="")
+    user = params.pop("user", "")
+    password = params.pop("password", None)
+    userinfo = quote(user) + (f":{quote(password)}" if password is not None else "")
+    host = params.pop("host", "") if not params.get("host", "").startswith("/") else ""
+    port = params.pop("port", "")
+    netloc = (f"{userinfo}@" if userinfo else "") + host + (f":{port}" if port else "")
+    database = quote(params.pop("dbname", ""))
+    query = urllib.parse.urlencode(params)
+    return f"postgresql://{netloc}/{database}" + (f"?{query}" if query else "")
+
+
 def example_environment(dsn: str) -> dict[str, str]:
-    """The environment the examples see: the page's database as RELAY_DSN (and RELAY_TEST_DSN, for
-    test files and scripts that follow the test suite's convention), this venv first on PATH, and
-    no other relay, libpq or database setting of the caller's."""
+    """The environment the examples see: the page's database as RELAY_DSN, a `postgresql://` URL
+    (and RELAY_TEST_DSN, for test files and scripts that follow the test suite's convention),
+    this venv first on PATH, and no other relay, libpq or database setting of the caller's."""
+    dsn = as_url(dsn)
     env = {
         name: value
         for name, value in os.environ.items()

@@ -7,9 +7,10 @@ import time
 from pathlib import Path
 
 import pytest
+from psycopg import conninfo
 
 from tests.docs.examples import parse_page
-from tests.docs.runner import ExampleFailed, run_page
+from tests.docs.runner import ExampleFailed, as_url, run_page
 
 ENV = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/")}
 
@@ -81,3 +82,18 @@ def test_files_are_written_for_the_commands_after_them(tmp_path: Path) -> None:
 def test_skipped_blocks_are_not_run(tmp_path: Path) -> None:
     text = "<!-- docs-test: skip it would fail on purpose here -->\n```console\n$ false\n```\n"
     assert run(text, tmp_path) == 0
+
+
+@pytest.mark.parametrize(
+    "dsn",
+    [
+        "user=postgres dbname=relay_test_1 host=127.0.0.1 port=54307",
+        "host=/tmp/socket dbname=a user=b password='p@ss:/ word' port=5 sslmode=disable",
+        "postgresql://a:b@h:1/d?application_name=x",
+    ],
+)
+def test_the_examples_get_the_database_as_a_url_naming_the_same_connection(dsn: str) -> None:
+    """enqueue.md hands RELAY_DSN to SQLAlchemy's make_url and asyncpg: they need a URL."""
+    url = as_url(dsn)
+    assert url.startswith("postgresql://")
+    assert conninfo.conninfo_to_dict(url) == conninfo.conninfo_to_dict(dsn)
