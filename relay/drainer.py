@@ -7,7 +7,6 @@ import functools
 import logging
 import random
 from collections.abc import Callable, Collection, Mapping, Sequence
-from types import MappingProxyType
 from typing import Any, NoReturn
 
 import attrs
@@ -17,9 +16,10 @@ from .config import Config
 from .errors import NotRestartable, PartialDelivery, SinkUnavailable
 from .failure_log import FailureLog
 from .outages import Outages, Waiter, is_outage
-from .ports import ClaimedBatch, Outbox, OutboxEvent, Retry, Sink
+from .ports import ClaimedBatch, Outbox, OutboxEvent, Sink
 from .reasons import describe_error
 from .secrets import find_secrets
+from .settlement import ALL_DELIVERED, Outcome, settle_plan
 from .wakeups import DrainReport, WakeReason, Wakeups
 
 logger = logging.getLogger(__name__)
@@ -73,16 +73,6 @@ BatchObserver = Callable[[BatchReport], None]
 
 
 @attrs.frozen
-class Outcome:
-    """How one batch is settled: every claimed event not named here was delivered."""
-
-    retry: Mapping[int, Retry]
-    bury: Mapping[int, str]
-    hold: frozenset[int]
-    defer: Mapping[int, Retry] = MappingProxyType({})
-
-
-@attrs.frozen
 class _Claimed:
     """What one claim came to.
 
@@ -119,54 +109,6 @@ class _Drain:
 def _waited_out(exc: Exception) -> bool:
     """An unreachable database: the drainer waits for it rather than raise."""
     return is_outage(exc) and not isinstance(exc, SinkUnavailable)
-
-
-_ALL_DELIVERED = Outcome(retry=MappingProxyType({}), bury=MappingProxyType({}), hold=frozenset())
-
-
-def settle_plan(
-    events: Sequence[OutboxEvent],
-    failures: Mapping[int, str],
-    *,
-    config: Config,
-    rng: random.Random,
-    permanent: Collection[int] = (),
-    unavailable: Mapping[int, float] | None = None,
-) -> Outcome:
-    """Decide each failed event's fate, keeping key order.
-
-    A failed event whose destination was `unavailable` is deferred by the delay given, no
-    attempt counted. Another is buried when the sink said its failure is `permanent` or once it
-    has used `config.max_attempts`, else retried after `config.retry_backoff`. Every event after
-    the first failure of its key is held, whatever the sink said about it: it was not delivered in
-    key order.
-    """
-    if not failures:
-        return _ALL_DELIVERED
-    unavailable = unavailable or {}
-    retry: dict[int, Retry] = {}
-    bury: dict[int, str] = {}
-    defer: dict[int, Retry] = {}
-    hold: set[int] = set()
-    failed_keys: set[str] = set()
-    for event in events:
-        if event.key is not None and event.key in failed_keys:
-            hold.add(event.id)
-            continue
-        reason = failures.get(event.id)
-        if reason is None:
-            continue
-        if event.key is not None:
-            failed_keys.add(event.key)
-        if event.id in unavailable:
-            defer[event.id] = Retry(delay=unavailable[event.id], reason=reason)
-        elif event.id in permanent or event.attempts + 1 >= config.max_attempts:
-            bury[event.id] = reason
-        else:
-            retry[event.id] = Retry(
-                delay=config.retry_backoff.delay(event.attempts, rng), reason=reason
-            )
-    return Outcome(retry=retry, bury=bury, hold=frozenset(hold), defer=defer)
 
 
 @attrs.define(eq=False)
@@ -414,7 +356,7 @@ class Drainer:
             retry=outcome.retry, bury=outcome.bury, hold=outcome.hold, defer=outcome.defer
         )
         self.failure_log.record(events, outcome.retry, outcome.bury, self.config.max_attempts)
-        if outcome is _ALL_DELIVERED:
+        if outcome is ALL_DELIVERED:
             delivered = tuple(events)
         else:
             failed = outcome.retry.keys() | outcome.bury.keys() | outcome.defer.keys()

@@ -19,9 +19,9 @@ from relay import (
     WakeReason,
     open_relay,
 )
-from relay.drainer import settle_plan
 from relay.outages import Outage
 from relay.ports import Retry
+from relay.settlement import settle_plan
 from relay.testing import FlakySink, MemoryOutbox, RecordingSink
 
 from .conftest import make_config

@@ -11,10 +11,10 @@ import trio
 import trio.testing
 
 from relay import Backoff, Config, ConfigError, OutboxEvent, PartialDelivery, SinkUnavailable
-from relay.drainer import settle_plan
 from relay.outages import Outages
 from relay.ports import Retry
 from relay.runtime import open_relay
+from relay.settlement import settle_plan
 from relay.sinks.routes import TopicPattern, check_routes, parse_route
 from relay.sinks.routing import Route, RoutingSink
 from relay.testing import MemoryOutbox, RecordingSink
