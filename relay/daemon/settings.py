@@ -12,7 +12,7 @@ import argparse
 import difflib
 import os
 import tomllib
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -268,8 +268,20 @@ def load_settings(args: argparse.Namespace, environ: Mapping[str, str] | None = 
     env = os.environ if environ is None else environ
     config_path = _config_path(args, env)
     file = _read_file(config_path)
+    values = _option_values(args, env, file, config_path, RUN_OPTIONS)
+    return _settings(_dsn(args, env, file), values)
+
+
+def _option_values(
+    args: argparse.Namespace,
+    env: Mapping[str, str],
+    file: Mapping[str, Any],
+    config_path: Path | None,
+    options: Iterable[Option],
+) -> dict[str, Any]:
+    """Each of `options` given, checked: its flag, else its variable, else the file's key."""
     values: dict[str, Any] = {}
-    for option in RUN_OPTIONS:
+    for option in options:
         flag = getattr(args, option.name, None)
         if flag is not None:
             values[option.name] = _value(option, flag, option.flag)
@@ -277,7 +289,7 @@ def load_settings(args: argparse.Namespace, environ: Mapping[str, str] | None = 
             values[option.name] = _value(option, env[option.env], option.env)
         elif option.name in file:
             values[option.name] = _value(option, file[option.name], str(config_path))
-    return _settings(_dsn(args, env, file), values)
+    return values
 
 
 def _settings(dsn: str, values: Mapping[str, Any]) -> Settings:
@@ -326,18 +338,8 @@ def load_routes(
     else the `--config` file's `route`. None without routes. For `relay status`."""
     env = os.environ if environ is None else environ
     config_path = _config_path(args, env)
-    file = _read_file(config_path)
-    values: dict[str, Any] = {}
-    for option in RUN_OPTIONS:
-        if option.name not in ("route", "sink"):
-            continue
-        flag = getattr(args, option.name, None)
-        if flag is not None:
-            values[option.name] = _value(option, flag, option.flag)
-        elif option.env in env:
-            values[option.name] = _value(option, env[option.env], option.env)
-        elif option.name in file:
-            values[option.name] = _value(option, file[option.name], str(config_path))
+    routing = [option for option in RUN_OPTIONS if option.name in ("route", "sink")]
+    values = _option_values(args, env, _read_file(config_path), config_path, routing)
     specs: tuple[RouteSpec, ...] = values.get("route", ())
     if not specs:
         return ()
