@@ -1,10 +1,11 @@
 """relay's PostgreSQL side: the only code that imports psycopg.
 
-A package rather than one `postgres.py`, so that each part stays one job: `queries` (every
-statement, named), `migrations` (the schema), `outbox` (the `Outbox` port), `enqueue` (the
-writer's API: `new_events` checks what it is given, `enqueue_psycopg`, `enqueue_sqlalchemy` and
-`enqueue_asyncpg` write it through each layer) and `connect` (connection settings and the
-psycopg-to-relay error boundary).
+A package rather than one `postgres.py`, so that each part stays one job: `queries` (the relay's
+own statements, named; the writer's are in `enqueue_queries`, the operator's in `admin_queries`),
+`migrations` (the schema), `outbox` (the `Outbox` port; `batch` settles what it claimed,
+`event_rows` turns rows into events and back), `enqueue` (the writer's API: `new_events` checks
+what it is given, `enqueue_psycopg`, `enqueue_sqlalchemy` and `enqueue_asyncpg` write it through
+each layer) and `connect` (connection settings and the psycopg-to-relay error boundary).
 """
 
 from typing import TYPE_CHECKING, Any

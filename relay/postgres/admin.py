@@ -18,9 +18,9 @@ from psycopg import sql
 from psycopg.rows import dict_row
 
 from ..config import Config
+from .admin_queries import AdminQueries
 from .connect import admin_connection_kwargs, describe_connection, map_psycopg_errors
 from .migrations import require_latest, schema_version
-from .queries import Queries
 
 RETRYING_SHOWN = 10  # `relay status` lists this many of the oldest retrying events
 _FETCH = 500  # `relay dead list` holds at most this many rows at once
@@ -69,7 +69,7 @@ class DeadFilter:
     older_than: datetime.timedelta | None = None
 
     def where(self) -> sql.Composable:
-        return Queries.dead_where(self.topic, self.ids, self.older_than)
+        return AdminQueries.dead_where(self.topic, self.ids, self.older_than)
 
 
 @attrs.frozen
@@ -105,7 +105,7 @@ def _connect(config: Config, doing: str) -> Iterator[psycopg.Connection[Any]]:
 
 def status(config: Config) -> OutboxStatus:
     """Counts and ages of the outbox, per topic too, and the oldest retrying events."""
-    queries = Queries(config.schema)
+    queries = AdminQueries(config.schema)
     with _connect(config, "status") as conn, conn.cursor(row_factory=dict_row) as cursor:
         rows = cursor.execute(queries.status).fetchall()
         retrying = cursor.execute(queries.retrying_events(RETRYING_SHOWN)).fetchall()
@@ -127,7 +127,7 @@ def status(config: Config) -> OutboxStatus:
 def _missing(conn: psycopg.Connection[Any], config: Config, where: DeadFilter) -> tuple[int, ...]:
     if not where.ids:
         return ()
-    query = Queries(config.schema).dead_unmatched(where.where(), where.ids)
+    query = AdminQueries(config.schema).dead_unmatched(where.where(), where.ids)
     return tuple(row[0] for row in conn.execute(query))
 
 
@@ -138,7 +138,7 @@ def list_dead(config: Config, where: DeadFilter, limit: int) -> Iterator[DeadLis
     A server-side cursor hands them over `_FETCH` at a time: memory stays bounded whatever
     `limit` is.
     """
-    query = Queries(config.schema).list_dead(where.where(), limit)
+    query = AdminQueries(config.schema).list_dead(where.where(), limit)
     with _connect(config, "dead list") as conn:
         missing = _missing(conn, config, where)
         with conn.cursor("relay_dead_list", row_factory=dict_row) as cursor:
@@ -155,7 +155,7 @@ def change_dead(
 
     A retried event's insert fires the NOTIFY trigger, so a running relay picks it up at once.
     """
-    queries = Queries(config.schema)
+    queries = AdminQueries(config.schema)
     with _connect(config, f"dead {action}") as conn:
         missing = _missing(conn, config, where)
         if dry_run:

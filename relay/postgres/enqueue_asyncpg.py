@@ -16,13 +16,13 @@ import asyncpg
 import asyncpg.pool
 
 from ..errors import TransactionRequired
+from .enqueue_queries import EnqueueQueries
 from .new_events import NewEvent, as_columns, checked_chunks
-from .queries import Queries
 
 
 @functools.cache  # the same text each time, so asyncpg's prepared-statement cache finds it
 def _statement(schema: str) -> str:
-    return Queries(schema).enqueue_columns("$1", "$2", "$3", "$4")
+    return EnqueueQueries(schema).enqueue_columns("$1", "$2", "$3", "$4")
 
 
 def is_connection(target: object) -> bool:

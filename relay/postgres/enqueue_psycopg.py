@@ -11,8 +11,8 @@ from psycopg.rows import tuple_row
 from psycopg.types.json import Jsonb
 
 from ..errors import TransactionRequired
+from .enqueue_queries import EnqueueQueries
 from .new_events import EventRow, NewEvent, checked_chunks
-from .queries import Queries
 
 
 def _as_is(text: str) -> str:
@@ -58,7 +58,7 @@ def insert(conn: psycopg.Connection[Any], events: Iterable[NewEvent], schema: st
     # A cursor of our own rows: the caller's connection may have any row factory (dict_row).
     with conn.cursor(row_factory=tuple_row) as cursor:
         for chunk in checked_chunks(events):
-            cursor.execute(Queries(schema).enqueue(len(chunk)), _params(chunk))
+            cursor.execute(EnqueueQueries(schema).enqueue(len(chunk)), _params(chunk))
             ids += [row[0] for row in cursor.fetchall()]
     return ids
 
@@ -71,6 +71,6 @@ async def insert_async(
     ids: list[int] = []
     async with conn.cursor(row_factory=tuple_row) as cursor:
         for chunk in checked_chunks(events):
-            await cursor.execute(Queries(schema).enqueue(len(chunk)), _params(chunk))
+            await cursor.execute(EnqueueQueries(schema).enqueue(len(chunk)), _params(chunk))
             ids += [row[0] for row in await cursor.fetchall()]
     return ids

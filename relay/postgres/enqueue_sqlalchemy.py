@@ -21,8 +21,8 @@ from sqlalchemy.orm import Session, scoped_session
 
 from ..errors import TransactionRequired
 from .enqueue_psycopg import unusable
+from .enqueue_queries import EnqueueQueries
 from .new_events import EventRow, NewEvent, as_columns, checked_chunks
-from .queries import Queries
 
 if TYPE_CHECKING:
     from sqlalchemy import TextClause
@@ -48,7 +48,7 @@ def is_async(target: object) -> bool | None:
 def _statement(schema: str) -> TextClause:
     placeholders = (f":{name}" for name in _COLUMNS)
     # Typed binds: SQLAlchemy hands each driver a list it binds as one array.
-    return text(Queries(schema).enqueue_columns(*placeholders)).bindparams(
+    return text(EnqueueQueries(schema).enqueue_columns(*placeholders)).bindparams(
         *(bindparam(name, type_=ARRAY(Text)) for name in _COLUMNS)
     )
 

@@ -13,23 +13,23 @@ import logging
 import math
 import operator
 import weakref
-from collections.abc import AsyncIterator, Collection, Mapping, Sequence
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 import attrs
 import psycopg
 import trio
-from psycopg.adapt import Loader
-from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from ..aio import aio_as_trio, asyncio_loop, get_running_loop
 from ..config import Config
 from ..errors import OutboxUnavailable
 from ..outages import Waiter, call_reaching
-from ..ports import Backlog, JsonObject, OutboxEvent, Retry
+from ..ports import Backlog
+from .batch import PostgresBatch
 from .connect import connection_kwargs, describe_connection, map_psycopg_errors
+from .event_rows import event_from_row, load_jsonb_as_bytes
 from .migrations import require_latest
 from .notifications import Notifications
 from .queries import Queries
@@ -53,98 +53,6 @@ _VACUUM_EVERY = 50_000
 # drainer's own backoff paces the tries instead.
 _POOL_TIMEOUT = 10.0
 _NO_BYTE_LIMIT = 2**62
-
-
-class _JsonbAsBytes(Loader):
-    """Load jsonb as its JSON text, undecoded: decoding is the sink's business, if at all."""
-
-    def load(self, data: Any) -> bytes:
-        return bytes(data)
-
-
-async def _configure(conn: psycopg.AsyncConnection[Any]) -> None:
-    conn.adapters.register_loader("jsonb", _JsonbAsBytes)
-
-
-# Most events carry no headers: they share one (read-only) mapping.
-_NO_HEADERS = JsonObject(b"{}")
-
-
-def _event(row: tuple[Any, ...]) -> OutboxEvent:
-    id, topic, key, payload, headers, created_at, attempts, _cut = row
-    headers = _NO_HEADERS if headers == b"{}" else JsonObject(headers)
-    # Positional: a third cheaper than keywords, on every event (the fields' order is the
-    # claim's column order).
-    return OutboxEvent(id, topic, key, payload, headers, created_at, attempts)
-
-
-def _row_params(
-    event: OutboxEvent, attempts: int, delay: float, last_error: str | None
-) -> dict[str, Any]:
-    return {
-        "id": event.id,
-        "topic": event.topic,
-        "key": event.key,
-        "payload": event.payload_json.decode(),
-        # As read, when read from here: a settle must not depend on decoding what a writer wrote.
-        "headers": (
-            event.headers.json.decode()
-            if isinstance(event.headers, JsonObject)
-            else Jsonb(dict(event.headers))
-        ),
-        "created_at": event.created_at,
-        "attempts": attempts,
-        "delay": delay,
-        "last_error": last_error,
-    }
-
-
-@attrs.define(eq=False)
-class PostgresBatch:
-    """A claimed batch: the events, and the open transaction that holds them."""
-
-    outbox: PostgresOutbox
-    conn: TrioConnection
-    events: Sequence[OutboxEvent]
-    contended: bool = False
-    next_due: float | None = None
-    settled: bool = False
-
-    async def settle(
-        self,
-        *,
-        retry: Mapping[int, Retry],
-        bury: Mapping[int, str],
-        hold: Collection[int] = (),
-        defer: Mapping[int, Retry] | None = None,
-    ) -> None:
-        defer = defer or {}
-        by_id = {event.id: event for event in self.events} if retry or bury or hold or defer else {}
-        put_back = [
-            _row_params(by_id[id], by_id[id].attempts + 1, r.delay, r.reason)
-            for id, r in retry.items()
-        ]
-        put_back += [_row_params(by_id[id], by_id[id].attempts, 0.0, None) for id in hold]
-        # Not the events' fault: no attempt counted; the reason makes them hold their key.
-        put_back += [
-            _row_params(by_id[id], by_id[id].attempts, d.delay, d.reason) for id, d in defer.items()
-        ]
-        dead = [
-            _row_params(by_id[id], by_id[id].attempts + 1, 0.0, reason)
-            for id, reason in bury.items()
-        ]
-        queries = self.outbox.queries
-        with map_psycopg_errors(self.outbox.config, "settle"):
-            if put_back or dead:
-                async with self.conn.cursor() as cursor:
-                    await cursor.execute(queries.quiet)
-                    if put_back:
-                        await cursor.executemany(queries.put_back, put_back)
-                    if dead:
-                        await cursor.executemany(queries.bury, dead)
-            await self.conn.commit()
-        self.settled = True
-        await self.outbox._tidy_up(self.conn, removed=len(self.events) - len(put_back))
 
 
 @attrs.define(eq=False)
@@ -192,7 +100,7 @@ class PostgresOutbox:
         batch = None
         try:
             batch = PostgresBatch(
-                self, conn, [_event(row) for row in rows], contended=contended, next_due=due
+                self, conn, [event_from_row(row) for row in rows], contended=contended, next_due=due
             )
             yield batch
         finally:
@@ -384,7 +292,7 @@ async def open_postgres_outbox(
             timeout=_POOL_TIMEOUT,
             reconnect_timeout=_POOL_TIMEOUT,
             open=False,
-            configure=_configure,
+            configure=load_jsonb_as_bytes,
             name=f"relay-{config.schema}",
         )
         outbox = PostgresOutbox(config, pool, queries, loop=loop)

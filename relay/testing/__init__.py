@@ -16,14 +16,14 @@ without sleeping::
         assert sink.deliveries[0].at == 1.5
 """
 
-from .outbox import DeadEvent as DeadEvent
-from .outbox import MemoryBatch as MemoryBatch
+from .batch import MemoryBatch as MemoryBatch
 from .outbox import MemoryOutbox as MemoryOutbox
-from .outbox import MemoryOutboxStatistics as MemoryOutboxStatistics
-from .outbox import PendingRow as PendingRow
+from .rows import DeadEvent as DeadEvent
+from .rows import PendingRow as PendingRow
 from .sinks import Delivery as Delivery
 from .sinks import FlakySink as FlakySink
 from .sinks import RecordingSink as RecordingSink
+from .statistics import MemoryOutboxStatistics as MemoryOutboxStatistics
 
 __all__ = [
     "DeadEvent",
