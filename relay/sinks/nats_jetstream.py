@@ -60,7 +60,6 @@ import trio
 from nats.aio.client import Client
 from nats.js.client import JetStreamContext
 
-from ..aio import aio_as_trio
 from ..errors import PartialDelivery, SinkUnavailable
 from ..ports import OutboxEvent
 from ..secrets import mask_url
@@ -144,7 +143,7 @@ class JetStreamSink(NetworkSink[_Connection]):
 
     async def _connect(self, stack: contextlib.AsyncExitStack) -> _Connection:
         client = await self._dial()
-        stack.push_async_callback(close_bounded, functools.partial(aio_as_trio(_close), client))
+        stack.push_async_callback(close_bounded, functools.partial(self._aio.run, _close, client))
         return _Connection(client, client.jetstream())
 
     async def deliver(self, events: Sequence[OutboxEvent]) -> None:
@@ -175,7 +174,7 @@ class JetStreamSink(NetworkSink[_Connection]):
 
             nursery.start_soon(watch)
             try:
-                await deliver_pipelined(events, self._pipeline(self._open()))
+                await deliver_pipelined(events, self._pipeline(self._open()), self._aio)
             except PartialDelivery as exc:
                 failed = exc
             except SinkUnavailable as exc:  # kept out of the nursery, which would group it
@@ -220,7 +219,8 @@ class JetStreamSink(NetworkSink[_Connection]):
 
             with trio.move_on_after(self.options.timeout):
                 try:
-                    await aio_as_trio(client.connect)(
+                    connect = functools.partial(
+                        client.connect,
                         servers=[server],
                         name="relay",
                         user=target.user,
@@ -235,15 +235,16 @@ class JetStreamSink(NetworkSink[_Connection]):
                         max_outstanding_pings=_MAX_OUTSTANDING_PINGS,
                         error_cb=on_error,
                     )
+                    await self._aio.run(connect)
                 except Exception as exc:  # whatever it is, the next server may answer
                     gave_up = isinstance(exc, nats.errors.NoServersError) and seen
                     failures.append(f"{server}: {_describe(seen[-1] if gave_up else exc)}")
-                    await close_bounded(functools.partial(aio_as_trio(_close), client))
+                    await close_bounded(functools.partial(self._aio.run, _close, client))
                     continue
                 self._counts["connects"] += 1
                 return client
             failures.append(f"{server}: no answer within {self.options.timeout:g}s")
-            await close_bounded(functools.partial(aio_as_trio(_close), client))
+            await close_bounded(functools.partial(self._aio.run, _close, client))
         raise SinkUnavailable(f"cannot connect to NATS ({'; '.join(failures)})")
 
     def _prepare(self, event: OutboxEvent) -> _Message | Failure:

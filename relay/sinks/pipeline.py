@@ -17,7 +17,7 @@ from typing import Generic, TypeVar
 import attrs
 import trio
 
-from ..aio import aio_as_trio
+from ..aio_thread import LoopThread
 from ..errors import PartialDelivery, SinkUnavailable
 from ..ports import OutboxEvent
 from ..reasons import describe_error
@@ -83,8 +83,11 @@ async def _run_lanes(
     await asyncio.gather(*(run(i, items) for i, items in enumerate(runs)))
 
 
-async def deliver_pipelined(events: Sequence[OutboxEvent], pipeline: Pipeline[M]) -> None:
-    """Publish the events in one crossing into asyncio, each key in order, the keys side by side.
+async def deliver_pipelined(
+    events: Sequence[OutboxEvent], pipeline: Pipeline[M], aio: LoopThread
+) -> None:
+    """Publish the events in one crossing into `aio`'s loop, each key in order, the keys side by
+    side.
 
     After an event of a key fails, the later events of that key are not sent and are reported
     `held behind event N`. An exception from `prepare` or `publish` is that event's failure (as
@@ -114,8 +117,8 @@ async def deliver_pipelined(events: Sequence[OutboxEvent], pipeline: Pipeline[M]
         stops.append(stop)
     outcomes: list[tuple[int, BaseException | None]] = [(0, None)] * len(runs)
     with trio.move_on_after(pipeline.timeout) as deadline:
-        await aio_as_trio(_run_lanes)(
-            messages, pipeline.publish, pipeline.fatal, pipeline.window, outcomes
+        await aio.run(
+            _run_lanes, messages, pipeline.publish, pipeline.fatal, pipeline.window, outcomes
         )
     if deadline.cancelled_caught:
         late = TimeoutError(f"no acknowledgement within {pipeline.timeout:g}s")
