@@ -28,7 +28,12 @@ at-least-once exactly-once in the stream for retries within the window. These na
 `Nats-Expected-Stream` are relay's: an event's headers of those names (in any case) are dropped;
 its other `Nats-*` headers pass through and take effect (say `Nats-TTL`).
 
-A batch crosses into asyncio once (`deliver_pipelined`): there the events of one key are
+Why a thread loop: the client runs on a plain asyncio loop (uvloop when installed) in a thread
+the sink owns while it is entered, not on relay's trio-asyncio loop, where each of its callbacks
+was a trip through trio's scheduler and the sink reached a fifth of the client's own speed (see
+`relay.sinks.lifetime` and docs/brokers-performance.md).
+
+A batch crosses into that loop once (`deliver_pipelined`): there the events of one key are
 published one at a time, each after the previous one's ack, and keys and keyless events are in
 flight side by side, up to `max_inflight` at once, on the one connection. An ack with
 `duplicate: true` counts as delivered: that is the deduplication at work.

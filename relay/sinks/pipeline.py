@@ -41,7 +41,7 @@ class Pipeline(Generic[M]):
         window: publishes awaiting their acknowledgement at once, across the lanes.
         timeout: seconds the whole batch may take: an event still unacknowledged then fails as
             `judge` says for a `TimeoutError`. One deadline per batch, on trio, rather than a
-            timer per publish, which costs a trip through the trio-asyncio loop for every event.
+            timer per publish.
     """
 
     prepare: Callable[[OutboxEvent], M | Failure]

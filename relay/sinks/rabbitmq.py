@@ -31,7 +31,12 @@ channel the broker closed raises `SinkUnavailable`: the drainer retries the batc
 sink again, which reconnects; the sink never reconnects by itself (no `connect_robust`), the
 supervisor owns that.
 
-A batch crosses into asyncio once (`deliver_pipelined`): there the events of one key are
+Why a thread loop: the client runs on a plain asyncio loop (uvloop when installed) in a thread
+the sink owns while it is entered, not on relay's trio-asyncio loop, where each of its callbacks
+was a trip through trio's scheduler and the sink reached a fifth of the client's own speed (see
+`relay.sinks.lifetime` and docs/brokers-performance.md).
+
+A batch crosses into that loop once (`deliver_pipelined`): there the events of one key are
 published one after the other, each once the previous one is confirmed; keys go concurrently on
 the one channel, up to `SinkOptions.max_concurrency` unconfirmed messages at once.
 RabbitMQ does not deduplicate: a message whose confirm was lost (a timeout, a cut connection) is

@@ -32,6 +32,11 @@ event, in order; the script finds the ones already in marked as duplicates, and 
 after them. The script touches several streams in one call: a single Redis server (with or
 without replicas), not Redis Cluster. `SinkOptions.max_concurrency` is unused: one call at a time.
 
+Why a thread loop: the client runs on a plain asyncio loop (uvloop when installed) in a thread
+the sink owns while it is entered, not on relay's trio-asyncio loop, where each of its callbacks
+was a trip through trio's scheduler and the sink reached a fifth of the client's own speed (see
+`relay.sinks.lifetime` and docs/brokers-performance.md).
+
 Delivered means the server answered; whether an entry survives a crash or a failover is up to its
 persistence (`appendfsync`) and its asynchronous replication.
 
