@@ -98,3 +98,28 @@ async def test_an_event_unacknowledged_at_the_batch_deadline_fails_and_holds_its
         2: "held behind event 1",
     }
     assert sent == [3]
+
+
+async def test_at_most_window_publishes_await_their_ack_at_once_and_every_lane_is_served() -> None:
+    in_flight = 0
+    most = 0
+    sent: list[int] = []
+
+    async def publish(id: int) -> None:
+        nonlocal in_flight, most
+        in_flight += 1
+        most = max(most, in_flight)
+        await asyncio.sleep(0.001)
+        in_flight -= 1
+        sent.append(id)
+
+    base = pipeline([], {})
+    windowed = Pipeline(base.prepare, publish, base.judge, base.fatal, 3, timeout=5.0)
+    events = [ev(id, f"k{id % 7}" if id % 5 else None) for id in range(1, 61)]
+    async with open_loop_thread() as aio:
+        await deliver_pipelined(events, windowed, aio)
+    assert most == 3
+    assert sorted(sent) == list(range(1, 61))
+    for key in {e.key for e in events if e.key is not None}:
+        ids = [e.id for e in events if e.key == key]
+        assert [i for i in sent if i in ids] == ids
