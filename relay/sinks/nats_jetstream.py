@@ -37,7 +37,12 @@ application/cloudevents+json` (structured mode); `Nats-Msg-Id` still deduplicate
 context is still sent as `traceparent` and `tracestate`, and relay's `Relay-*` headers are left
 out, as the attributes carry what they said.
 
-A batch crosses into asyncio once (`deliver_pipelined`): there the events of one key are
+Why a thread loop: the client runs on a plain asyncio loop (uvloop when installed) in a thread
+the sink owns while it is entered, not on relay's trio-asyncio loop, where each of its callbacks
+was a trip through trio's scheduler and the sink reached a fifth of the client's own speed (see
+`relay.sinks.lifetime` and docs/brokers-performance.md).
+
+A batch crosses into that loop once (`deliver_pipelined`): there the events of one key are
 published one at a time, each after the previous one's ack, and keys and keyless events are in
 flight side by side, up to `max_inflight` at once, on the one connection. An ack with
 `duplicate: true` counts as delivered: that is the deduplication at work.
@@ -69,7 +74,6 @@ import trio
 from nats.aio.client import Client
 from nats.js.client import JetStreamContext
 
-from ..aio import aio_as_trio
 from ..errors import PartialDelivery, SinkUnavailable
 from ..ports import OutboxEvent
 from ..secrets import mask_url
@@ -158,7 +162,7 @@ class JetStreamSink(NetworkSink[_Connection]):
 
     async def _connect(self, stack: contextlib.AsyncExitStack) -> _Connection:
         client = await self._dial()
-        stack.push_async_callback(close_bounded, functools.partial(aio_as_trio(_close), client))
+        stack.push_async_callback(close_bounded, functools.partial(self._aio.run, _close, client))
         return _Connection(client, client.jetstream())
 
     async def deliver(self, events: Sequence[OutboxEvent]) -> None:
@@ -189,7 +193,7 @@ class JetStreamSink(NetworkSink[_Connection]):
 
             nursery.start_soon(watch)
             try:
-                await deliver_pipelined(events, self._pipeline(self._open()))
+                await deliver_pipelined(events, self._pipeline(self._open()), self._aio)
             except PartialDelivery as exc:
                 failed = exc
             except SinkUnavailable as exc:  # kept out of the nursery, which would group it
@@ -234,7 +238,8 @@ class JetStreamSink(NetworkSink[_Connection]):
 
             with trio.move_on_after(self.options.timeout):
                 try:
-                    await aio_as_trio(client.connect)(
+                    connect = functools.partial(
+                        client.connect,
                         servers=[server],
                         name="relay",
                         user=target.user,
@@ -249,15 +254,16 @@ class JetStreamSink(NetworkSink[_Connection]):
                         max_outstanding_pings=_MAX_OUTSTANDING_PINGS,
                         error_cb=on_error,
                     )
+                    await self._aio.run(connect)
                 except Exception as exc:  # whatever it is, the next server may answer
                     gave_up = isinstance(exc, nats.errors.NoServersError) and seen
                     failures.append(f"{server}: {_describe(seen[-1] if gave_up else exc)}")
-                    await close_bounded(functools.partial(aio_as_trio(_close), client))
+                    await close_bounded(functools.partial(self._aio.run, _close, client))
                     continue
                 self._counts["connects"] += 1
                 return client
             failures.append(f"{server}: no answer within {self.options.timeout:g}s")
-            await close_bounded(functools.partial(aio_as_trio(_close), client))
+            await close_bounded(functools.partial(self._aio.run, _close, client))
         raise SinkUnavailable(f"cannot connect to NATS ({'; '.join(failures)})")
 
     def _prepare(self, event: OutboxEvent) -> _Message | Failure:

@@ -5,6 +5,7 @@ See `relay.sinks.nats_jetstream` for the URL's parameters and what the sink does
 
 from __future__ import annotations
 
+import functools
 import string
 import urllib.parse
 from collections.abc import Callable
@@ -76,7 +77,14 @@ class Template:
         """The name for an event of `topic` and `key`; raises `Unroutable` if it is invalid."""
         if key is None and self.needs_key:
             raise Unroutable(f"{self.text!r} needs a key and the event has none")
-        return self.check(self.text.format(topic=topic, key=key))
+        return _render(self.text, self.check, topic, key if self.needs_key else None)
+
+
+@functools.lru_cache(maxsize=4096)
+def _render(text: str, check: Callable[[str], str], topic: str, key: str | None) -> str:
+    """Remembered: checking a subject character by character, for every event of a batch, was a
+    third of the sink's time on trio (profiled); a batch has few topics, often few keys."""
+    return check(text.format(topic=topic, key=key))
 
 
 @attrs.frozen

@@ -40,7 +40,12 @@ channel the broker closed raises `SinkUnavailable`: the drainer retries the batc
 sink again, which reconnects; the sink never reconnects by itself (no `connect_robust`), the
 supervisor owns that.
 
-A batch crosses into asyncio once (`deliver_pipelined`): there the events of one key are
+Why a thread loop: the client runs on a plain asyncio loop (uvloop when installed) in a thread
+the sink owns while it is entered, not on relay's trio-asyncio loop, where each of its callbacks
+was a trip through trio's scheduler and the sink reached a fifth of the client's own speed (see
+`relay.sinks.lifetime` and docs/brokers-performance.md).
+
+A batch crosses into that loop once (`deliver_pipelined`): there the events of one key are
 published one after the other, each once the previous one is confirmed; keys go concurrently on
 the one channel, up to `SinkOptions.max_concurrency` unconfirmed messages at once.
 RabbitMQ does not deduplicate: a message whose confirm was lost (a timeout, a cut connection) is
@@ -50,6 +55,7 @@ published again on retry, so consumers deduplicate on `message_id`.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import ssl
 from collections.abc import Sequence
@@ -61,7 +67,6 @@ from aio_pika import exceptions as amqp
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractExchange
 from pamqp.encode import field_table
 
-from ..aio import aio_as_trio
 from ..errors import ConfigError, SinkUnavailable
 from ..ports import OutboxEvent
 from ..secrets import find_secrets, mask, mask_url
@@ -157,10 +162,11 @@ class RabbitMQSink(NetworkSink[_Session]):
     async def _connect(self, stack: contextlib.AsyncExitStack) -> _Session:
         with trio.move_on_after(self.options.timeout) as scope:
             try:
-                connection = await aio_as_trio(self._dial)()
+                connection = await self._aio.run(self._dial)
                 # A connection already lost may fail to close: closing is all we wanted.
-                stack.push_async_callback(close_bounded, aio_as_trio(connection.close), *_LOST)
-                channel, exchange = await aio_as_trio(self._open_channel)(connection)
+                close = functools.partial(self._aio.run, connection.close)
+                stack.push_async_callback(close_bounded, close, *_LOST)
+                channel, exchange = await self._aio.run(self._open_channel, connection)
             except _LOST as exc:
                 raise SinkUnavailable(self._cannot_connect(exc)) from None
         if scope.cancelled_caught:
@@ -190,7 +196,7 @@ class RabbitMQSink(NetworkSink[_Session]):
         pipeline = Pipeline(
             self._prepare, publish, self._judge, _FATAL, options.max_concurrency, options.timeout
         )
-        await deliver_pipelined(events, pipeline)
+        await deliver_pipelined(events, pipeline, self._aio)
 
     async def _dial(self) -> AbstractConnection:
         target = self.target

@@ -36,6 +36,11 @@ event, in order; the script finds the ones already in marked as duplicates, and 
 after them. The script touches several streams in one call: a single Redis server (with or
 without replicas), not Redis Cluster. `SinkOptions.max_concurrency` is unused: one call at a time.
 
+Why a thread loop: the client runs on a plain asyncio loop (uvloop when installed) in a thread
+the sink owns while it is entered, not on relay's trio-asyncio loop, where each of its callbacks
+was a trip through trio's scheduler and the sink reached a fifth of the client's own speed (see
+`relay.sinks.lifetime` and docs/brokers-performance.md).
+
 Delivered means the server answered; whether an entry survives a crash or a failover is up to its
 persistence (`appendfsync`) and its asynchronous replication.
 
@@ -49,6 +54,7 @@ retryable failure carrying Redis's message; a payload or headers larger than the
 from __future__ import annotations
 
 import contextlib
+import functools
 import ssl
 from collections.abc import Sequence
 from typing import Any
@@ -61,7 +67,6 @@ import trio
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from ..aio import aio_as_trio
 from ..errors import ConfigError, PartialDelivery, SinkUnavailable
 from ..ports import OutboxEvent
 from ..secrets import mask_url
@@ -220,7 +225,7 @@ class RedisStreamSink(NetworkSink[Any]):  # the session: the script, registered 
             retry=Retry(NoBackoff(), 0),
             client_name="relay",
         )
-        stack.push_async_callback(close_bounded, aio_as_trio(client.aclose))
+        stack.push_async_callback(close_bounded, functools.partial(self._aio.run, client.aclose))
         limit = await self._ask_limit(client)
         self._limit = limit if self.max_payload is None else self.max_payload
         return client.register_script(_SCRIPT)
@@ -229,7 +234,7 @@ class RedisStreamSink(NetworkSink[Any]):  # the session: the script, registered 
         """The server's `proto-max-bulk-len`; this first command also checks the connection."""
         try:
             with trio.fail_after(self.options.timeout):
-                reply = await aio_as_trio(client.config_get)("proto-max-bulk-len")
+                reply = await self._aio.run(client.config_get, "proto-max-bulk-len")
         except trio.TooSlowError:
             raise SinkUnavailable(
                 f"{self._at}: no answer within {self.options.timeout:g}s"
@@ -299,7 +304,7 @@ class RedisStreamSink(NetworkSink[Any]):  # the session: the script, registered 
         reason: str | None = None
         with trio.move_on_after(self.options.timeout) as scope:
             try:
-                results = await aio_as_trio(script)(keys=keys, args=args)
+                results = await self._aio.run(functools.partial(script, keys=keys, args=args))
             except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
                 raise SinkUnavailable(f"{self._at}: {exc}") from None
             except redis.exceptions.RedisError as exc:  # OOM, READONLY, NOPERM, BUSY...

@@ -481,3 +481,33 @@ async def test_a_refusal_in_the_middle_of_a_key_keeps_the_key_in_order_in_the_st
     for message in stored:
         by_key.setdefault(message.headers["Relay-Key"], []).append(message.id)
     assert by_key == {"a": [1, 2, 3], "b": [4, 5]}
+
+
+async def test_a_batch_cancelled_by_its_caller_stops_and_the_sink_delivers_it_again_once_each(
+    stream: Stream,
+) -> None:
+    """Cancelling `deliver` cancels the publishes on the client's own loop and waits for them:
+    the open connection stays usable, and the batch sent again is stored once per id, in order."""
+    events = [ev(id, key=f"k{id % 20}") for id in range(1, 2001)]
+    sink = JetStreamSink(stream.url())
+    with trio.fail_after(GUARD):
+        async with sink:
+            with trio.CancelScope() as scope:
+
+                async def cancel_after_some_acks() -> None:
+                    await wait_until(lambda: sink.statistics().stored >= 200)
+                    scope.cancel()
+
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(cancel_after_some_acks)
+                    await sink.deliver(events)
+                    nursery.cancel_scope.cancel()
+            assert scope.cancelled_caught
+            assert 200 <= sink.statistics().stored < len(events)
+            await sink.deliver(events)
+        stored = await stream.read()
+    assert sorted(m.id for m in stored) == [e.id for e in events]
+    by_key: dict[str, list[int]] = {}
+    for message in stored:
+        by_key.setdefault(message.headers["Relay-Key"], []).append(message.id)
+    assert all(ids == sorted(ids) for ids in by_key.values())

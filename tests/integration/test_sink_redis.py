@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections import Counter, defaultdict
@@ -184,6 +185,30 @@ async def test_a_redelivered_batch_adds_nothing_twice(space: Namespace) -> None:
     assert [entry.id for entry in space.read("orders")] == list(range(1, 41))
     assert sink.statistics().added == 40
     assert sink.statistics().duplicates == 25 + 40
+
+
+def broker_loop_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "relay-broker-loop"]
+
+
+async def test_the_client_runs_in_a_thread_of_the_sinks_own_while_entered_and_only_then(
+    space: Namespace,
+) -> None:
+    before = broker_loop_threads()
+    sink = RedisStreamSink(space.url(), SinkOptions())
+    with trio.fail_after(GUARD):
+        async with sink:
+            assert len(broker_loop_threads()) == len(before) + 1
+            await sink.deliver([ev(1)])
+        assert broker_loop_threads() == before
+        with socket.socket() as closed:  # a port just freed: nothing listens there
+            closed.bind(("127.0.0.1", 0))
+            port = closed.getsockname()[1]
+        with pytest.raises(SinkUnavailable):
+            async with RedisStreamSink(f"redis://127.0.0.1:{port}", SinkOptions()):
+                pass
+        assert broker_loop_threads() == before
+    assert [entry.id for entry in space.read("orders")] == [1]
 
 
 async def test_without_dedup_a_redelivery_adds_again(space: Namespace) -> None:

@@ -158,3 +158,17 @@ async def test_delivering_without_entering_the_sink_says_to_enter_it() -> None:
 
 def test_a_msg_id_prefix_keeps_two_outboxes_apart_in_one_stream() -> None:
     assert parse_url("nats://127.0.0.1?msg_id_prefix=billing-").msg_id_prefix == "billing-"
+
+
+def test_rendered_names_are_remembered_per_topic_and_key_and_a_bad_one_is_refused_every_time() -> (
+    None
+):
+    target = parse_url("nats://h?subject=app.{topic}.{key}")
+    assert target.subject.render("orders", "a") == "app.orders.a"
+    assert target.subject.render("orders", "b") == "app.orders.b"
+    assert target.subject.render("orders", "a") == "app.orders.a"
+    for _ in range(2):
+        with pytest.raises(Unroutable, match="not a valid NATS subject"):
+            target.subject.render("orders", "a b")
+    keyless = parse_url("nats://h?subject={topic}")
+    assert keyless.subject.render("orders", "a") == keyless.subject.render("orders", None)
