@@ -250,12 +250,14 @@ def free_port() -> int:
 async def test_relay_run_routes_and_shows_each_route_in_metrics_and_status(
     database_dsn: str, orders: Server, rest: Server, tmp_path: Path
 ) -> None:
-    """The command a user copies: routes in a TOML file, the catch-all as --sink; a password in a
-    route's URL shows nowhere."""
+    """The command a user copies: routes in a TOML file, the catch-all as --sink; a password, a
+    signature in the query and a token in the path of a route's URL show nowhere: a route shows
+    as its pattern and `scheme://host:port`."""
     ids = await trio.to_thread.run_sync(
         insert, database_dsn, [("orders.new", "o1"), ("users.new", "u1"), ("orders.paid", "o1")]
     )
-    secret_url = orders.url.replace("http://", "http://relay:hunter2@")
+    secret_url = orders.url.replace("http://", "http://relay:hunter2@") + "?sig=S1GN4TURE"
+    origin = orders.url.removesuffix("/orders")  # the path stands for a token in it
     config_file = tmp_path / "relay.toml"
     config_file.write_text(f'route = ["orders.*={secret_url}"]\nsink = "{rest.url}"\n')
     port = free_port()
@@ -288,7 +290,8 @@ async def test_relay_run_routes_and_shows_each_route_in_metrics_and_status(
             code = await process.wait()
     log = (tmp_path / "relay.err").read_text()
     assert code == 0, log
-    assert "hunter2" not in log and "hunter2" not in text
+    for secret in ("hunter2", "S1GN4TURE", "/orders"):
+        assert secret not in log and secret not in text
     assert [r.event_id for r in orders.received] == [ids[0], ids[2]]
     assert [r.event_id for r in rest.received] == [ids[1]]
     assert orders.received[0].headers["authorization"].startswith("Basic ")
@@ -299,8 +302,8 @@ async def test_relay_run_routes_and_shows_each_route_in_metrics_and_status(
         for sample in family.samples
     }
     assert delivered == {
-        "orders.*": (2.0, orders.url.replace("http://", "http://relay:***@")),
-        ">": (1.0, rest.url),
+        "orders.*": (2.0, origin),
+        ">": (1.0, rest.url.removesuffix("/rest")),
     }
     assert "relay_route_up{" in text
     await trio.to_thread.run_sync(insert, database_dsn, [("orders.late", None)])
@@ -313,19 +316,26 @@ async def test_relay_run_routes_and_shows_each_route_in_metrics_and_status(
     assert document["routes"] == [
         {
             "route": "orders.*",
-            "destination": orders.url.replace("http://", "http://relay:***@"),
+            "destination": origin,
             "pending": 1,
             "retrying": 0,
             "dead": 0,
         },
-        {"route": ">", "destination": rest.url, "pending": 0, "retrying": 0, "dead": 0},
+        {
+            "route": ">",
+            "destination": rest.url.removesuffix("/rest"),
+            "pending": 0,
+            "retrying": 0,
+            "dead": 0,
+        },
     ]
     shown = await trio.run_process(
         [*command, "status", "--dsn", database_dsn, "--config", str(config_file)],
         capture_stdout=True,
         capture_stderr=True,
     )
-    assert b"hunter2" not in shown.stdout + shown.stderr + status.stdout + status.stderr
+    for secret in (b"hunter2", b"S1GN4TURE", b"/orders"):
+        assert secret not in shown.stdout + shown.stderr + status.stdout + status.stderr
     assert b"orders.*" in shown.stdout
 
 
