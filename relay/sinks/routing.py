@@ -78,8 +78,19 @@ class RoutingSink:
                 # that each may be left and entered again in any order.
                 await stack.enter_async_context(asyncio_loop())
             stack.push_async_callback(self._leave_all)
-            for state in self._states:
-                await self._enter(state, reserve=False)
+            errors: list[Exception] = []
+
+            async def enter(state: RouteState) -> None:
+                try:
+                    await self._enter(state, reserve=False)
+                except Exception as exc:  # raised bare below, not in the nursery's group
+                    errors.append(exc)
+
+            async with trio.open_nursery() as nursery:
+                for state in self._states:  # at once: a route slow to connect delays none
+                    nursery.start_soon(enter, state)
+            if errors:
+                raise errors[0]
             self._stack = stack.pop_all()
         return self
 

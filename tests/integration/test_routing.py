@@ -158,6 +158,48 @@ async def test_a_failing_route_costs_only_its_own_events_and_keys_keep_their_ord
     assert handle.statistics().retried == 6
 
 
+async def test_a_key_across_two_routes_is_delivered_once_each_in_key_order(
+    relay_config: Config, orders: Server, rest: Server
+) -> None:
+    """Key k takes both routes; the orders receiver answers 500 to its first 4 requests. Each
+    event of k reaches its receiver once, after the earlier ones of k (before, users.new went out
+    again on every retry of orders.new), and the held ones count no attempt."""
+    accepted: list[int] = []
+    answered = 0
+
+    async def flaky(request: Request) -> int:
+        nonlocal answered
+        answered += 1
+        if answered <= 4:
+            return 500
+        accepted.append(request.event_id)
+        return 200
+
+    async def fine(request: Request) -> int:
+        accepted.append(request.event_id)
+        return 200
+
+    orders.respond, rest.respond = flaky, fine
+    written = [("orders.new", "k"), ("users.new", "k"), ("orders.paid", "k"), ("users.seen", "k")]
+    ids = await trio.to_thread.run_sync(insert, relay_config.dsn, [*written, ("users.x", "j")])
+    sink = RoutingSink(
+        [
+            Route.create("orders.*", WebhookSink(orders.url), orders.url),
+            Route.create(">", WebhookSink(rest.url), rest.url),
+        ]
+    )
+    config = Config(dsn=relay_config.dsn, retry_backoff=FAST, poll_interval=30)
+    with trio.fail_after(GUARD):
+        async with open_relay(config, sink) as handle:
+            await wait_until(lambda: handle.statistics().delivered == 5)
+            stats = handle.statistics()
+    assert [id for id in accepted if id != ids[4]] == ids[:4]  # key k in order, each once
+    assert sorted(r.event_id for r in rest.received) == [ids[1], ids[3], ids[4]]
+    assert len(orders.received) == 4 + 2  # the 4 answered 500, then each orders event once
+    assert (stats.retried, stats.dead) == (4, 0)
+    assert pending_count(relay_config.dsn) == 0
+
+
 NATS_PORT = 4222
 
 

@@ -186,3 +186,33 @@ async def test_a_route_shows_as_pattern_and_origin_in_readiness_logs_and_metrics
     shown = caplog.text + what + repr(metrics)
     for secret in ("hunter2", "T0K3N", "S1GN4TURE", "K3YK3Y"):
         assert secret not in shown
+
+
+@attrs.define(eq=False)
+class SlowToEnterSink(RecordingSink):
+    """Takes 10 s to connect."""
+
+    async def __aenter__(self) -> SlowToEnterSink:
+        await trio.sleep(10)
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        pass
+
+
+async def test_routes_are_entered_at_once_at_the_start(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    sink = RoutingSink([Route.create("a", SlowToEnterSink()), Route.create(">", SlowToEnterSink())])
+    async with sink:
+        assert trio.current_time() == pytest.approx(10)  # not 20
+
+
+async def test_a_nested_routing_sinks_held_events_stay_held() -> None:
+    a, b = RecordingSink(), RecordingSink()
+    inner = RoutingSink([Route.create("orders.a", a), Route.create(">", b)])
+    outer = RoutingSink([Route.create("orders.>", inner), Route.create(">", RecordingSink())])
+    with pytest.raises(PartialDelivery) as caught:
+        await outer.deliver([ev(1, "orders.a", "k"), ev(2, "orders.b", "k")])
+    assert (a.ids, b.ids, caught.value.held) == ([1], [], {2})
+    assert [(r.delivered, r.failed) for r in outer.statistics()] == [(1, 0), (0, 0)]
