@@ -129,7 +129,7 @@ class RoutingSink:
         """Each route's part of `events`, in order; the unrouted failed; and held, unsent, each
         event whose key has an earlier event this batch that went to another route or nowhere."""
         split = _Split()
-        route_of_key: dict[str, int | None] = {}
+        route_of_key: dict[str, int] = {}
         stopped: set[str] = set()  # keys with an event not sent: their later events wait too
         for event in events:
             key = event.key
