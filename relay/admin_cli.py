@@ -109,14 +109,18 @@ _NO_ROUTE = ("(no route)", "-")
 def route_counts(
     topics: Iterable[TopicCounts], routes: Sequence[tuple[str, str]]
 ) -> dict[tuple[str, str], dict[str, int]]:
-    """Pending, retrying and dead events by route (the first whose pattern matches the topic);
-    topics no route takes under `_NO_ROUTE`, when there are any."""
-    from .sinks.routes import TopicPattern
+    """Pending, retrying and dead events by route (the first whose pattern matches the topic),
+    each route named by its pattern and `scheme://host[:port]`; topics no route takes under
+    `_NO_ROUTE`, when there are any."""
+    from .secrets import url_origin
+    from .sinks.routes import TopicPattern, first_match
 
-    patterns = [(TopicPattern.parse(pattern), (pattern, dest)) for pattern, dest in routes]
-    counts = {route: {"pending": 0, "retrying": 0, "dead": 0} for _, route in patterns}
+    patterns = [TopicPattern.parse(pattern) for pattern, _ in routes]
+    names = [(pattern, url_origin(destination)) for pattern, destination in routes]
+    counts = {name: {"pending": 0, "retrying": 0, "dead": 0} for name in names}
     for topic in topics:
-        route = next((r for p, r in patterns if p.matches(topic.topic)), _NO_ROUTE)
+        index = first_match(patterns, topic.topic)
+        route = _NO_ROUTE if index is None else names[index]
         into = counts.setdefault(route, {"pending": 0, "retrying": 0, "dead": 0})
         into["pending"] += topic.pending
         into["retrying"] += topic.retrying

@@ -318,6 +318,7 @@ class Drainer:
         failures: dict[int, str] = {}
         permanent: Collection[int] = ()
         unavailable: Mapping[int, float] = {}
+        held: Collection[int] = ()
         # The claim holds a transaction open: a hanging sink must not keep it open for ever.
         with trio.move_on_after(self.config.delivery_timeout) as scope:
             try:
@@ -327,6 +328,7 @@ class Drainer:
                 failures = {id: reason for id, reason in partial.failures.items() if id in claimed}
                 permanent = partial.permanent
                 unavailable = partial.unavailable
+                held = partial.held & claimed
             except SinkUnavailable:
                 # Not the events' fault: leaving the claim unsettled puts them back as they were
                 # (no attempt counted); `run` waits, then enters the sink again, which reconnects.
@@ -351,6 +353,7 @@ class Drainer:
             rng=self.rng,
             permanent=permanent,
             unavailable=unavailable,
+            held=held,
         )
         await batch.settle(
             retry=outcome.retry, bury=outcome.bury, hold=outcome.hold, defer=outcome.defer

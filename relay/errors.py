@@ -92,6 +92,10 @@ class PartialDelivery(RelayError):
             fault), each with the seconds to wait before trying it again: the drainer puts them
             back untouched, no attempt counted, not available before that delay; until then they
             hold back the later events of their key. A routing sink says so for one route down.
+        held: ids not among `failures` that the sink did not try, through no fault of theirs or
+            of their destination (a routing sink holds an event whose key's earlier event went to
+            another route): put back untouched, no attempt counted, claimed again at once; like a
+            failure, each holds back the later events of its key.
     """
 
     def __init__(
@@ -100,8 +104,10 @@ class PartialDelivery(RelayError):
         *,
         permanent: Collection[int] = (),
         unavailable: Mapping[int, float] | None = None,
+        held: Collection[int] = (),
     ) -> None:
         failures = dict(failures)
+        held = frozenset(held)
         permanent = frozenset(permanent)
         unavailable = dict(unavailable or {})
         for name, ids in (("permanent", permanent), ("unavailable", unavailable.keys())):
@@ -110,14 +116,18 @@ class PartialDelivery(RelayError):
                 raise ValueError(f"{name} ids not among the failures: {missing}")
         if both := permanent & unavailable.keys():
             raise ValueError(f"ids both permanent and unavailable: {sorted(both)}")
+        if both := held & failures.keys():
+            raise ValueError(f"ids both held and failed: {sorted(both)}")
         super().__init__(
             f"{len(failures)} event(s) failed"
             + (f", {len(permanent)} permanently" if permanent else "")
             + (f", {len(unavailable)} for an unavailable destination" if unavailable else "")
+            + (f", {len(held)} held, not tried" if held else "")
         )
         self.failures: Mapping[int, str] = failures
         self.permanent: frozenset[int] = permanent
         self.unavailable: Mapping[int, float] = unavailable
+        self.held: frozenset[int] = held
 
 
 class RestartIntensityExceeded(RelayError):

@@ -9,8 +9,11 @@ One rule, for libpq URLs and conninfo strings and sink URLs alike, each secret m
   that reads as a host can be cut in the wrong place.
 - The password follows the user name's first `:`. A lone user name is a credential where the
   scheme sends it as one (a NATS token, HTTP basic authentication), else a name, shown.
-- Values named like secrets (`password`, `sslpassword`, `token`, `secret`...) are too: in a URL's
-  query up to the next `name=`, in conninfo quoted or up to a space.
+- Values named like secrets (`password`, `sslpassword`, `token`, `secret`, `signature`, `auth`,
+  `api_key`, and `sig`, `code`, `key` as whole names) are too: in a URL's query up to the next
+  `name=`, in conninfo quoted or up to a space.
+- Where a URL is only named (a route's destination in status, metrics, logs), `url_origin` shows
+  its scheme, host and port alone: a path may hold a token too (`/hooks/T0K3N`).
 - A Standard Webhooks secret is masked by its shape wherever it shows: `whsec_` then base64.
 
 Text that may quote a secret in pieces (a parser's error, a log line) is masked with
@@ -26,7 +29,12 @@ from collections.abc import Iterable
 MASK = "***"
 
 _TOKEN_SCHEMES = frozenset({"nats", "http", "https"})
-_SECRET_NAME = r"[\w.-]*(?:password|passwd|pwd|token|secret|api_?key)"
+# A name ending in one of the long words, or one of the short words alone: `?key=` and `?code=`
+# are secrets (an API key, a Functions key, a signed URL's `sig=`), `routing_key=` is not.
+_SECRET_NAME = (
+    r"(?:[\w.-]*(?:password|passwd|pwd|token|secret|signature|auth|api[_-]?key|access[_-]?key)"
+    r"|sig|code|key)"
+)
 # A query value runs to the next parameter: the secret may hold `&` or `#` unencoded.
 _SECRET_PARAMETER = re.compile(
     rf"(?P<name>[?&]{_SECRET_NAME}=)(?P<value>(?:(?!&[\w.-]+=).)*)", re.IGNORECASE | re.DOTALL
@@ -49,6 +57,7 @@ _AFTER_USERINFO = re.compile(
     r"(?:\?(?P<query>[\w.-]+=[^&#]*(?:&[\w.-]+=[^&#]*)*))?(?:#.*)?",
     re.DOTALL,
 )
+_HOSTS = re.compile(rf"{_HOST}(?:,{_HOST})*")
 _STANDARD_WEBHOOKS_SECRET = re.compile(r"\bwhsec_[A-Za-z0-9+/=_-]+")
 _DELIMITERS = re.compile(r"[/?#@:&=\s'\"]")
 _SHORTEST_PIECE = 4  # shorter pieces of a secret are too likely to be ordinary words
@@ -61,6 +70,19 @@ def mask_url(url: str) -> str:
         return _SECRET_PARAMETER.sub(_MASKED_PARAMETER, url)
     scheme, shown, _, after = split
     return f"{scheme}://{shown}@{_SECRET_PARAMETER.sub(_MASKED_PARAMETER, after)}"
+
+
+def url_origin(url: str) -> str:
+    """`scheme://host[:port]` of `url`: no user information, path, query or fragment, which may
+    all hold a secret. Text with no `://` (`stdout`, `python:module:callable`) is shown to its
+    first `?` or `#`, masked."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return mask(re.split(r"[?#]", url, maxsplit=1)[0])
+    split = _split(url)
+    after = rest if split is None else split[3]
+    hosts = _HOSTS.match(after)
+    return f"{scheme}://{hosts[0] if hosts else ''}"
 
 
 def mask(text: str, secrets: Iterable[str] = ()) -> str:

@@ -33,6 +33,7 @@ def settle_plan(
     rng: random.Random,
     permanent: Collection[int] = (),
     unavailable: Mapping[int, float] | None = None,
+    held: Collection[int] = (),
 ) -> Outcome:
     """Decide each failed event's fate, keeping key order.
 
@@ -40,9 +41,9 @@ def settle_plan(
     attempt counted. Another is buried when the sink said its failure is `permanent` or once it
     has used `config.max_attempts`, else retried after `config.retry_backoff`. Every event after
     the first failure of its key is held, whatever the sink said about it: it was not delivered in
-    key order.
+    key order. An event the sink `held` (did not try) is held too, and holds back its key likewise.
     """
-    if not failures:
+    if not failures and not held:
         return ALL_DELIVERED
     unavailable = unavailable or {}
     retry: dict[int, Retry] = {}
@@ -53,6 +54,11 @@ def settle_plan(
     for event in events:
         if event.key is not None and event.key in failed_keys:
             hold.add(event.id)
+            continue
+        if event.id in held:
+            hold.add(event.id)
+            if event.key is not None:
+                failed_keys.add(event.key)
             continue
         reason = failures.get(event.id)
         if reason is None:

@@ -18,7 +18,7 @@ from ..errors import OutputClosed, RelayError, RestartIntensityExceeded
 from ..outages import Outages
 from ..ports import Sink
 from ..runtime import RelayHandle, run_relay
-from ..secrets import find_secrets, mask_url
+from ..secrets import find_secrets, url_origin
 from ..sinks import SinkOptions, open_sink
 from ..sinks.routes import CATCH_ALL, RouteSpec, TopicPattern, route_secrets
 from ..sinks.routing import Route, RoutingSink
@@ -46,7 +46,7 @@ def _sink(settings: Settings) -> Sink:
     if settings.sink_given:
         specs.append(RouteSpec(TopicPattern.parse(CATCH_ALL), settings.sink))
     routes = [
-        Route(spec.pattern, open_sink(spec.url, options), mask_url(spec.url)) for spec in specs
+        Route(spec.pattern, open_sink(spec.url, options), url_origin(spec.url)) for spec in specs
     ]
     log.info(
         "routing by topic, first match wins: %s",

@@ -21,7 +21,7 @@ import attrs
 from ..backoff import Backoff
 from ..config import DAY, Config, dsn_given, in_range, option_field, resolve_dsn
 from ..errors import ConfigError
-from ..secrets import mask_url
+from ..secrets import url_origin
 from ..sinks import SinkOptions
 from ..sinks.cloudevents import FORMATS, check_source
 from ..sinks.routes import CATCH_ALL, RouteSpec, check_routes, parse_route
@@ -333,7 +333,7 @@ def load_database(args: argparse.Namespace, environ: Mapping[str, str] | None = 
 def load_routes(
     args: argparse.Namespace, environ: Mapping[str, str] | None = None
 ) -> tuple[tuple[str, str], ...]:
-    """The routes `relay run` would take, as (pattern, destination with its password masked), the
+    """The routes `relay run` would take, as (pattern, destination as `scheme://host[:port]`), the
     catch-all (`sink`, when given) last as `>`: from `--route` flags if any, else `RELAY_ROUTE`,
     else the `--config` file's `route`. None without routes. For `relay status`."""
     env = os.environ if environ is None else environ
@@ -343,9 +343,9 @@ def load_routes(
     specs: tuple[RouteSpec, ...] = values.get("route", ())
     if not specs:
         return ()
-    routes = tuple((spec.pattern.text, mask_url(spec.url)) for spec in specs)
+    routes = tuple((spec.pattern.text, url_origin(spec.url)) for spec in specs)
     if "sink" in values:
-        routes += ((CATCH_ALL, mask_url(values["sink"])),)
+        routes += ((CATCH_ALL, url_origin(values["sink"])),)
     return routes
 
 

@@ -129,6 +129,24 @@ def parse_route(text: str) -> RouteSpec:
     return RouteSpec(TopicPattern.parse(pattern), url)
 
 
+def first_match(patterns: Sequence[TopicPattern], topic: str) -> int | None:
+    """The index of the first of `patterns` that matches `topic` (its route), or None."""
+    return next((i for i, pattern in enumerate(patterns) if pattern.matches(topic)), None)
+
+
+def check_unique(patterns: Iterable[TopicPattern]) -> None:
+    """Refuse a pattern given twice: the second would never get an event.
+
+    Raises:
+        ConfigError: (field "route") naming the pattern.
+    """
+    seen: set[str] = set()
+    for pattern in patterns:
+        if pattern.text in seen:
+            raise ConfigError(_FIELD, f"topic pattern {pattern.text!r} is given twice")
+        seen.add(pattern.text)
+
+
 def check_routes(specs: Sequence[RouteSpec], *, catch_all: str | None) -> None:
     """Refuse routes that cannot all be reached, or that leave events nowhere to go.
 
@@ -139,11 +157,8 @@ def check_routes(specs: Sequence[RouteSpec], *, catch_all: str | None) -> None:
         ConfigError: (field "route") a pattern given twice; a route after the `>` route, which
             would never get an event; or no catch-all at all (neither `catch_all` nor a `>` route).
     """
-    seen: set[str] = set()
+    check_unique(spec.pattern for spec in specs)
     for index, spec in enumerate(specs):
-        if spec.pattern.text in seen:
-            raise ConfigError(_FIELD, f"topic pattern {spec.pattern.text!r} is given twice")
-        seen.add(spec.pattern.text)
         if spec.pattern.catches_all and index != len(specs) - 1:
             raise ConfigError(
                 _FIELD,

@@ -2,8 +2,10 @@
 
 Each batch is split by route (`relay.sinks.routes`: first match wins) and the parts are
 delivered at once, each to its own sink; the outcomes merge into one `PartialDelivery`. A route's
-sink keeps key order within its part, and a key's events all go to one route when they share a
-topic, so each key's order holds within its route.
+sink keeps key order within its part. A key's events in a batch go to the route of its first
+one: an event of it that another route takes is held, unsent, with the later ones of its key, and
+claimed again at once (`PartialDelivery`'s `held`). So no event is sent while an earlier one of
+its key is in flight, failing or deferred elsewhere, and nothing is sent twice for it.
 
 A route whose destination is unavailable (its sink raised `SinkUnavailable`, entering or
 delivering) is down: its sink is left (entering it again reconnects), and its events are put
@@ -28,101 +30,18 @@ from ..aio import asyncio_loop
 from ..backoff import Backoff
 from ..errors import NotRestartable, PartialDelivery, SinkUnavailable
 from ..outages import Outages
-from ..ports import OutboxEvent, Sink
+from ..ports import OutboxEvent
 from ..reasons import describe_error
-from ..secrets import mask_url
 from .lifetime import NetworkSink
-from .routes import TopicPattern
+from .route_state import Route, RouteState, RouteStatistics
+from .routes import check_unique, first_match
+
+__all__ = ["Route", "RouteStatistics", "RoutingSink"]
 
 logger = logging.getLogger(__name__)
 
 # Topics remembered with their route: a lookup per event instead of a match per route.
 _REMEMBERED_TOPICS = 10_000
-
-
-@attrs.frozen
-class Route:
-    """A topic pattern and the sink its events go to.
-
-    Attributes:
-        pattern: which topics (first match wins among the routes).
-        sink: where they go; entered by the routing sink when it is a context manager.
-        destination: the sink's URL with any password masked, for logs, metrics and status.
-    """
-
-    pattern: TopicPattern
-    sink: Sink
-    destination: str
-
-    @classmethod
-    def create(cls, pattern: str, sink: Sink, url: str = "") -> Route:
-        """A route from a pattern's text (checked), a sink and the URL it was opened from."""
-        return cls(TopicPattern.parse(pattern), sink, mask_url(url) if url else type(sink).__name__)
-
-
-@attrs.frozen
-class RouteStatistics:
-    """What one route has done, and whether it is down now.
-
-    Attributes:
-        pattern: the route's pattern, its name.
-        destination: its sink's URL, password masked.
-        delivered: events its sink took.
-        failed: events its sink failed (each then retried or buried by the drainer).
-        deferred: events put back because the route was down.
-        down_since: trio time of the first failed try of the outage going on, or None when up.
-        tries: failed tries in the outage going on (0 when up).
-        reason: the last failed try's error, one line, or None.
-    """
-
-    pattern: str
-    destination: str
-    delivered: int = 0
-    failed: int = 0
-    deferred: int = 0
-    down_since: float | None = None
-    tries: int = 0
-    reason: str | None = None
-
-    @property
-    def up(self) -> bool:
-        return self.down_since is None
-
-
-@attrs.define(eq=False)
-class _RouteState:
-    """A route while the routing sink is entered: its sink's lifetime and its outage."""
-
-    route: Route
-    stats: RouteStatistics
-    stack: contextlib.AsyncExitStack | None = None
-    next_try_at: float = -float("inf")
-    # The drainer may deliver several batches at once (`claims_in_flight`): the sink is entered
-    # and left under a lock, and left to reconnect only while no delivery uses it.
-    lock: trio.Lock = attrs.field(factory=trio.Lock)
-    in_flight: int = 0
-    stale: bool = False  # found down: leave and enter again (reconnect) before the next delivery
-    outages: int = 0  # times it went down: a delivery that saw it change met that outage
-
-    async def enter(self, *, reserve: bool) -> None:
-        """Enter the sink unless it is entered (first leaving it, to reconnect, when stale and
-        idle); with `reserve`, count one delivery in flight."""
-        async with self.lock:
-            if self.stale and self.in_flight == 0:
-                self.stale = False
-                await self.leave()
-            if self.stack is None:
-                async with contextlib.AsyncExitStack() as stack:
-                    if isinstance(self.route.sink, contextlib.AbstractAsyncContextManager):
-                        await stack.enter_async_context(self.route.sink)
-                    self.stack = stack.pop_all()
-            if reserve:
-                self.in_flight += 1
-
-    async def leave(self) -> None:
-        stack, self.stack = self.stack, None
-        if stack is not None:
-            await stack.aclose()
 
 
 @attrs.define(eq=False)
@@ -140,17 +59,15 @@ class RoutingSink:
     rng: random.Random = attrs.field(factory=random.Random)
     # Where a route down is recorded for readiness (`relay run` gives the relay's), if anywhere.
     outages: Outages | None = None
-    _states: list[_RouteState] = attrs.field(init=False)
-    _by_topic: dict[str, _RouteState | None] = attrs.field(factory=dict, init=False)
+    _states: list[RouteState] = attrs.field(init=False)
+    _by_topic: dict[str, int | None] = attrs.field(factory=dict, init=False)
     _stack: contextlib.AsyncExitStack | None = attrs.field(default=None, init=False)
     _unrouted: int = attrs.field(default=0, init=False)
 
     def __attrs_post_init__(self) -> None:
-        patterns = [route.pattern.text for route in self.routes]
-        if len(set(patterns)) != len(patterns):
-            raise ValueError(f"a topic pattern is given twice: {patterns}")
+        check_unique(route.pattern for route in self.routes)
         self._states = [
-            _RouteState(route, RouteStatistics(route.pattern.text, route.destination))
+            RouteState(route, RouteStatistics(route.pattern.text, route.destination))
             for route in self.routes
         ]
 
@@ -161,8 +78,19 @@ class RoutingSink:
                 # that each may be left and entered again in any order.
                 await stack.enter_async_context(asyncio_loop())
             stack.push_async_callback(self._leave_all)
-            for state in self._states:
-                await self._enter(state, reserve=False)
+            errors: list[Exception] = []
+
+            async def enter(state: RouteState) -> None:
+                try:
+                    await self._enter(state, reserve=False)
+                except Exception as exc:  # raised bare below, not in the nursery's group
+                    errors.append(exc)
+
+            async with trio.open_nursery() as nursery:
+                for state in self._states:  # at once: a route slow to connect delays none
+                    nursery.start_soon(enter, state)
+            if errors:
+                raise errors[0]
             self._stack = stack.pop_all()
         return self
 
@@ -175,7 +103,7 @@ class RoutingSink:
         for state in reversed(self._states):
             await state.leave()
 
-    async def _enter(self, state: _RouteState, *, reserve: bool) -> bool:
+    async def _enter(self, state: RouteState, *, reserve: bool) -> bool:
         """Enter the route's sink if it is not; False (and the route down) if unavailable."""
         try:
             await state.enter(reserve=reserve)
@@ -186,71 +114,74 @@ class RoutingSink:
             return False
         return True
 
-    def route_of(self, topic: str) -> Route | None:
-        """The route `topic` goes to, or None when none matches."""
-        state = self._state_of(topic)
-        return None if state is None else state.route
-
-    def _state_of(self, topic: str) -> _RouteState | None:
+    def _route_index(self, topic: str) -> int | None:
         try:
             return self._by_topic[topic]
         except KeyError:
             pass
-        state = next((s for s in self._states if s.route.pattern.matches(topic)), None)
+        index = first_match([route.pattern for route in self.routes], topic)
         if len(self._by_topic) >= _REMEMBERED_TOPICS:
             self._by_topic.clear()
-        self._by_topic[topic] = state
-        return state
+        self._by_topic[topic] = index
+        return index
+
+    def _split(self, events: Sequence[OutboxEvent]) -> _Split:
+        """Each route's part of `events`, in order; the unrouted failed; and held, unsent, each
+        event whose key has an earlier event this batch that went to another route or nowhere."""
+        split = _Split()
+        route_of_key: dict[str, int] = {}
+        stopped: set[str] = set()  # keys with an event not sent: their later events wait too
+        for event in events:
+            key = event.key
+            if key is not None and key in stopped:
+                split.held.add(event.id)
+                continue
+            index = self._route_index(event.topic)
+            if index is None:
+                split.failures[event.id] = f"no route matches topic {event.topic[:100]!r}"
+                split.permanent.add(event.id)
+                self._unrouted += 1
+            elif key is None or route_of_key.setdefault(key, index) == index:
+                split.parts.setdefault(index, []).append(event)
+                continue
+            else:
+                split.held.add(event.id)
+            if key is not None:
+                stopped.add(key)
+        return split
 
     async def deliver(self, events: Sequence[OutboxEvent]) -> None:
         """Deliver each route's part of `events` through its sink, the parts at once.
 
+        A key's events in the batch go to the route of its first one: an event of the key that
+        another route takes is held, not sent (`PartialDelivery`'s `held`), with every later
+        event of its key, and is claimed again at once, after its key's earlier events settled.
+
         Raises:
-            PartialDelivery: some events failed (retried or buried by the drainer) or their
-                route is down (`unavailable`: put back untouched until its next try).
+            PartialDelivery: some events failed (retried or buried by the drainer), their
+                route is down (`unavailable`: put back untouched until its next try) or they were
+                held (`held`: put back untouched, claimed again at once).
             NotRestartable: a route's output is closed for good; the relay stops.
         """
-        parts: dict[int, list[OutboxEvent]] = {}
-        failures: dict[int, str] = {}
-        permanent: set[int] = set()
-        for event in events:
-            state = self._state_of(event.topic)
-            if state is None:
-                failures[event.id] = f"no route matches topic {event.topic[:100]!r}"
-                permanent.add(event.id)
-                self._unrouted += 1
+        split = self._split(events)
+        failures, permanent, held = split.failures, split.permanent, split.held
+        tries = [_Try(self._states[index], part) for index, part in split.parts.items()]
+        async with trio.open_nursery() as nursery:
+            for attempt in tries:  # each route entered in its own task: a slow one delays none
+                nursery.start_soon(self._try, attempt)
+        for attempt in tries:
+            if isinstance(attempt.outcome, NotRestartable):
+                raise attempt.outcome
+        deferred_parts: list[tuple[RouteState, list[OutboxEvent]]] = []
+        for attempt in tries:
+            state, part, outcome = attempt.state, attempt.part, attempt.outcome
+            if not attempt.entered:
+                if outcome is None:  # down: not tried
+                    deferred_parts.append((state, part))
+                else:  # entering it failed, not for an outage: the part failed
+                    self._settle_part(state, part, outcome, split)
                 continue
-            parts.setdefault(self._states.index(state), []).append(event)
-        now = trio.current_time()
-        # Each route ready to try, its part, and how many outages it had before this delivery.
-        ready: list[tuple[_RouteState, list[OutboxEvent], int]] = []
-        held: list[tuple[_RouteState, list[OutboxEvent]]] = []
-        outcomes: list[BaseException | None] = []
-
-        async def deliver_part(slot: int, state: _RouteState, part: list[OutboxEvent]) -> None:
-            try:
-                await state.route.sink.deliver(part)
-            except Exception as exc:  # kept out of the nursery: one route's error is its own
-                outcomes[slot] = exc
-
-        try:
-            for index, part in parts.items():
-                state = self._states[index]
-                if state.next_try_at > now or not await self._enter(state, reserve=True):
-                    held.append((state, part))
-                else:
-                    ready.append((state, part, state.outages))
-            outcomes = [None] * len(ready)
-            async with trio.open_nursery() as nursery:
-                for slot, (state, part, _) in enumerate(ready):
-                    nursery.start_soon(deliver_part, slot, state, part)
-        finally:
-            for state, _, _ in ready:
-                state.in_flight -= 1
-        for (state, part, outages), outcome in zip(ready, outcomes, strict=True):
-            if isinstance(outcome, NotRestartable):
-                raise outcome
-            went_down_meanwhile = state.outages != outages
+            went_down_meanwhile = state.outages != attempt.outages
             if isinstance(outcome, SinkUnavailable) or (
                 # Another delivery found it down and it was left under this one: not the
                 # events' fault either.
@@ -262,53 +193,76 @@ class RoutingSink:
                     assert outcome is not None
                     self._went_down(state, outcome)
                 state.stale = True  # left and entered again at the next try: that reconnects
-                held.append((state, part))
+                deferred_parts.append((state, part))
                 continue
             if not went_down_meanwhile:
                 self._recovered(state)
-            self._settle_part(state, part, outcome, failures, permanent)
+            self._settle_part(state, part, outcome, split)
         unavailable: dict[int, float] = {}
         now = trio.current_time()
-        for state, part in held:
+        for state, part in deferred_parts:
             delay = max(0.0, state.next_try_at - now)
             reason = f"route {state.route.pattern.text!r} unavailable: {state.stats.reason}"
             for event in part:
                 failures[event.id] = reason
                 unavailable[event.id] = delay
             self._count(state, deferred=len(part))
-        if failures:
-            raise PartialDelivery(failures, permanent=permanent, unavailable=unavailable)
+        if failures or held:
+            raise PartialDelivery(failures, permanent=permanent, unavailable=unavailable, held=held)
+
+    async def _try(self, attempt: _Try) -> None:
+        """Enter the route's sink unless the route is down, and deliver its part; the outcome is
+        kept in `attempt`, out of the nursery: one route's error is its own."""
+        state = attempt.state
+        if state.next_try_at > trio.current_time():
+            return
+        try:
+            if not await self._enter(state, reserve=True):
+                return
+        except Exception as exc:  # NotRestartable included: raised once every part is done
+            attempt.outcome = exc
+            return
+        attempt.entered = True
+        attempt.outages = state.outages
+        try:
+            await state.route.sink.deliver(attempt.part)
+        except Exception as exc:
+            attempt.outcome = exc
+        finally:
+            state.in_flight -= 1
 
     def _settle_part(
         self,
-        state: _RouteState,
+        state: RouteState,
         part: list[OutboxEvent],
         outcome: BaseException | None,
-        failures: dict[int, str],
-        permanent: set[int],
+        split: _Split,
     ) -> None:
         if outcome is None:
             self._count(state, delivered=len(part))
             return
+        failures = split.failures
         if isinstance(outcome, PartialDelivery):
             ids = {event.id for event in part}
             failed = {id: reason for id, reason in outcome.failures.items() if id in ids}
             # A nested routing sink's unavailable events fail here: rare, and retried.
             failures.update(failed)
-            permanent.update(outcome.permanent & failed.keys())
-        else:
-            logger.warning(
-                "route %r failed a batch of %d events",
-                state.route.pattern.text,
-                len(part),
-                exc_info=outcome,
-            )
-            reason = describe_error(outcome)
-            failed = {event.id: reason for event in part}
-            failures.update(failed)
-        self._count(state, delivered=len(part) - len(failed), failed=len(failed))
+            split.permanent.update(outcome.permanent & failed.keys())
+            nested_held = outcome.held & ids
+            split.held.update(nested_held)
+            delivered = len(part) - len(failed) - len(nested_held)
+            self._count(state, delivered=delivered, failed=len(failed))
+            return
+        logger.warning(
+            "route %r failed a batch of %d events",
+            state.route.pattern.text,
+            len(part),
+            exc_info=outcome,
+        )
+        failures.update(dict.fromkeys((event.id for event in part), describe_error(outcome)))
+        self._count(state, failed=len(part))
 
-    def _went_down(self, state: _RouteState, error: BaseException) -> None:
+    def _went_down(self, state: RouteState, error: BaseException) -> None:
         stats = state.stats
         now = trio.current_time()
         tries = stats.tries + 1
@@ -335,7 +289,7 @@ class RoutingSink:
             delay,
         )
 
-    def _recovered(self, state: _RouteState) -> None:
+    def _recovered(self, state: RouteState) -> None:
         stats = state.stats
         if stats.down_since is None:
             return
@@ -350,7 +304,7 @@ class RoutingSink:
         if self.outages is not None:
             self.outages.up(_who(state))
 
-    def _count(self, state: _RouteState, **counts: int) -> None:
+    def _count(self, state: RouteState, **counts: int) -> None:
         stats = state.stats
         state.stats = attrs.evolve(
             stats, **{name: getattr(stats, name) + n for name, n in counts.items()}
@@ -366,5 +320,26 @@ class RoutingSink:
         return self._unrouted
 
 
-def _who(state: _RouteState) -> str:
+@attrs.define(eq=False)
+class _Split:
+    """A batch split by route: each route's part (by index), and what is settled already."""
+
+    parts: dict[int, list[OutboxEvent]] = attrs.field(factory=dict)
+    failures: dict[int, str] = attrs.field(factory=dict)
+    permanent: set[int] = attrs.field(factory=set)
+    held: set[int] = attrs.field(factory=set)
+
+
+@attrs.define(eq=False)
+class _Try:
+    """One route's part of a delivery, and how it went."""
+
+    state: RouteState
+    part: list[OutboxEvent]
+    entered: bool = False  # False: the route was down (outcome None) or entering it raised
+    outages: int = 0  # the route's outages when entered: a change meanwhile is an outage met
+    outcome: BaseException | None = None
+
+
+def _who(state: RouteState) -> str:
     return f"route {state.route.pattern.text}"

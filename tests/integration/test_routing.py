@@ -158,6 +158,48 @@ async def test_a_failing_route_costs_only_its_own_events_and_keys_keep_their_ord
     assert handle.statistics().retried == 6
 
 
+async def test_a_key_across_two_routes_is_delivered_once_each_in_key_order(
+    relay_config: Config, orders: Server, rest: Server
+) -> None:
+    """Key k takes both routes; the orders receiver answers 500 to its first 4 requests. Each
+    event of k reaches its receiver once, after the earlier ones of k (before, users.new went out
+    again on every retry of orders.new), and the held ones count no attempt."""
+    accepted: list[int] = []
+    answered = 0
+
+    async def flaky(request: Request) -> int:
+        nonlocal answered
+        answered += 1
+        if answered <= 4:
+            return 500
+        accepted.append(request.event_id)
+        return 200
+
+    async def fine(request: Request) -> int:
+        accepted.append(request.event_id)
+        return 200
+
+    orders.respond, rest.respond = flaky, fine
+    written = [("orders.new", "k"), ("users.new", "k"), ("orders.paid", "k"), ("users.seen", "k")]
+    ids = await trio.to_thread.run_sync(insert, relay_config.dsn, [*written, ("users.x", "j")])
+    sink = RoutingSink(
+        [
+            Route.create("orders.*", WebhookSink(orders.url), orders.url),
+            Route.create(">", WebhookSink(rest.url), rest.url),
+        ]
+    )
+    config = Config(dsn=relay_config.dsn, retry_backoff=FAST, poll_interval=30)
+    with trio.fail_after(GUARD):
+        async with open_relay(config, sink) as handle:
+            await wait_until(lambda: handle.statistics().delivered == 5)
+            stats = handle.statistics()
+    assert [id for id in accepted if id != ids[4]] == ids[:4]  # key k in order, each once
+    assert sorted(r.event_id for r in rest.received) == [ids[1], ids[3], ids[4]]
+    assert len(orders.received) == 4 + 2  # the 4 answered 500, then each orders event once
+    assert (stats.retried, stats.dead) == (4, 0)
+    assert pending_count(relay_config.dsn) == 0
+
+
 NATS_PORT = 4222
 
 
@@ -250,12 +292,14 @@ def free_port() -> int:
 async def test_relay_run_routes_and_shows_each_route_in_metrics_and_status(
     database_dsn: str, orders: Server, rest: Server, tmp_path: Path
 ) -> None:
-    """The command a user copies: routes in a TOML file, the catch-all as --sink; a password in a
-    route's URL shows nowhere."""
+    """The command a user copies: routes in a TOML file, the catch-all as --sink; a password, a
+    signature in the query and a token in the path of a route's URL show nowhere: a route shows
+    as its pattern and `scheme://host:port`."""
     ids = await trio.to_thread.run_sync(
         insert, database_dsn, [("orders.new", "o1"), ("users.new", "u1"), ("orders.paid", "o1")]
     )
-    secret_url = orders.url.replace("http://", "http://relay:hunter2@")
+    secret_url = orders.url.replace("http://", "http://relay:hunter2@") + "?sig=S1GN4TURE"
+    origin = orders.url.removesuffix("/orders")  # the path stands for a token in it
     config_file = tmp_path / "relay.toml"
     config_file.write_text(f'route = ["orders.*={secret_url}"]\nsink = "{rest.url}"\n')
     port = free_port()
@@ -288,7 +332,8 @@ async def test_relay_run_routes_and_shows_each_route_in_metrics_and_status(
             code = await process.wait()
     log = (tmp_path / "relay.err").read_text()
     assert code == 0, log
-    assert "hunter2" not in log and "hunter2" not in text
+    for secret in ("hunter2", "S1GN4TURE", "/orders"):
+        assert secret not in log and secret not in text
     assert [r.event_id for r in orders.received] == [ids[0], ids[2]]
     assert [r.event_id for r in rest.received] == [ids[1]]
     assert orders.received[0].headers["authorization"].startswith("Basic ")
@@ -299,8 +344,8 @@ async def test_relay_run_routes_and_shows_each_route_in_metrics_and_status(
         for sample in family.samples
     }
     assert delivered == {
-        "orders.*": (2.0, orders.url.replace("http://", "http://relay:***@")),
-        ">": (1.0, rest.url),
+        "orders.*": (2.0, origin),
+        ">": (1.0, rest.url.removesuffix("/rest")),
     }
     assert "relay_route_up{" in text
     await trio.to_thread.run_sync(insert, database_dsn, [("orders.late", None)])
@@ -313,19 +358,26 @@ async def test_relay_run_routes_and_shows_each_route_in_metrics_and_status(
     assert document["routes"] == [
         {
             "route": "orders.*",
-            "destination": orders.url.replace("http://", "http://relay:***@"),
+            "destination": origin,
             "pending": 1,
             "retrying": 0,
             "dead": 0,
         },
-        {"route": ">", "destination": rest.url, "pending": 0, "retrying": 0, "dead": 0},
+        {
+            "route": ">",
+            "destination": rest.url.removesuffix("/rest"),
+            "pending": 0,
+            "retrying": 0,
+            "dead": 0,
+        },
     ]
     shown = await trio.run_process(
         [*command, "status", "--dsn", database_dsn, "--config", str(config_file)],
         capture_stdout=True,
         capture_stderr=True,
     )
-    assert b"hunter2" not in shown.stdout + shown.stderr + status.stdout + status.stderr
+    for secret in (b"hunter2", b"S1GN4TURE", b"/orders"):
+        assert secret not in shown.stdout + shown.stderr + status.stdout + status.stderr
     assert b"orders.*" in shown.stdout
 
 

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from relay.secrets import find_secrets, mask, mask_url
+from relay.secrets import find_secrets, mask, mask_url, url_origin
 
 # Every delimiter a password may hold unencoded, and the pieces it cuts a password into.
 DELIMITERS = ["/", "@", "?", "#", ":", "%", " ", "'", '"', "&", "=", "%40", "@@", "/@?#"]
@@ -145,3 +145,63 @@ def test_find_secrets_of_a_dsn_without_a_password_is_empty() -> None:
 
 def test_known_secrets_are_masked_longest_first() -> None:
     assert mask("abcdef and abcd", ["abcd", "abcdef"]) == "*** and ***"
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "sig",
+        "signature",
+        "code",
+        "key",
+        "auth",
+        "token",
+        "api_key",
+        "api-key",
+        "x-auth",
+        "access_token",
+        "AccessKey",
+        "SIG",
+    ],
+)
+def test_query_parameters_named_like_secrets_are_masked(name: str) -> None:
+    url = f"https://hooks.example.com/h?x=1&{name}=S3CR3TV4L&y=2"
+    assert mask_url(url) == f"https://hooks.example.com/h?x=1&{name}=***&y=2"
+    assert "S3CR3TV4L" in find_secrets(url)
+    assert "S3CR3TV4L" not in mask(f"posting to {url} failed")
+
+
+@pytest.mark.parametrize("name", ["routing_key", "subject", "stream", "exchange", "zipcode"])
+def test_ordinary_parameters_stay_shown(name: str) -> None:
+    url = f"amqp://127.0.0.1/v?{name}=orders.{{topic}}"
+    assert mask_url(url) == url
+    assert find_secrets(url) == []
+
+
+@pytest.mark.parametrize(
+    ("url", "origin"),
+    [
+        (
+            "https://u:hunter2@hooks.example.com:8443/hooks/T0K3N?sig=S1G#frag",
+            "https://hooks.example.com:8443",
+        ),
+        ("https://hooks.example.com/api/T0K3N", "https://hooks.example.com"),
+        ("http://127.0.0.1:9/?code=C0DE", "http://127.0.0.1:9"),
+        ("nats://T0K3N@127.0.0.1:4222?subject=x", "nats://127.0.0.1:4222"),
+        ("nats://relay:pw@h1:4222,h2:4223/x", "nats://h1:4222,h2:4223"),
+        ("redis://:p@ss/w0rd@[::1]:6379/0?stream=s", "redis://[::1]:6379"),
+        ("amqp://guest:guest@127.0.0.1:5672/vhost?exchange=x", "amqp://127.0.0.1:5672"),
+        ("stdout", "stdout"),
+        ("python:app.sinks:make?token=T0K3N", "python:app.sinks:make"),
+        ("", ""),
+    ],
+)
+def test_url_origin_shows_scheme_host_and_port_only(url: str, origin: str) -> None:
+    assert url_origin(url) == origin
+    assert url_origin(origin) == origin  # shown twice, the same
+
+
+@pytest.mark.parametrize("password", PASSWORDS)
+def test_url_origin_never_shows_a_password(password: str) -> None:
+    shown = url_origin(f"https://u:{password}@hooks.example.com:8443/x?y=1")
+    assert_hidden(password, shown)
