@@ -62,12 +62,15 @@ async def _redis(url: str, events: Sequence[OutboxEvent], window: int) -> None:
 
     async def call(chunk: Sequence[OutboxEvent]) -> None:
         keys: list[str] = []
-        args: list[Any] = [target.dedup_ttl, target.maxlen or ""]
+        # The same arguments as relay's sink (relay.sinks.redis_streams._SCRIPT): the payload's
+        # field name, and per event an empty trace context (these events carry none).
+        args: list[Any] = [target.dedup_ttl, target.maxlen or "", "payload"]
         for event in chunk:
             stream = target.stream_for(event.topic)
             keys += [stream, f"{target.dedup_prefix}{stream}:{event.id}"]
             args += [event.id, event.topic, event.key or "", "0" if event.key is None else "1"]
             args += [headers_json(event), event.payload_json, event.created_at.isoformat()]
+            args += ["", ""]
         async with slots:
             await script(keys=keys, args=args)
 
