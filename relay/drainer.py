@@ -61,12 +61,15 @@ class BatchReport:
         delivered: the events the sink took, now gone from the outbox.
         events: every event claimed, delivered or not, in claim order (the tracing links them
             all to their producers).
+        put_back: events put back with no attempt counted: deferred while their destination is
+            down, or held behind an earlier event of their key. Not the events' failure.
     """
 
     duration: float
     claimed: int
     delivered: tuple[OutboxEvent, ...]
     events: tuple[OutboxEvent, ...] = ()
+    put_back: int = 0
 
 
 BatchObserver = Callable[[BatchReport], None]
@@ -279,7 +282,9 @@ class Drainer:
                 self._count(empty_claims=1)
         settled = trio.current_time()
         if events and self._observers:
-            self._notify(BatchReport(settled - started, len(events), delivered, tuple(events)))
+            put_back = 0 if outcome is None else len(outcome.defer) + len(outcome.hold)
+            report = BatchReport(settled - started, len(events), delivered, tuple(events), put_back)
+            self._notify(report)
         # The earliest retry: what the claim saw, or one this batch has just scheduled.
         due = [] if batch.next_due is None else [started + batch.next_due]
         if outcome is not None:

@@ -42,6 +42,7 @@ SINK = "relay.sink"
 OUTCOME = "relay.outcome"
 DELIVERED = "relay.delivered"
 FAILED = "relay.failed"
+PUT_BACK = "relay.put_back"
 EVENT_IDS = "relay.event_ids"  # on a link: the events written under that producer span
 
 _SINK_MODULES = {  # relay's own sinks, by module, named as their URL scheme
@@ -123,9 +124,11 @@ class BatchTracer:
 
     The span's attributes: `messaging.batch.message_count` (events claimed),
     `messaging.operation.type` (`send`), `relay.sink` (see `sink_kind`), `relay.outcome`
-    (`delivered`: all of them, `partial`, or `failed`: none, with the span's status an error),
-    `relay.delivered` and `relay.failed` (retried, buried or held back). It starts when the claim
-    began and ends when the outcome was committed.
+    (`delivered`: all of them, `partial`, `failed`: none, with the span's status an error, or
+    `put back`: none, and none failed either: their destination was down), `relay.delivered`,
+    `relay.failed` (retried or buried: an attempt counted) and `relay.put_back` (deferred while
+    a destination is down, or held behind their key: no attempt counted, no error). It starts
+    when the claim began and ends when the outcome was committed.
 
     Attributes:
         sink: the sink's kind, for `relay.sink`.
@@ -143,8 +146,14 @@ class BatchTracer:
         end = time.time_ns()
         start = end - round(report.duration * 1e9)
         delivered = len(report.delivered)
-        failed = report.claimed - delivered
-        outcome = "delivered" if failed == 0 else "failed" if delivered == 0 else "partial"
+        failed = report.claimed - delivered - report.put_back  # attempts counted
+        if failed == report.put_back == 0:
+            outcome = "delivered"
+        elif delivered == 0:
+            # None taken: the events' failure, or only their destination down (put back).
+            outcome = "failed" if failed else "put back"
+        else:
+            outcome = "partial"
         span = self.tracer.start_span(
             SPAN_NAME,
             context=Context(),  # a root: not a child of whatever span started the relay
@@ -156,6 +165,7 @@ class BatchTracer:
                 OUTCOME: outcome,
                 DELIVERED: delivered,
                 FAILED: failed,
+                PUT_BACK: report.put_back,
             },
             links=producer_links(report.events or report.delivered),
             start_time=start,

@@ -14,7 +14,7 @@ import attrs
 import trio
 
 from ..config import Config
-from ..errors import OutputClosed, RelayError, RestartIntensityExceeded
+from ..errors import ConfigError, OutputClosed, RelayError, RestartIntensityExceeded
 from ..outages import Outages
 from ..ports import Sink
 from ..runtime import RelayHandle, run_relay
@@ -29,17 +29,32 @@ from .settings import Settings
 log = logging.getLogger("relay.daemon")
 
 
+# SinkOptions' fields, as `relay run` names the options that set them.
+_SINK_OPTION_NAMES = {
+    "sink.secret": "webhook_secret",
+    "sink.signature": "webhook_signature",
+    "sink.format": "sink_format",
+    "sink.cloudevents_source": "cloudevents_source",
+    "sink.timeout": "sink_timeout",
+    "sink.max_concurrency": "sink_concurrency",
+}
+
+
 def _sink(settings: Settings) -> Sink:
     """The `--sink`, or with `--route` a `RoutingSink` over each route's sink and the catch-all
     (`--sink`, when given, as a last route `>`)."""
-    options = SinkOptions(
-        secret=settings.webhook_secret,
-        signature=settings.webhook_signature,
-        format=settings.sink_format,
-        cloudevents_source=settings.cloudevents_source,
-        timeout=settings.sink_timeout,
-        max_concurrency=settings.sink_concurrency,
-    )
+    try:
+        options = SinkOptions(
+            secret=settings.webhook_secret,
+            signature=settings.webhook_signature,
+            format=settings.sink_format,
+            cloudevents_source=settings.cloudevents_source,
+            timeout=settings.sink_timeout,
+            max_concurrency=settings.sink_concurrency,
+        )
+    except ConfigError as exc:
+        # Named as the operator set it (`webhook_secret`), not as the sink calls it (`secret`).
+        raise ConfigError(_SINK_OPTION_NAMES.get(exc.field, exc.field), exc.reason) from None
     if not settings.route:
         return open_sink(settings.sink, options)
     specs = list(settings.route)

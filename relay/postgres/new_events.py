@@ -98,7 +98,9 @@ def event_row(event: NewEvent, index: int) -> EventRow:
 
 def checked_chunks(events: Iterable[NewEvent]) -> Iterator[Sequence[EventRow]]:
     """The events checked, in statements' worth (`ROWS_PER_STATEMENT`). A chunk is checked whole
-    before it is yielded, so a bad event stops its statement before anything is sent."""
+    before it is yielded, so a bad event stops its own statement before it is sent; the chunks
+    before it were already written in the caller's transaction, which its error rolls back as
+    any failed write in a transaction would."""
     batch: list[EventRow] = []
     for index, event in enumerate(events):
         batch.append(event_row(event, index))

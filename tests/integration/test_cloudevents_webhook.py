@@ -161,7 +161,8 @@ def test_a_bad_standard_webhooks_secret_stops_relay_run_with_one_line(database_d
         "--webhook-signature", "standard-webhooks", "--webhook-secret", secret,
     )  # fmt: skip
     line = assert_one_clear_line(result, secret=secret)
-    assert "a Standard Webhooks secret starts with whsec_" in line
+    # Named as the operator set it, not as the sink's option calls it (`sink.secret`).
+    assert "webhook_secret: a Standard Webhooks secret starts with whsec_" in line
 
 
 def test_cloudevents_on_stdout_stops_relay_run_with_one_line(database_dsn: str) -> None:

@@ -83,7 +83,7 @@ def test_a_standard_webhooks_secret_without_its_prefix_is_refused_unquoted() -> 
     argv = ["--sink", "http://127.0.0.1:9/x", "--webhook-signature", "standard-webhooks"]
     settings = load_settings(parse(*argv, "--webhook-secret", "plain-old-secret"), {})
     with pytest.raises(
-        ConfigError, match=r"sink\.secret: a Standard Webhooks secret starts"
+        ConfigError, match=r"webhook_secret: a Standard Webhooks secret starts"
     ) as caught:
         _sink(settings)
     assert "plain-old-secret" not in str(caught.value)

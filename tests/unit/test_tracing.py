@@ -87,6 +87,7 @@ async def test_a_batch_is_one_span_linked_to_the_producer_span_of_each_event(
         "relay.outcome": "delivered",
         "relay.delivered": 5,
         "relay.failed": 0,
+        "relay.put_back": 0,
     }
     assert [
         (link.context.trace_id, link.context.span_id, link.context.is_remote, link.attributes)
@@ -170,6 +171,32 @@ async def test_a_batch_where_all_failed_is_an_error_span(
     assert dict(span.attributes or {})["relay.outcome"] == "failed"
     assert span.status.status_code is StatusCode.ERROR
     assert span.status.description == "none of 2 events delivered"
+
+
+async def test_a_batch_whose_destination_is_down_is_put_back_and_no_error(
+    autojump_clock: trio.testing.MockClock, spans: InMemorySpanExporter
+) -> None:
+    """A route down defers its events (no attempt counted): not the events' failure, so a trace
+    alert must not fire for it."""
+    outbox = MemoryOutbox()
+    first = outbox.enqueue("orders", 1, key="k")
+    outbox.enqueue("orders", 2, key="k")  # held behind the first
+
+    async def down(events: Sequence[OutboxEvent]) -> None:
+        await trio.lowlevel.checkpoint()
+        raise PartialDelivery({first: "broker down"}, unavailable={first: 60.0})
+
+    async with open_relay(make_config(), down, outbox=outbox):
+        await trio.sleep(1)
+    span = relay_spans(spans)[0]
+    attributes = dict(span.attributes or {})
+    assert (
+        attributes["relay.outcome"],
+        attributes["relay.delivered"],
+        attributes["relay.failed"],
+        attributes["relay.put_back"],
+    ) == ("put back", 0, 0, 2)
+    assert span.status.status_code is not StatusCode.ERROR
 
 
 async def test_tracing_off_records_no_span(
