@@ -54,7 +54,7 @@ class RelayClaim:
     def pgbench_script(self) -> str:
         """The same two statements; pgbench -M prepared prepares them itself."""
         lock = self.bench.sql(self.queries.lock_partitions)
-        lock = lock.replace("$1", ":skip").replace("$2", ":scan")
+        lock = lock.replace("$1", ":skip").replace("$2", ":scan").replace("$3", ":share_with")
         claim = self.bench.sql(self.queries.claim).replace("$1", ":limit")
         claim = claim.replace("$2", ":max_bytes")
         return f"BEGIN;\n{lock.strip()};\n{claim.strip()};\nCOMMIT;\n"
@@ -64,6 +64,7 @@ class RelayClaim:
             "limit": limit,
             "skip": 0,
             "scan": limit,
+            "share_with": 0,  # one client, one claim at a time
             "max_bytes": self.bench.config.batch_bytes,
         }
 

@@ -56,7 +56,6 @@ def in_range(
 
 
 _seconds = in_range(0, DAY, above=True)
-# The membership lock's second half is pg_backend_pid() * this + the claim's lane (see `join`).
 MAX_CLAIMS_IN_FLIGHT = 16
 _positive_int = in_range(1, 1000, integer=True)
 
@@ -107,8 +106,9 @@ class Config:
         idle_in_transaction_timeout: seconds PostgreSQL lets a relay transaction sit idle.
         statement_timeout: seconds any one relay statement may run.
         claims_in_flight: batches the drainer claims and delivers at once. With two or more, the
-            next claim overlaps the delivery of the current batch (on a backlog only: a drain
-            starts with one). Claims in flight never share a key: each holds its own partitions.
+            next claim overlaps the delivery of the current batch, on a backlog only (once a drain
+            has claimed a full batch): below that, one claim takes the whole head of the queue, as
+            fast as one batch at a time. Claims in flight never share a key.
         pool_size: connections the drainer's pool keeps; raised to `claims_in_flight` + 1 when
             lower (see `connections`). With two or more, the drainer keeps one between claims.
         tracing: `auto` records an OpenTelemetry span per settled batch when `opentelemetry-api`

@@ -98,12 +98,15 @@ class _Drain:
 
     Attributes:
         lanes: lanes running (claiming or delivering).
+        backlog: a claim of this drain came back full: from then on claims leave room for the
+            other lanes, and more lanes start.
         found_fresh: some batch held an event never tried before.
         next_due_at: each ended lane's last `_Claimed.next_due_at`.
         failures: what ended lanes early, this round.
     """
 
     lanes: int = 0
+    backlog: bool = False
     found_fresh: bool = False
     next_due_at: list[float | None] = attrs.field(factory=list)
     failures: list[Exception] = attrs.field(factory=list)
@@ -224,7 +227,8 @@ class Drainer:
                 settled = trio.Event()
                 self._batches_in_flight.add(settled)
                 try:
-                    claimed = await self._claim_and_deliver(more_waits)
+                    share_with = self.config.claims_in_flight - 1 if drain.backlog else 0
+                    claimed = await self._claim_and_deliver(more_waits, share_with)
                 except Exception as exc:
                     drain.failures.append(exc)
                     return
@@ -253,9 +257,18 @@ class Drainer:
                 drain.next_due_at.append(claimed.next_due_at)
 
     def _overlap(self, drain: _Drain, nursery: trio.Nursery, batch: ClaimedBatch) -> None:
-        """Called with each batch as it is claimed: another lane if more waits behind it."""
-        more_waits = len(batch.events) >= self.config.batch_size or (
-            batch.contended and bool(batch.events)
+        """Called with each batch as it is claimed: another lane if a backlog waits behind it.
+
+        Below a backlog one claim at a time is as fast, and its claim takes the whole head of
+        the queue in one round trip: two would share it, and each commit costs a flush.
+        """
+        if len(batch.events) >= self.config.batch_size:
+            drain.backlog = True
+        # Not after an empty claim: its lane is about to end, another would find nothing either.
+        more_waits = (
+            drain.backlog
+            and bool(batch.events)
+            and (batch.contended or len(batch.events) >= self.config.batch_size)
         )
         if (
             more_waits
@@ -265,12 +278,16 @@ class Drainer:
             drain.lanes += 1
             nursery.start_soon(self._lane, drain, nursery)
 
-    async def _claim_and_deliver(self, claimed: Callable[[ClaimedBatch], None]) -> _Claimed:
-        """Claim and deliver one batch, calling `claimed(batch)` between the two."""
+    async def _claim_and_deliver(
+        self, claimed: Callable[[ClaimedBatch], None], share_with: int = 0
+    ) -> _Claimed:
+        """Claim and deliver one batch, calling `claimed(batch)` between the two; the claim
+        leaves room at the head of the queue for `share_with` more of ours."""
         started = trio.current_time()
         delivered: tuple[OutboxEvent, ...] = ()
         outcome = None
-        async with self.outbox.claim(self.config.batch_size, self.config.batch_bytes) as batch:
+        size, max_bytes = self.config.batch_size, self.config.batch_bytes
+        async with self.outbox.claim(size, max_bytes, share_with) as batch:
             self._count(claims=1)
             events = batch.events
             claimed(batch)

@@ -174,13 +174,15 @@ class Outbox(Protocol):
     """Where events wait: claim them, settle them, listen."""
 
     def claim(
-        self, limit: int, max_bytes: int | None = None
+        self, limit: int, max_bytes: int | None = None, share_with: int = 0
     ) -> AbstractAsyncContextManager[ClaimedBatch]:
         """Claim up to `limit` available events, oldest first, holding them in a transaction.
 
         With `max_bytes`, only as many of the oldest as fit in it by the size of their payload and
         headers, and always at least one (a larger event goes alone). An event whose key has an
-        earlier event still waiting for a retry is not handed out.
+        earlier event still waiting for a retry is not handed out. With `share_with`, the claim
+        leaves room at the head of the queue for that many more claims of the caller's own, as
+        it does for other relays. A claim never takes an event of a key another open claim holds.
         """
         ...
 

@@ -92,10 +92,12 @@ class PostgresOutbox:
             log.warning("VACUUM of the outbox failed: %s", exc)
 
     @asynccontextmanager
-    async def claim(self, limit: int, max_bytes: int | None = None) -> AsyncIterator[PostgresBatch]:
+    async def claim(
+        self, limit: int, max_bytes: int | None = None, share_with: int = 0
+    ) -> AsyncIterator[PostgresBatch]:
         with map_psycopg_errors(self.config, "claim"):
             conn, rows, contended, due = await self._claim_rows(
-                limit, _NO_BYTE_LIMIT if max_bytes is None else max_bytes
+                limit, _NO_BYTE_LIMIT if max_bytes is None else max_bytes, share_with
             )
         batch = None
         try:
@@ -108,7 +110,7 @@ class PostgresOutbox:
                 await self._release(conn, clean=batch is not None and batch.settled)
 
     async def _claim_rows(
-        self, limit: int, max_bytes: int
+        self, limit: int, max_bytes: int, share_with: int
     ) -> tuple[TrioConnection, list[tuple[Any, ...]], bool, float | None]:
         """A pooled connection with a claim transaction open on it, and what it claimed.
 
@@ -128,7 +130,7 @@ class PostgresOutbox:
                     await aio_as_trio(self._probe)()
                     raise
             try:
-                rows, contended, due = await self._claim_on(conn, limit, max_bytes)
+                rows, contended, due = await self._claim_on(conn, limit, max_bytes, share_with)
                 return conn, rows, contended, due
             except psycopg.OperationalError:
                 lost = conn.broken or conn.closed
@@ -150,7 +152,7 @@ class PostgresOutbox:
         raise AssertionError("unreachable")
 
     async def _claim_on(
-        self, conn: TrioConnection, limit: int, max_bytes: int
+        self, conn: TrioConnection, limit: int, max_bytes: int, share_with: int
     ) -> tuple[list[tuple[Any, ...]], bool, float | None]:
         """Lock a share of the partitions at the head of the queue, then claim.
 
@@ -162,7 +164,7 @@ class PostgresOutbox:
             if conn not in self._prepared:
                 await cursor.execute(self.queries.prepare_claim)
                 self._prepared.add(conn)
-            await cursor.execute(self.queries.claim_head(limit, max_bytes))
+            await cursor.execute(self.queries.claim_head(limit, max_bytes, share_with))
             cursor.nextset()  # past BEGIN's result
             skip, contended, due = 0, False, None
             while True:
@@ -177,7 +179,7 @@ class PostgresOutbox:
                 # Other relays hold every partition in the window: look further down at once, in
                 # the same transaction, rather than claim nothing and pause.
                 skip = max(1, 2 * skip)
-                await cursor.execute(self.queries.claim_further(skip, limit, max_bytes))
+                await cursor.execute(self.queries.claim_further(skip, limit, max_bytes, share_with))
         rows.sort(key=operator.itemgetter(0))  # DELETE ... RETURNING promises no order
         contended = contended or (bool(rows) and rows[0][-1])  # cut short by the byte limit
         return rows, contended, None if due is None else max(0.0, due)
@@ -251,8 +253,7 @@ class PostgresOutbox:
             self.config.dsn, autocommit=True, **connection_kwargs(self.config)
         )
         try:
-            # Members while it listens, one per claim it may have in flight.
-            await conn.execute(self.queries.join(self.config.claims_in_flight))
+            await conn.execute(self.queries.join)  # a member while it listens
             await conn.execute(self.queries.listen)
         except BaseException:
             await conn.close()

@@ -13,7 +13,7 @@ import zlib
 import attrs
 from psycopg import sql
 
-from ..config import MAX_CLAIMS_IN_FLIGHT, notify_channel
+from ..config import notify_channel
 
 _EVENT_COLUMNS = "id, topic, key, payload, headers, created_at, attempts"
 
@@ -89,9 +89,10 @@ class Queries(SchemaQueries):
         each, in proportion to its rows in the window, together at least $2).
 
         The share is the window's partitions divided by the relays that hold a membership lock
-        (`join`), taken oldest first, skipping those another relay's claim transaction holds: two
-        relays never hold one key at once, and the living share the head of the queue between
-        them. The locks end with the transaction.
+        (`join`) and $3, the claims the caller will have in flight besides this one, taken oldest
+        first, skipping those another claim transaction holds: two claims never hold one key at
+        once, and the living share the head of the queue between them. The locks end with the
+        transaction.
 
         Returns the partitions locked and their quotas (int[] literals), how many of the window's
         partitions it left to others, and the seconds until the earliest scheduled retry (or
@@ -114,7 +115,7 @@ class Queries(SchemaQueries):
                 -- the LIMIT has its share (pushed below the sort it would lock every partition)
                 SELECT p, n FROM (SELECT p, n FROM in_window ORDER BY first OFFSET 0) oldest_first
                 WHERE pg_try_advisory_xact_lock({namespace}, p)
-                LIMIT (SELECT ceil(count(*)::float8 / greatest(1, (
+                LIMIT (SELECT ceil(count(*)::float8 / greatest(1, $3 + (
                            SELECT count(*) FROM pg_locks
                            WHERE locktype = 'advisory' AND classid = {members_oid}
                              AND objsubid = 2 AND granted AND database = (
@@ -199,32 +200,34 @@ class Queries(SchemaQueries):
         """Prepare `lock_partitions` and `claim` on a connection, once: planning them costs more
         than running them."""
         return sql.SQL(
-            "PREPARE relay_lock_partitions(int, int) AS {}; PREPARE relay_claim(int, bigint) AS {}"
+            "PREPARE relay_lock_partitions(int, int, int) AS {};"
+            " PREPARE relay_claim(int, bigint) AS {}"
         ).format(self.lock_partitions, self.claim)
 
     @staticmethod
-    def claim_head(limit: int, max_bytes: int) -> bytes:
+    def claim_head(limit: int, max_bytes: int, share_with: int = 0) -> bytes:
         """A claim transaction's opening, in one round trip: BEGIN, `lock_partitions`, `claim`.
 
         Three statements in one simple query (`prepare_claim` first): each still takes its own
         snapshot, which the claim's correctness rests on, so READ COMMITTED whatever the server's
         default. Plain bytes, built without psycopg's composition: this runs on every claim.
         """
-        limit, max_bytes = int(limit), int(max_bytes)  # the window is one batch of rows
+        # the window is one batch of rows
+        limit, max_bytes, share_with = int(limit), int(max_bytes), int(share_with)
         return (
             "BEGIN ISOLATION LEVEL READ COMMITTED;"
-            f" EXECUTE relay_lock_partitions(0, {limit});"
+            f" EXECUTE relay_lock_partitions(0, {limit}, {share_with});"
             f" EXECUTE relay_claim({limit}, {max_bytes})"
         ).encode()
 
     @staticmethod
-    def claim_further(windows: int, limit: int, max_bytes: int) -> bytes:
+    def claim_further(windows: int, limit: int, max_bytes: int, share_with: int = 0) -> bytes:
         """`lock_partitions` and `claim` again, in the open claim transaction, `windows` windows
         (of one batch of rows each) further down the queue."""
-        limit, max_bytes = int(limit), int(max_bytes)
+        limit, max_bytes, share_with = int(limit), int(max_bytes), int(share_with)
         skip = int(windows) * limit
         return (
-            f"EXECUTE relay_lock_partitions({skip}, {limit});"
+            f"EXECUTE relay_lock_partitions({skip}, {limit}, {share_with});"
             f" EXECUTE relay_claim({limit}, {max_bytes})"
         ).encode()
 
@@ -238,18 +241,12 @@ class Queries(SchemaQueries):
         """The first half of every membership lock (see `join`)."""
         return _namespace(f"relay.members:{self.schema}")
 
-    def join(self, claims_in_flight: int) -> sql.Composed:
-        """Count this session as `claims_in_flight` claimers of the schema, until it ends:
-        `lock_partitions` divides the window's partitions by the membership locks held (one per
-        claim a listening relay may have in flight), so that a relay's own claims in flight share
-        the head of the queue as two relays would."""
-        return sql.SQL(
-            "SELECT pg_advisory_lock({}, pg_backend_pid() * {} + lane)"
-            " FROM generate_series(0, {}) AS lane"
-        ).format(
-            sql.Literal(self.member_namespace),
-            sql.Literal(MAX_CLAIMS_IN_FLIGHT),
-            sql.Literal(int(claims_in_flight) - 1),
+    @functools.cached_property
+    def join(self) -> sql.Composed:
+        """Count this session as one relay draining the schema, until it ends: `lock_partitions`
+        divides the partitions by the sessions holding this lock (the listeners)."""
+        return sql.SQL("SELECT pg_advisory_lock({}, pg_backend_pid())").format(
+            sql.Literal(self.member_namespace)
         )
 
     @functools.cached_property

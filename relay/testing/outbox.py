@@ -166,9 +166,14 @@ class MemoryOutbox:
     # -- the Outbox protocol ----------------------------------------------------------------------
 
     @asynccontextmanager
-    async def claim(self, limit: int, max_bytes: int | None = None) -> AsyncIterator[MemoryBatch]:
+    async def claim(
+        self, limit: int, max_bytes: int | None = None, share_with: int = 0
+    ) -> AsyncIterator[MemoryBatch]:
         """Claim up to `limit` available events, oldest first, until the block ends; with
-        `max_bytes`, only the oldest whose payload and headers (`event_size`) fit, at least one."""
+        `max_bytes`, only the oldest whose payload and headers (`event_size`) fit, at least one.
+
+        `share_with` asks PostgreSQL's claim to leave partitions to more claims; here every claim
+        takes what it finds, and the keys an open claim holds are what keeps claims apart."""
         self._claims += 1
         await self._faults.apply("claim")
         rows, passed_over = self._claimable(limit)

@@ -111,8 +111,9 @@ async def test_a_lone_relay_takes_every_partition_at_the_head(relay_config: Conf
 async def test_a_relays_claims_in_flight_share_the_head_as_relays_would(
     relay_config: Config,
 ) -> None:
-    """A relay that may have two claims in flight counts as two members: each of its claims open
-    at once gets a full batch of the oldest events of its keys, and no key is in both."""
+    """Two claims of one relay, each leaving room for the other (`share_with=1`, as the drainer's
+    lanes do on a backlog): each gets a full batch of the oldest events of its keys, and no key
+    is in both."""
     rows = [("t", f"k{n % 1000}", "1") for n in range(3000)]
     ids_of: dict[str, list[int]] = {}
     for (_, key, _), id in zip(rows, insert(relay_config.dsn, *rows), strict=True):
@@ -122,8 +123,8 @@ async def test_a_relays_claims_in_flight_share_the_head_as_relays_would(
         async with (
             open_postgres_outbox(config) as outbox,
             outbox.listen(),
-            outbox.claim(500) as first,
-            outbox.claim(500) as second,
+            outbox.claim(500, share_with=1) as first,
+            outbox.claim(500, share_with=1) as second,
         ):
             assert [len(first.events), len(second.events)] == [500, 500]
             assert first.contended and second.contended
@@ -136,12 +137,11 @@ async def test_a_relays_claims_in_flight_share_the_head_as_relays_would(
 
 
 async def _claims_the_head_alone(relay_config: Config) -> None:
-    """A listening relay's claim of 200 of 300 events over 100 keys takes the 200 oldest, when it
-    has one claim in flight at most."""
+    """A listening relay's claim of 200 of 300 events over 100 keys takes the 200 oldest (the
+    default `share_with=0`: the drainer's claim below a backlog)."""
     ids = insert(relay_config.dsn, *[("t", f"k{n % 100}", "1") for n in range(300)])
-    config = attrs.evolve(relay_config, claims_in_flight=1)
     with trio.fail_after(GUARD):
-        async with open_postgres_outbox(config) as outbox, outbox.listen():
+        async with open_postgres_outbox(relay_config) as outbox, outbox.listen():
             async with outbox.claim(200) as batch:
                 assert [event.id for event in batch.events] == ids[:200]
                 assert not batch.contended
@@ -151,7 +151,7 @@ async def test_relays_on_another_database_do_not_count_as_members(
     relay_config: Config, postgres_server: Any
 ) -> None:
     """Advisory locks are per database, and so is the count of relays sharing an outbox."""
-    join = Queries(relay_config.schema).join(1)
+    join = Queries(relay_config.schema).join
     with psycopg.connect(postgres_server.admin_dsn, autocommit=True) as elsewhere:
         elsewhere.execute(join)  # a relay of the same schema name on another database
         await _claims_the_head_alone(relay_config)

@@ -347,7 +347,7 @@ def _claim_after_a_late_put_back(dsn: str, queries: Queries) -> tuple[list[int],
             "UPDATE relay.outbox SET available_at = clock_timestamp() WHERE id = %s", [first]
         )
         other.commit()
-        relay.execute("EXECUTE relay_lock_partitions(0, 10)")
+        relay.execute("EXECUTE relay_lock_partitions(0, 10, 0)")
         rows = relay.execute("EXECUTE relay_claim(10, 16777216)").fetchall()
         relay.execute("ROLLBACK")
     return [first, second], sorted(row[0] for row in rows)

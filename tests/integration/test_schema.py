@@ -159,7 +159,7 @@ async def test_claiming_stays_an_index_scan_on_a_large_table(database_dsn: str) 
 def _check_claim_plans(dsn: str) -> None:
     queries = Queries("relay")
     statements = {
-        "lock_partitions": "EXECUTE relay_lock_partitions(0, 1000)",
+        "lock_partitions": "EXECUTE relay_lock_partitions(0, 1000, 0)",
         "claim": "EXECUTE relay_claim(500, 16777216)",
     }
     with psycopg.connect(dsn, autocommit=True) as conn:

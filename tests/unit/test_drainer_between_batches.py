@@ -72,13 +72,15 @@ class _ContendedAtFirst:
         self.claim_times: list[float] = []
 
     @asynccontextmanager
-    async def claim(self, limit: int, max_bytes: int | None = None) -> AsyncIterator[object]:
+    async def claim(
+        self, limit: int, max_bytes: int | None = None, share_with: int = 0
+    ) -> AsyncIterator[object]:
         self.claim_times.append(trio.current_time())
         if self.left:
             self.left -= 1
             yield _Empty()
             return
-        async with self.inner.claim(limit, max_bytes) as batch:
+        async with self.inner.claim(limit, max_bytes, share_with) as batch:
             yield batch
 
     def listen(self) -> AbstractAsyncContextManager[AsyncIterator[None]]:

@@ -296,8 +296,8 @@ class NoBacklog:
 
     inner: MemoryOutbox
 
-    def claim(self, limit: int) -> Any:
-        return self.inner.claim(limit)
+    def claim(self, limit: int, max_bytes: int | None = None, share_with: int = 0) -> Any:
+        return self.inner.claim(limit, max_bytes, share_with)
 
     async def next_due(self) -> float | None:
         return await self.inner.next_due()
