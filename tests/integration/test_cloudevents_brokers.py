@@ -23,12 +23,12 @@ from cloudevents.core.bindings import amqp, rabbitmq
 from cloudevents.core.formats.json import JSONFormat
 from nats.js.api import AckPolicy, ConsumerConfig
 
-from relay import Config, enqueue, open_relay
+from relay import enqueue
 from relay.aio import aio_as_trio, asyncio_loop
-from relay.ports import Sink
 from relay.sinks import SinkOptions, open_sink
 
 from ..redis_server import REDIS_PORT, redis_answers
+from .test_cloudevents_webhook import payload_bytes, run_until_delivered
 
 GUARD = 60
 TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
@@ -64,22 +64,6 @@ def write_events(dsn: str) -> list[int]:
             enqueue(conn, "orders", payload, key=key, headers={"traceparent": TRACEPARENT})
             for payload, key in zip(PAYLOADS, keys, strict=True)
         ]
-
-
-def payload_bytes(dsn: str, ids: list[int]) -> list[bytes]:
-    """The payloads as PostgreSQL sends them, before the relay takes the rows."""
-    with psycopg.connect(dsn) as conn:
-        rows = conn.execute(
-            "SELECT payload::text FROM relay.outbox WHERE id = ANY(%s) ORDER BY id", [ids]
-        ).fetchall()
-    return [row[0].encode() for row in rows]
-
-
-async def run_until_delivered(dsn: str, sink: Sink, count: int) -> None:
-    with trio.fail_after(GUARD):
-        async with open_relay(Config(dsn=dsn), sink) as handle:
-            while handle.statistics().delivered < count:  # noqa: ASYNC110 (bounded by the guard)
-                await trio.sleep(0.02)
 
 
 def check(events: list[BaseCloudEvent], ids: list[int], source: str = "/relay") -> None:
@@ -140,7 +124,9 @@ async def test_nats_carries_cloudevents(
     ids = write_events(database_dsn)
     payloads = payload_bytes(database_dsn, ids)
     url = f"nats://127.0.0.1:4222?subject={prefix}.{{topic}}&stream={name}"
-    await run_until_delivered(database_dsn, open_sink(url, SinkOptions(format=format)), len(ids))
+    await run_until_delivered(
+        database_dsn, open_sink(url, SinkOptions(format=format)), len(ids), GUARD
+    )
     async with asyncio_loop():
         messages = await aio_as_trio(_nats_messages)(name, f"{prefix}.>", len(ids))
     # Events of different keys: two batches in flight may publish them in either order.
@@ -197,7 +183,7 @@ async def test_amqp_carries_cloudevents(database_dsn: str, format: str) -> None:
         try:
             url = f"amqp://guest:guest@127.0.0.1:5672/?exchange={name}"
             sink = open_sink(url, SinkOptions(format=format, cloudevents_source="urn:relay:shop"))
-            await run_until_delivered(database_dsn, sink, len(ids))
+            await run_until_delivered(database_dsn, sink, len(ids), GUARD)
             with trio.fail_after(GUARD):
                 messages = await aio_as_trio(_amqp_read)(queue, len(ids))
         finally:
@@ -245,7 +231,9 @@ async def test_redis_carries_the_structured_cloudevent_in_one_field(
 ) -> None:
     ids = write_events(database_dsn)
     url = f"redis://127.0.0.1:{REDIS_PORT}/0?stream={redis_prefix}{{topic}}&dedup_prefix={redis_prefix}d:"
-    await run_until_delivered(database_dsn, open_sink(url, SinkOptions(format=format)), len(ids))
+    await run_until_delivered(
+        database_dsn, open_sink(url, SinkOptions(format=format)), len(ids), GUARD
+    )
     client = redis.Redis(port=REDIS_PORT)
     entries = [fields for _, fields in client.xrange(f"{redis_prefix}orders")]
     client.close()

@@ -18,6 +18,7 @@ from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
 from relay import Config, enqueue, open_relay
+from relay.ports import Sink
 from relay.sinks import SinkOptions, WebhookSink, verify_signature
 
 from .cli_runs import assert_one_clear_line, relay
@@ -68,8 +69,9 @@ def payload_bytes(dsn: str, ids: list[int]) -> list[bytes]:
     return [row[0].encode() for row in rows]
 
 
-async def run_until_delivered(dsn: str, sink: WebhookSink, count: int) -> None:
-    with trio.fail_after(GUARD):
+async def run_until_delivered(dsn: str, sink: Sink, count: int, guard: float = GUARD) -> None:
+    """Run a relay into `sink` until it has delivered `count` events, within `guard` seconds."""
+    with trio.fail_after(guard):
         async with open_relay(Config(dsn=dsn), sink) as handle:
             while handle.statistics().delivered < count:  # noqa: ASYNC110 (bounded by the guard)
                 await trio.sleep(0.02)
