@@ -64,7 +64,7 @@ import aio_pika
 import attrs
 import trio
 from aio_pika import exceptions as amqp
-from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractExchange
+from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractExchange, HeadersType
 from pamqp.encode import field_table
 
 from ..errors import ConfigError, SinkUnavailable
@@ -114,6 +114,27 @@ class _ClosedOnFailure(aio_pika.Connection):
         except BaseException:
             await self.close()
             raise
+
+
+def _publish(
+    event: OutboxEvent,
+    body: bytes,
+    headers: HeadersType,
+    content_type: str,
+    routing_key: str,
+) -> _Publish:
+    """`event` as a persistent message with `body`, `headers` and `content_type`, its id the
+    message id (consumers deduplicate on it)."""
+    message = aio_pika.Message(
+        body,
+        headers=headers,
+        content_type=content_type,
+        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        message_id=str(event.id),
+        timestamp=event.created_at,
+        app_id="relay",
+    )
+    return _Publish(message, routing_key)
 
 
 @attrs.define(eq=False)
@@ -245,16 +266,7 @@ class RabbitMQSink(NetworkSink[_Session]):
             field_table(headers)  # as the client would encode them, but before anything is sent
         except (TypeError, ValueError) as exc:
             return Failure(f"the headers cannot be sent as an AMQP table: {exc}", permanent=True)
-        message = aio_pika.Message(
-            body,
-            headers=headers,
-            content_type="application/json",
-            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-            message_id=str(event.id),
-            timestamp=event.created_at,
-            app_id="relay",
-        )
-        return _Publish(message, routing_key)
+        return _publish(event, body, headers, "application/json", routing_key)
 
     def _route(self, event: OutboxEvent, body: bytes) -> str | Failure:
         """The routing key; or the permanent failure of a body or a key too big to send."""
@@ -282,16 +294,8 @@ class RabbitMQSink(NetworkSink[_Session]):
         routing_key = self._route(event, body)
         if isinstance(routing_key, Failure):
             return routing_key
-        message = aio_pika.Message(
-            body,
-            headers={**headers, **trace_headers_of(event.headers)},
-            content_type=content_type,
-            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-            message_id=str(event.id),
-            timestamp=event.created_at,
-            app_id="relay",
-        )
-        return _Publish(message, routing_key)
+        with_trace: HeadersType = {**headers, **trace_headers_of(event.headers)}
+        return _publish(event, body, with_trace, content_type, routing_key)
 
     def _judge(self, event: OutboxEvent, exc: BaseException) -> Failure | SinkUnavailable:
         target = self.target
