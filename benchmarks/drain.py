@@ -19,6 +19,7 @@ import trio
 
 from relay import OutboxEvent, open_relay
 from relay.postgres.connect import PLANNER_SETTINGS
+from relay.postgres.queries import CLAIM_PLANNING
 
 from .report import Result
 from .server import Bench, pgbench_path
@@ -46,8 +47,8 @@ class RelayClaim:
     def run(self, cursor: psycopg.ClientCursor[Any], limit: int) -> list[tuple[Any, ...]]:
         """Open the claim transaction and claim, in one round trip, like relay."""
         cursor.execute(self.queries.claim_head(limit, self.bench.config.batch_bytes))
-        cursor.nextset()
-        cursor.nextset()
+        for _ in range(3):  # past BEGIN, SET and lock_partitions
+            cursor.nextset()
         rows: list[tuple[Any, ...]] = cursor.fetchall()
         return rows
 
@@ -57,7 +58,7 @@ class RelayClaim:
         lock = lock.replace("$1", ":skip").replace("$2", ":scan").replace("$3", ":share_with")
         claim = self.bench.sql(self.queries.claim).replace("$1", ":limit")
         claim = claim.replace("$2", ":max_bytes")
-        return f"BEGIN;\n{lock.strip()};\n{claim.strip()};\nCOMMIT;\n"
+        return f"BEGIN;\n{CLAIM_PLANNING};\n{lock.strip()};\n{claim.strip()};\nCOMMIT;\n"
 
     def pgbench_vars(self, limit: int) -> dict[str, int]:
         return {

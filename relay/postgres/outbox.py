@@ -42,8 +42,9 @@ log = logging.getLogger("relay.postgres")
 psycopg.waiting.get_running_loop = get_running_loop  # type: ignore[attr-defined]
 
 _CLEANUP_SECONDS = 5.0
-# The window a claim picks its partitions from is one batch of rows. When the other relays hold
-# every partition in it, the window moves down the queue, 1, 2, 4 and 8 windows from the head.
+# The window a claim picks its partitions from is one batch of rows per claim sharing the queue.
+# When the other relays hold every partition in it, the window moves down the queue, 1, 2, 4 and
+# 8 windows from the head.
 _FURTHEST_WINDOW = 8
 # Rows removed between two VACUUMs of the outbox (see `PostgresOutbox._tidy_up`).
 _VACUUM_EVERY = 50_000
@@ -166,6 +167,7 @@ class PostgresOutbox:
                 self._prepared.add(conn)
             await cursor.execute(self.queries.claim_head(limit, max_bytes, share_with))
             cursor.nextset()  # past BEGIN's result
+            cursor.nextset()  # and SET's
             skip, contended, due = 0, False, None
             while True:
                 locked = await cursor.fetchone()

@@ -44,14 +44,15 @@ was a trip through trio's scheduler and the sink reached a fifth of the client's
 
 A batch crosses into that loop once (`deliver_pipelined`): there the events of one key are
 published one at a time, each after the previous one's ack, and keys and keyless events are in
-flight side by side, up to `max_inflight` at once, on the one connection. An ack with
+flight side by side, up to `max_inflight` at once, on the one connection. The acks come back on
+one inbox subscription of the sink's own (`relay.sinks.jetstream_acks`). An ack with
 `duplicate: true` counts as delivered: that is the deduplication at work.
 
 An event that can never be stored fails permanently, so it is buried at once: too big (the
 client's `MaxPayloadError`, JetStream's error 10054), a topic or key that makes no valid subject or
 stream name, `{key}` for a keyless event, a header name NATS refuses, headers that are no JSON
-object. Any other failure is retried: a wrong expected stream, a full stream, no ack within
-`SinkOptions.timeout` (the client's own bound on each ack). A lost connection makes `deliver`
+object. Any other failure is retried: a wrong expected stream, a full stream, an event still
+without its ack when the batch has taken `SinkOptions.timeout`. A lost connection makes `deliver`
 raise `SinkUnavailable` at once; the client never reconnects by itself (nothing is published
 behind relay's back): the drainer's restart enters the sink again.
 """
@@ -72,13 +73,13 @@ import nats.errors
 import nats.js.errors
 import trio
 from nats.aio.client import Client
-from nats.js.client import JetStreamContext
 
 from ..errors import PartialDelivery, SinkUnavailable
 from ..ports import OutboxEvent
 from ..secrets import mask_url
 from ..trace_context import replace_trace_headers, trace_headers_of
 from .cloudevents import NATS_PREFIX, CloudEvents, Unmappable
+from .jetstream_acks import Acks
 from .lanes import Failure
 from .lifetime import NetworkSink, close_bounded
 from .nats_url import Target, Unroutable, parse_url
@@ -129,7 +130,7 @@ class JetStreamStatistics:
 @attrs.frozen
 class _Connection:
     client: Client
-    js: JetStreamContext
+    acks: Acks
 
 
 @attrs.define(eq=False)
@@ -140,7 +141,7 @@ class JetStreamSink(NetworkSink[_Connection]):
 
     Attributes:
         url: the `nats://` URL; see the module's documentation.
-        options: its `timeout` bounds each connection attempt and each wait for an ack.
+        options: its `timeout` bounds each connection attempt and the wait for a batch's acks.
     """
 
     url: str = attrs.field(repr=lambda url: repr(mask_url(url)))
@@ -163,7 +164,7 @@ class JetStreamSink(NetworkSink[_Connection]):
     async def _connect(self, stack: contextlib.AsyncExitStack) -> _Connection:
         client = await self._dial()
         stack.push_async_callback(close_bounded, functools.partial(self._aio.run, _close, client))
-        return _Connection(client, client.jetstream())
+        return _Connection(client, await self._aio.run(Acks.subscribe, client))
 
     async def deliver(self, events: Sequence[OutboxEvent]) -> None:
         """Publish the events; raise `PartialDelivery` if any was not stored.
@@ -207,19 +208,11 @@ class JetStreamSink(NetworkSink[_Connection]):
             raise failed
 
     def _pipeline(self, session: _Connection) -> Pipeline[_Message]:
-        js, counts, timeout = session.js, self._counts, self.options.timeout
+        acks, counts = session.acks, self._counts
 
         async def publish(message: _Message) -> None:  # on asyncio
-            # nats-py's publish_async (no timer per publish) leaves an error reply (say, error
-            # 10054) unanswered in 2.16, so each ack wait has the client's timer too.
-            ack = await js.publish(
-                message.subject,
-                message.payload,
-                timeout=timeout,
-                stream=message.stream,
-                headers=message.headers,
-            )
-            counts["duplicates" if ack.duplicate else "stored"] += 1
+            duplicate = await acks.publish(message.subject, message.payload, message.headers)
+            counts["duplicates" if duplicate else "stored"] += 1
 
         return Pipeline(
             self._prepare, publish, self._judge, _FATAL, self._window, self.options.timeout
@@ -281,12 +274,15 @@ class JetStreamSink(NetworkSink[_Connection]):
             headers.update(trace_headers_of(event.headers))
             headers[CONTENT_TYPE_HEADER] = content_type
             headers[MSG_ID_HEADER] = f"{target.msg_id_prefix}{event.id}"
-            return _Message(subject, payload, stream, headers)
-        try:
-            headers = _headers(event, target.msg_id_prefix)
-        except (TypeError, ValueError) as exc:  # the writer's headers are no JSON object
-            return Failure(f"the headers cannot be sent: {exc}", permanent=True)
-        return _Message(subject, event.payload_json, stream, headers)
+        else:
+            try:
+                headers = _headers(event, target.msg_id_prefix)
+            except (TypeError, ValueError) as exc:  # the writer's headers are no JSON object
+                return Failure(f"the headers cannot be sent: {exc}", permanent=True)
+            payload = event.payload_json
+        if stream is not None:
+            headers[EXPECTED_STREAM_HEADER] = stream
+        return _Message(subject, payload, headers)
 
     def _judge(self, event: OutboxEvent, exc: BaseException) -> Failure | SinkUnavailable:
         target = self._target
@@ -305,7 +301,6 @@ class JetStreamSink(NetworkSink[_Connection]):
 class _Message:
     subject: str
     payload: bytes
-    stream: str | None
     headers: dict[str, str]
 
 

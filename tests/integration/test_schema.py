@@ -12,7 +12,7 @@ import trio
 from psycopg import sql
 
 from relay import Config
-from relay.postgres import LATEST_VERSION, migrate
+from relay.postgres import LATEST_VERSION, migrate, open_postgres_outbox
 from relay.postgres.queries import Queries
 
 GUARD = 120
@@ -200,3 +200,53 @@ def _check_claim_plans(dsn: str) -> None:
                 assert not any(
                     kind == "Seq Scan" and relation == "outbox" for kind, relation, _ in nodes
                 ), (context, nodes)
+
+
+async def test_claims_planned_on_an_empty_outbox_read_a_later_backlog_through_its_indexes(
+    database_dsn: str,
+) -> None:
+    """An outbox is often empty, and its statistics say so when a claim is first planned (or
+    planned again after an ANALYZE): the plans made then must not read a backlog that builds
+    later with a Seq Scan per claim."""
+    with psycopg.connect(database_dsn, autocommit=True) as conn:
+        # No ANALYZE behind the test's back: it would plan the claim again, from the backlog.
+        conn.execute("ALTER TABLE relay.outbox SET (autovacuum_enabled = false)")
+        conn.execute("VACUUM ANALYZE relay.outbox")
+    with trio.fail_after(GUARD):
+        async with open_postgres_outbox(Config(dsn=database_dsn)) as outbox:
+            async with outbox.claim(500) as batch:  # planned now, on an empty table
+                await batch.settle(retry={}, bury={})
+            await trio.to_thread.run_sync(_fill, database_dsn, 50_000)
+            async with outbox.claim(500) as batch:
+                conn = batch.conn  # type: ignore[attr-defined]
+                cursor = await conn.execute(
+                    "SELECT name, generic_plans FROM pg_prepared_statements ORDER BY name"
+                )
+                plans = await cursor.fetchall()
+                scans = {}
+                for statement in (
+                    "EXECUTE relay_lock_partitions(0, 500, 0)",
+                    "EXECUTE relay_claim(500, 16777216)",
+                ):
+                    cursor = await conn.execute("EXPLAIN (FORMAT JSON) " + statement)
+                    row = await cursor.fetchone()
+                    scans[statement] = [
+                        kind
+                        for kind, relation, alias in _node_types(row[0][0]["Plan"])
+                        if relation == "outbox" and alias in ("o", "outbox")
+                    ]
+                await batch.settle(retry={}, bury={})
+    # The same connection as the first claim: its plans are the ones made on the empty table.
+    assert plans == [("relay_claim", 2), ("relay_lock_partitions", 2)]
+    for statement, kinds in scans.items():
+        assert kinds, statement
+        assert "Seq Scan" not in kinds, (statement, kinds)
+
+
+def _fill(dsn: str, n: int) -> None:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO relay.outbox (topic, key, payload) SELECT 't', 'k' || mod(g, 10), '{}'"
+            " FROM generate_series(1, %s) g",
+            (n,),
+        )
