@@ -27,6 +27,7 @@ from relay.sinks import WebhookSink
 from relay.sinks.routing import Route, RoutingSink
 
 from ..conftest import pending_count
+from .nats_streams import NATS_PORT, Stream, delete_stream, nats_answers, nats_client
 from .test_webhook import Request, Server
 
 GUARD = 60  # seconds any one test may take before it counts as hung
@@ -200,18 +201,7 @@ async def test_a_key_across_two_routes_is_delivered_once_each_in_key_order(
     assert pending_count(relay_config.dsn) == 0
 
 
-NATS_PORT = 4222
-
-
-def _nats_answers() -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", NATS_PORT), timeout=1) as sock:
-            return sock.recv(4).startswith(b"INFO")
-    except OSError:
-        return False
-
-
-@pytest.mark.skipif(not _nats_answers(), reason=f"no NATS server answers on :{NATS_PORT}")
+@pytest.mark.skipif(not nats_answers(), reason=f"no NATS server answers on :{NATS_PORT}")
 async def test_a_route_down_holds_back_only_its_events_until_it_recovers(
     relay_config: Config, rest: Server
 ) -> None:
@@ -219,8 +209,6 @@ async def test_a_route_down_holds_back_only_its_events_until_it_recovers(
     (attempts 0), later events of their keys behind them, while the catch-all delivers; once the
     stream exists they all arrive, each key in order."""
     from relay.sinks.nats_jetstream import JetStreamSink
-
-    from .test_sink_nats import Stream, delete_stream, nats_client
 
     unique = uuid.uuid4().hex[:12]
     stream = Stream(name=f"relaytest_{unique}", prefix=f"relaytest.{unique}")
