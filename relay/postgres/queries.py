@@ -112,7 +112,7 @@ class Queries(SchemaQueries):
         return sql.SQL(
             """
             WITH sharing AS (
-                -- the claims that share the head of the queue: every relay's, and the caller's others
+                -- the claims sharing the head of the queue: every relay's, the caller's others
                 SELECT greatest(1, $3 + (
                     SELECT count(*) FROM pg_locks
                     WHERE locktype = 'advisory' AND classid = {members_oid}
