@@ -243,15 +243,20 @@ async def test_nats_messages_carry_the_producers_trace_as_headers(
 async def test_rabbitmq_messages_carry_the_producers_trace_as_headers(
     database_dsn: str, spans: InMemorySpanExporter
 ) -> None:
-    from . import test_sink_rabbitmq as rabbitmq_tests  # skipped, with its reason, when down
+    from relay.sinks.rabbitmq import RabbitMQSink
+
+    from .rabbitmq_broker import BROKER_PORT, broker_answers, open_broker
+
+    if not broker_answers():
+        pytest.skip(f"no RabbitMQ server on 127.0.0.1:{BROKER_PORT}")
 
     produced = produce(database_dsn, topic="orders.created")
     with psycopg.connect(database_dsn) as conn:  # another casing, a bad tracestate
         header = {"TRACEPARENT": produced.traceparent, "tracestate": "Rojo=1"}
         relay.enqueue(conn, "orders.created", {"order": 2}, key="order-1", headers=header)
     with trio.fail_after(GUARD):
-        async with rabbitmq_tests.open_broker() as broker:
-            sink = rabbitmq_tests.RabbitMQSink(broker.url())
+        async with open_broker() as broker:
+            sink = RabbitMQSink(broker.url())
             await relay_until_traced(database_dsn, sink, spans)
             first, second = sorted(await broker.messages(), key=lambda message: message.id)
     assert first.headers["traceparent"] == produced.traceparent
