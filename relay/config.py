@@ -136,7 +136,7 @@ class Config:
         in_range(1, 1 << 30, integer=True),
     )
     claims_in_flight: int = option_field(
-        2,
+        3,
         "batches claimed and delivered at once; 2 or more overlaps claiming with delivering",
         in_range(1, MAX_CLAIMS_IN_FLIGHT, integer=True),
     )
