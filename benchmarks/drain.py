@@ -19,7 +19,7 @@ import trio
 
 from relay import OutboxEvent, open_relay
 from relay.postgres.connect import PLANNER_SETTINGS
-from relay.postgres.queries import CLAIM_PLANNING
+from relay.postgres.queries import CLAIM_HEAD_OPENING, CLAIM_PLANNING
 
 from .report import Result
 from .server import Bench, pgbench_path
@@ -47,7 +47,7 @@ class RelayClaim:
     def run(self, cursor: psycopg.ClientCursor[Any], limit: int) -> list[tuple[Any, ...]]:
         """Open the claim transaction and claim, in one round trip, like relay."""
         cursor.execute(self.queries.claim_head(limit, self.bench.config.batch_bytes))
-        for _ in range(3):  # past BEGIN, SET and lock_partitions
+        for _ in range(CLAIM_HEAD_OPENING + 1):  # and past lock_partitions's result
             cursor.nextset()
         rows: list[tuple[Any, ...]] = cursor.fetchall()
         return rows

@@ -32,7 +32,7 @@ from .connect import connection_kwargs, describe_connection, map_psycopg_errors
 from .event_rows import event_from_row, load_jsonb_as_bytes
 from .migrations import require_latest
 from .notifications import Notifications
-from .queries import Queries
+from .queries import CLAIM_HEAD_OPENING, Queries
 from .trio_connection import TrioConnection
 
 log = logging.getLogger("relay.postgres")
@@ -166,8 +166,8 @@ class PostgresOutbox:
                 await cursor.execute(self.queries.prepare_claim)
                 self._prepared.add(conn)
             await cursor.execute(self.queries.claim_head(limit, max_bytes, share_with))
-            cursor.nextset()  # past BEGIN's result
-            cursor.nextset()  # and SET's
+            for _ in range(CLAIM_HEAD_OPENING):
+                cursor.nextset()
             skip, contended, due = 0, False, None
             while True:
                 locked = await cursor.fetchone()

@@ -70,6 +70,8 @@ _NOT_HELD_BEHIND_A_RETRY = """(
 # Planned without sequential scans, a claim reads its partitions' heads through their indexes
 # whatever the statistics said (test_schema checks the plans made on an empty table).
 CLAIM_PLANNING = "SET LOCAL enable_seqscan = off"
+# The results `claim_head` returns before `lock_partitions`'s: BEGIN's and CLAIM_PLANNING's.
+CLAIM_HEAD_OPENING = 2
 
 
 @attrs.frozen

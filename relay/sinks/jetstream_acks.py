@@ -8,8 +8,9 @@ than once per publish: it subscribes to `<inbox>.*` when the sink connects, send
 with a reply subject `<inbox>.<n>`, and resolves the publish's future from the ack, error replies
 and "no responders" included. There is no timer per publish: `relay.sinks.pipeline` bounds the
 whole batch with one deadline, and the sink's watch of the connection ends it when the
-connection is lost. Measured side by side (`python -m benchmarks`, 20,000 events), the sink went
-from 0.56x to 0.63x of the client limit at 1,000 keys, and from 0.30x to 0.39x at 10 keys.
+connection is lost. In the bench's broker runs (`benchmarks.brokers.once`, 20,000 events, one run
+before and one after), the sink went from 0.56x to 0.63x of the client limit at 1,000 keys, and
+from 0.30x to 0.39x at 10 keys.
 """
 
 from __future__ import annotations
