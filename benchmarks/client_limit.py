@@ -1,18 +1,28 @@
-"""`python -m benchmarks.client_limit BROKER URL DSN WINDOW`: a broker client's own limit.
+"""A broker client on its own, the contender relay's broker sinks are measured against.
 
-The contender relay's broker sinks are measured against: the same client library on plain asyncio
-(uvloop), publishing the events pending in the outbox with the payloads and headers relay would
-send, acknowledgements pipelined (`WINDOW` unacknowledged at once; for Redis, script calls of 500
-events in flight at once, with relay's own deduplicating script). Reading the rows is not timed.
-Prints the seconds publishing took; the caller counts what arrived in the broker.
+    python -m benchmarks.client_limit limit BROKER URL DSN WINDOW
+    python -m benchmarks.client_limit paced BROKER URL RATE SECONDS
+
+The same client library on plain asyncio (uvloop), publishing with the payloads and headers relay
+would send, acknowledgements pipelined (`WINDOW` unacknowledged at once; for Redis, script calls
+of 500 events in flight at once, with relay's own deduplicating script).
+
+`limit` publishes the events pending in the outbox (reading them is not timed) and prints the
+seconds publishing took; the caller counts what arrived in the broker. `paced` publishes RATE
+events a second for SECONDS, each as its own publish the moment it is due, and prints the p50 and
+p99 of publish-to-acknowledgement in milliseconds: the broker's own latency at that rate, beside
+relay's commit-to-acknowledgement.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import datetime
+import json
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
 import psycopg
@@ -24,7 +34,12 @@ from relay.sinks.nats_jetstream import _headers as nats_headers
 from relay.sinks.redis_streams import _SCRIPT
 from relay.sinks.redis_url import RedisTarget
 
+from .report import percentile
+
 _CHUNK = 500  # events per Redis script call, as relay's batch
+
+# Publishes the events; returns once the broker acknowledged every one.
+Publish = Callable[[Sequence[OutboxEvent]], Awaitable[None]]
 
 
 def _events(dsn: str) -> list[OutboxEvent]:
@@ -35,24 +50,32 @@ def _events(dsn: str) -> list[OutboxEvent]:
     return [OutboxEvent(i, t, k, p.encode(), {}, c) for i, t, k, p, c in rows]
 
 
-async def _nats(url: str, events: Sequence[OutboxEvent], window: int) -> None:
+@contextlib.asynccontextmanager
+async def _nats(url: str, window: int) -> AsyncIterator[Publish]:
     import nats
 
     subject = url.split("subject=", 1)[1].replace("{topic}", "")
     client = await nats.connect(url.split("?", 1)[0])
     js = client.jetstream(publish_async_max_pending=window)
-    futures = []
-    for event in events:
-        futures.append(
-            await js.publish_async(
-                f"{subject}{event.topic}", event.payload_json, headers=nats_headers(event, "")
+
+    async def publish(events: Sequence[OutboxEvent]) -> None:
+        futures = []
+        for event in events:
+            futures.append(
+                await js.publish_async(
+                    f"{subject}{event.topic}", event.payload_json, headers=nats_headers(event, "")
+                )
             )
-        )
-    await asyncio.gather(*futures)
-    await client.close()
+        await asyncio.gather(*futures)
+
+    try:
+        yield publish
+    finally:
+        await client.close()
 
 
-async def _redis(url: str, events: Sequence[OutboxEvent], window: int) -> None:
+@contextlib.asynccontextmanager
+async def _redis(url: str, window: int) -> AsyncIterator[Publish]:
     import redis.asyncio
 
     target = RedisTarget.from_url(url)
@@ -74,11 +97,18 @@ async def _redis(url: str, events: Sequence[OutboxEvent], window: int) -> None:
         async with slots:
             await script(keys=keys, args=args)
 
-    await asyncio.gather(*(call(events[i : i + _CHUNK]) for i in range(0, len(events), _CHUNK)))
-    await client.aclose()
+    async def publish(events: Sequence[OutboxEvent]) -> None:
+        chunks = (events[i : i + _CHUNK] for i in range(0, len(events), _CHUNK))
+        await asyncio.gather(*(call(chunk) for chunk in chunks))
+
+    try:
+        yield publish
+    finally:
+        await client.aclose()
 
 
-async def _rabbitmq(url: str, events: Sequence[OutboxEvent], window: int) -> None:
+@contextlib.asynccontextmanager
+async def _rabbitmq(url: str, window: int) -> AsyncIterator[Publish]:
     import aio_pika
 
     exchange_name = url.split("exchange=", 1)[1]
@@ -87,7 +117,7 @@ async def _rabbitmq(url: str, events: Sequence[OutboxEvent], window: int) -> Non
     exchange = await channel.get_exchange(exchange_name, ensure=True)
     slots = asyncio.Semaphore(window)
 
-    async def publish(event: OutboxEvent) -> None:
+    async def publish_one(event: OutboxEvent) -> None:
         message = aio_pika.Message(
             event.payload_json,
             headers={"relay-topic": event.topic, "relay-key": event.key, "relay-attempts": 0},
@@ -102,23 +132,67 @@ async def _rabbitmq(url: str, events: Sequence[OutboxEvent], window: int) -> Non
         finally:
             slots.release()
 
-    tasks = []
-    for event in events:
-        await slots.acquire()
-        tasks.append(asyncio.ensure_future(publish(event)))
-    await asyncio.gather(*tasks)
-    await connection.close()
+    async def publish(events: Sequence[OutboxEvent]) -> None:
+        tasks = []
+        for event in events:
+            await slots.acquire()
+            tasks.append(asyncio.ensure_future(publish_one(event)))
+        await asyncio.gather(*tasks)
+
+    try:
+        yield publish
+    finally:
+        await connection.close()
 
 
-CLIENTS = {"nats": _nats, "redis": _redis, "rabbitmq": _rabbitmq}
+CLIENTS: dict[str, Callable[[str, int], contextlib.AbstractAsyncContextManager[Publish]]] = {
+    "nats": _nats,
+    "redis": _redis,
+    "rabbitmq": _rabbitmq,
+}
+_PACED_WINDOW = 1024  # far above what a paced run has in flight
+
+
+async def _limit(broker: str, url: str, events: Sequence[OutboxEvent], window: int) -> float:
+    async with CLIENTS[broker](url, window) as publish:
+        started = time.perf_counter()
+        await publish(events)
+        return time.perf_counter() - started
+
+
+async def _paced(broker: str, url: str, rate: float, seconds: float) -> list[float]:
+    """Publish-to-acknowledgement in ms of each event, one event every 1/rate s."""
+    delays: list[float] = []
+
+    async def timed(publish: Publish, event: OutboxEvent) -> None:
+        started = time.perf_counter()
+        await publish([event])
+        delays.append((time.perf_counter() - started) * 1000)
+
+    async with CLIENTS[broker](url, _PACED_WINDOW) as publish:
+        tasks = []
+        started = time.perf_counter()
+        for n in range(int(rate * seconds)):
+            await asyncio.sleep(max(0.0, started + n / rate - time.perf_counter()))
+            # As the latency bench's producer writes them (benchmarks._producer).
+            payload = json.dumps({"n": n, "sent": "x" * 40}).encode()
+            now = datetime.datetime.now(datetime.UTC)
+            event = OutboxEvent(n + 1, "bench.latency", f"k{n % 1000}", payload, {}, now)
+            tasks.append(asyncio.ensure_future(timed(publish, event)))
+        await asyncio.gather(*tasks)
+    return sorted(delays)
 
 
 def main(argv: Sequence[str]) -> None:
-    broker, url, dsn, window = argv
-    events = _events(dsn)
-    started = time.perf_counter()
-    uvloop.run(CLIENTS[broker](url, events, int(window)))
-    print(f"{time.perf_counter() - started:.6f} {len(events)}")
+    mode, broker, url, *rest = argv
+    if mode == "limit":
+        dsn, window = rest
+        events = _events(dsn)
+        print(f"{uvloop.run(_limit(broker, url, events, int(window))):.6f} {len(events)}")
+    else:
+        rate, seconds = rest
+        delays = uvloop.run(_paced(broker, url, float(rate), float(seconds)))
+        print(f"{percentile(delays, 50):.3f} {percentile(delays, 99):.3f} {len(delays)}")
 
 
 if __name__ == "__main__":

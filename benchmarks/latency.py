@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import subprocess
 import sys
 import tempfile
 import time
@@ -137,45 +138,85 @@ def run(bench: Bench, rates: Sequence[int], seconds: float, log: Any, repeat: in
     )
 
 
+def _client_alone(client: str, url: str, rate: int, seconds: float) -> tuple[float, float]:
+    """The broker client on its own at `rate`: p50 and p99 of publish-to-ack, in ms."""
+    command = ["-m", "benchmarks.client_limit", "paced", client, url, str(rate), str(seconds)]
+    out = subprocess.run(
+        [sys.executable, *command],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    return float(out[0]), float(out[1])
+
+
 def brokers(
     bench: Bench,
-    destinations: Sequence[tuple[str, Callable[[], tuple[str, Callable[[], None]]]]],
+    destinations: Sequence[tuple[str, str, Callable[[], Any]]],
     rate: int,
     seconds: float,
     log: Any,
     repeat: int = 1,
 ) -> Table:
-    """Commit-to-broker-ack latency at `rate` for each (name, make destination) given."""
+    """Commit-to-broker-ack latency at `rate` for each (name, client, make destination) given,
+    and beside it the client's own publish-to-ack latency at that rate."""
     rows = []
-    for name, make in destinations:
-        runs = []
+    for name, client, make in destinations:
+        runs, alone = [], []
         for _ in range(repeat):
-            url, remove = make()
+            destination = make()
             try:
-                runs.append(_once(bench, rate, seconds, url))
+                runs.append(_once(bench, rate, seconds, destination.url))
             finally:
-                remove()
-            log(f"  {name} at {rate}/s: p50 {runs[-1][2]:.2f} ms, p99 {runs[-1][4]:.2f} ms")
+                destination.remove()
+            destination = make()
+            try:
+                alone.append(_client_alone(client, destination.url, rate, seconds))
+            finally:
+                destination.remove()
+            log(
+                f"  {name} at {rate}/s: p50 {runs[-1][2]:.2f} ms, p99 {runs[-1][4]:.2f} ms; "
+                f"the client alone p50 {alone[-1][0]:.2f} ms, p99 {alone[-1][1]:.2f} ms"
+            )
         _, achieved, p50, p95, p99, worst, missing = (
             median([found[i] for found in runs]) for i in range(7)
         )
+        alone_p50, alone_p99 = (median([found[i] for found in alone]) for i in range(2))
         rows.append(
             [
                 name,
                 f"{achieved:,.0f}",
                 *(f"{value:.2f}" for value in (p50, p95, p99, worst)),
                 f"{missing:g}",
+                f"{alone_p50:.2f}",
+                f"{alone_p99:.2f}",
             ]
         )
     return Table(
         f"broker latency: commit-to-broker-ack at {rate:,} events/s for {seconds:g} s",
-        ["broker", "achieved/s", "p50 ms", "p95 ms", "p99 ms", "max ms", "missing"],
+        [
+            "broker",
+            "achieved/s",
+            "p50 ms",
+            "p95 ms",
+            "p99 ms",
+            "max ms",
+            "missing",
+            "client alone p50 ms",
+            "client alone p99 ms",
+        ],
         rows,
         [
             f"median of {repeat} runs, each column on its own" if repeat > 1 else "one run",
             "commit time: as in the latency table; ack: time.time() when the broker sink's "
             "deliver() returned, every event of the batch acknowledged by the broker; relay "
             "in-process with default settings, the broker on 127.0.0.1",
+            "client alone: the same client on plain asyncio (uvloop) publishing the same payloads "
+            f"at {rate:,}/s, each event its own publish when due, into a destination of its own "
+            "(python -m benchmarks.client_limit paced); publish-to-ack, no database involved",
+            "RabbitMQ: a durable queue bound to the exchange, persistent messages; a quorum queue "
+            "(the throughput table's), and a classic queue, which holds up confirms once a few "
+            "thousand unconsumed messages wait in it",
         ],
         left=(0,),
     )
