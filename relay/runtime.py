@@ -13,7 +13,8 @@ import attrs
 import trio
 
 from .config import Config
-from .drainer import BatchObserver, Drainer, DrainerStatistics
+from .drainer import Drainer
+from .drainer_reports import BatchObserver, DrainerStatistics
 from .errors import NotRestartable, RestartIntensityExceeded
 from .listener import Listener
 from .outages import Outage, Outages, Waiter

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from .config import Config
-from .drainer import BatchObserver, BatchReport
+from .drainer_reports import BatchObserver, BatchReport
 from .ports import CallableSink, OutboxEvent, Sink
 from .trace_context import TRACE_HEADERS, TraceContext, find_trace_context
 

@@ -28,7 +28,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.exposition import choose_encoder
 
 from ..config import Config
-from ..drainer import BatchReport, DrainerStatistics
+from ..drainer_reports import BatchReport, DrainerStatistics
 from ..outages import Outage, Outages
 from ..ports import Backlog
 from ..runtime import RelayHandle, RelayStatistics

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import trio
 
 from relay import OutboxEvent, open_relay
-from relay.drainer import BatchReport
+from relay.drainer_reports import BatchReport
 from relay.testing import MemoryOutbox, RecordingSink
 
 from .conftest import make_config
