@@ -67,9 +67,10 @@ class RelayProcess:
                 command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=stderr
             )
 
-    def running(self) -> bool:
-        """Whether this relay has said it runs (its listener is up)."""
-        return "relay running" in self.stderr.read_text()
+    def running(self, starts: int = 1) -> bool:
+        """Whether this relay has said it runs (its listener is up), `starts` times: its stderr
+        file is appended to, so a restarted relay's earlier starts are still in it."""
+        return self.stderr.read_text().count("relay running") >= starts
 
     def kill(self) -> None:
         assert self.process is not None

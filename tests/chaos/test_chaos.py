@@ -109,6 +109,8 @@ def test_a_relay_killed_with_sigkill_mid_batch_then_restarted(
         wait_until(lambda: victim.log.stat().st_size > 0, "the victim's first deliveries")
         victim.kill()
         victim.start()  # same log file: its earlier deliveries still count
+        # Before the end, which stops it: a SIGTERM before its handler is set would kill it.
+        wait_until(lambda: victim.running(starts=2), "the victim running again")
         wait_until(all_ids_delivered(logs, events), "every event")
     assert pending_count(database_dsn) == 0
     check("sigkill", logs, events, started, relays=2)
