@@ -100,9 +100,8 @@ def redis_destination(tag: str) -> Destination:
 def rabbitmq_destination(tag: str, queue_type: str = "quorum") -> Destination:
     """An exchange and a durable queue of `queue_type` bound to it.
 
-    A quorum queue unless said: RabbitMQ's recommended type where messages must not be lost. A
-    classic queue (3.10 here) that nobody consumes holds up confirms for 10 to 80 ms at a time once
-    a few thousand messages wait in it, with or without relay (see the broker latency table).
+    A quorum queue unless said: RabbitMQ's recommended type where messages must not be lost (a
+    classic queue's confirms, unconsumed, are slow in the tail: docs/brokers-performance.md).
     """
     import aio_pika
 
@@ -160,14 +159,16 @@ def _relay_rate(bench: Bench, url: str, n: int, keys: int) -> float:
     return n / (emptied - committed)
 
 
+def client_alone(*args: str) -> list[str]:
+    """`python -m benchmarks.client_limit` with `args`, in a process of its own (it imports the
+    broker clients, which only a broker run needs); the words it printed."""
+    command = [sys.executable, "-m", "benchmarks.client_limit", *args]
+    return subprocess.run(command, capture_output=True, text=True, check=True).stdout.split()
+
+
 def _limit_rate(bench: Bench, broker: str, window: str, url: str, n: int, keys: int) -> float:
     bench.fill(n, keys=keys)
-    out = subprocess.run(
-        [sys.executable, "-m", "benchmarks.client_limit", "limit", broker, url, bench.dsn, window],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.split()
+    out = client_alone("limit", broker, url, bench.dsn, window)
     bench.fill(0)
     return n / float(out[0])
 
@@ -240,8 +241,11 @@ def run(
 
 
 def latency_destinations() -> list[tuple[str, str, Callable[[], Destination]]]:
-    """For the latency bench: each answering broker (RabbitMQ's classic queue beside its quorum
-    queue), its client's name in `benchmarks.client_limit`, and how to make a destination there."""
+    """For the latency bench: each answering broker, its client, and how to make a destination.
+
+    RabbitMQ twice: its quorum queue, and a classic queue beside it. The client is its name in
+    `benchmarks.client_limit`.
+    """
     found: list[tuple[str, str, Callable[[], Destination]]] = []
     for name, (port, client, _, make) in BROKERS.items():
         if not _answers(port):

@@ -10,7 +10,7 @@ of 500 events in flight at once, with relay's own deduplicating script).
 `limit` publishes the events pending in the outbox (reading them is not timed) and prints the
 seconds publishing took; the caller counts what arrived in the broker. `paced` publishes RATE
 events a second for SECONDS, each as its own publish the moment it is due, and prints the p50 and
-p99 of publish-to-acknowledgement in milliseconds: the broker's own latency at that rate, beside
+p99 of due-to-acknowledgement in milliseconds: the broker's own latency at that rate, beside
 relay's commit-to-acknowledgement.
 """
 
@@ -161,24 +161,28 @@ async def _limit(broker: str, url: str, events: Sequence[OutboxEvent], window: i
 
 
 async def _paced(broker: str, url: str, rate: float, seconds: float) -> list[float]:
-    """Publish-to-acknowledgement in ms of each event, one event every 1/rate s."""
+    """Acknowledgement time in ms of each event, one event due every 1/rate s.
+
+    Timed from when the event was due, not from when its task ran: a late loop counts, as it
+    does in relay's commit-to-acknowledgement.
+    """
     delays: list[float] = []
 
-    async def timed(publish: Publish, event: OutboxEvent) -> None:
-        started = time.perf_counter()
+    async def timed(publish: Publish, event: OutboxEvent, due: float) -> None:
         await publish([event])
-        delays.append((time.perf_counter() - started) * 1000)
+        delays.append((time.perf_counter() - due) * 1000)
 
     async with CLIENTS[broker](url, _PACED_WINDOW) as publish:
         tasks = []
         started = time.perf_counter()
         for n in range(int(rate * seconds)):
-            await asyncio.sleep(max(0.0, started + n / rate - time.perf_counter()))
+            due = started + n / rate
+            await asyncio.sleep(max(0.0, due - time.perf_counter()))
             # As the latency bench's producer writes them (benchmarks._producer).
             payload = json.dumps({"n": n, "sent": "x" * 40}).encode()
             now = datetime.datetime.now(datetime.UTC)
             event = OutboxEvent(n + 1, "bench.latency", f"k{n % 1000}", payload, {}, now)
-            tasks.append(asyncio.ensure_future(timed(publish, event)))
+            tasks.append(asyncio.ensure_future(timed(publish, event, due)))
         await asyncio.gather(*tasks)
     return sorted(delays)
 
@@ -189,10 +193,12 @@ def main(argv: Sequence[str]) -> None:
         dsn, window = rest
         events = _events(dsn)
         print(f"{uvloop.run(_limit(broker, url, events, int(window))):.6f} {len(events)}")
-    else:
+    elif mode == "paced":
         rate, seconds = rest
         delays = uvloop.run(_paced(broker, url, float(rate), float(seconds)))
         print(f"{percentile(delays, 50):.3f} {percentile(delays, 99):.3f} {len(delays)}")
+    else:
+        sys.exit(f"unknown mode {mode!r}: limit or paced")
 
 
 if __name__ == "__main__":

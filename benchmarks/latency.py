@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import subprocess
 import sys
 import tempfile
 import time
@@ -17,6 +16,7 @@ import trio
 from relay import OutboxEvent, open_relay
 from relay.sinks import open_sink
 
+from .brokers import Destination, client_alone
 from .report import Table, median, percentile
 from .server import Bench
 
@@ -139,27 +139,23 @@ def run(bench: Bench, rates: Sequence[int], seconds: float, log: Any, repeat: in
 
 
 def _client_alone(client: str, url: str, rate: int, seconds: float) -> tuple[float, float]:
-    """The broker client on its own at `rate`: p50 and p99 of publish-to-ack, in ms."""
-    command = ["-m", "benchmarks.client_limit", "paced", client, url, str(rate), str(seconds)]
-    out = subprocess.run(
-        [sys.executable, *command],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.split()
+    """The broker client on its own at `rate`: p50 and p99 of due-to-ack, in ms."""
+    out = client_alone("paced", client, url, str(rate), str(seconds))
     return float(out[0]), float(out[1])
 
 
 def brokers(
     bench: Bench,
-    destinations: Sequence[tuple[str, str, Callable[[], Any]]],
+    destinations: Sequence[tuple[str, str, Callable[[], Destination]]],
     rate: int,
     seconds: float,
     log: Any,
     repeat: int = 1,
 ) -> Table:
-    """Commit-to-broker-ack latency at `rate` for each (name, client, make destination) given,
-    and beside it the client's own publish-to-ack latency at that rate."""
+    """Commit-to-broker-ack latency at `rate` for each (name, client, make destination) given.
+
+    Beside it, the client's own due-to-ack latency at that rate, into a destination of its own.
+    """
     rows = []
     for name, client, make in destinations:
         runs, alone = [], []
@@ -213,10 +209,11 @@ def brokers(
             "in-process with default settings, the broker on 127.0.0.1",
             "client alone: the same client on plain asyncio (uvloop) publishing the same payloads "
             f"at {rate:,}/s, each event its own publish when due, into a destination of its own "
-            "(python -m benchmarks.client_limit paced); publish-to-ack, no database involved",
+            "(python -m benchmarks.client_limit paced); from when the event was due to its ack, "
+            "no database involved",
             "RabbitMQ: a durable queue bound to the exchange, persistent messages; a quorum queue "
-            "(the throughput table's), and a classic queue, which holds up confirms once a few "
-            "thousand unconsumed messages wait in it",
+            "(the throughput table's), and a classic queue, whose confirms are slow in the tail "
+            "as unconsumed messages pile up in it (see the client alone)",
         ],
         left=(0,),
     )

@@ -33,17 +33,12 @@ TARGET = 0.95
 
 # Survivors examined and found to change no behaviour, by mutmut's name (a name changes when its
 # function does: then it shows up unexplained, to be looked at again).
-_IMPORT_TIME = (
-    "runs only while the class body is executed at import, before mutmut can switch a mutant on; "
-    "applied to the source by hand, it fails tests/unit"
-)
 EXPLAINED = {
     "relay.supervisor.xǁStartedOnceǁ__init____mutmut_2": "`called = None`: as falsy as False",
     "relay.supervisor.xǁStartedOnceǁstarted__mutmut_5": "`cast()` does nothing at run time",
     "relay.supervisor.xǁSupervisorǁrun__mutmut_7": (
         "`_nursery = ''` after the run: read only while a run is going on"
     ),
-    **{f"relay.drainer.x__counter__mutmut_{n}": _IMPORT_TIME for n in range(1, 8)},
     "relay.drainer.xǁDrainerǁ_claim_and_deliver__mutmut_2": (
         "`delivered = None`: read only when the claim had events, which assigns it"
     ),
