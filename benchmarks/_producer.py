@@ -17,6 +17,11 @@ from relay.config import Config
 from relay.postgres.producer import Producer
 
 
+def latency_event(n: int) -> tuple[str, dict[str, object], str]:
+    """The topic, payload and key of the n-th event the latency benches write."""
+    return "bench.latency", {"n": n, "sent": "x" * 40}, f"k{n % 1000}"
+
+
 def _write(
     config: Config, rate: float, seconds: float, offset: int, step: int, times: dict[int, float]
 ) -> None:
@@ -32,7 +37,8 @@ def _write(
             if pause > 0:
                 time.sleep(pause)
             n = offset + i * step
-            producer.write("bench.latency", {"n": n, "sent": "x" * 40}, key=f"k{n % 1000}")
+            topic, payload, key = latency_event(n)
+            producer.write(topic, payload, key=key)
             i += 1
         times.update(producer.commit_times)
     finally:

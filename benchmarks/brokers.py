@@ -29,11 +29,18 @@ _CONCURRENCY = "64"
 
 @attrs.frozen
 class Destination:
-    """Where one broker run writes, how to count what arrived there, and how to remove it."""
+    """Where one broker run writes, how to count what arrived there, and how to remove it
+    (leaving a `with` block does)."""
 
     url: str
     count: Callable[[], int]
     remove: Callable[[], None]
+
+    def __enter__(self) -> Destination:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.remove()
 
 
 def _answers(port: int) -> bool:
@@ -178,15 +185,12 @@ def once(bench: Bench, name: str, n: int, keys: int, log: Any) -> tuple[float, f
     _, broker, window, make = BROKERS[name]
     rates, notes = [], []
     for contender in ("relay", "limit"):
-        destination = make(uuid.uuid4().hex[:12])
-        try:
+        with _fresh(make) as destination:
             if contender == "relay":
                 rates.append(_relay_rate(bench, destination.url, n, keys))
             else:
                 rates.append(_limit_rate(bench, broker, window, destination.url, n, keys))
             arrived, dead = destination.count(), bench.dead()
-        finally:
-            destination.remove()
         if arrived != n or dead:
             notes.append(f"{contender}: {arrived - n:+,} vs sent, {dead} dead")
     log(
@@ -262,4 +266,5 @@ def latency_destinations() -> list[tuple[str, str, Callable[[], Destination]]]:
 
 
 def _fresh(make: Callable[[str], Destination]) -> Destination:
+    """A destination of its own for one run."""
     return make(uuid.uuid4().hex[:12])

@@ -34,6 +34,7 @@ from relay.sinks.nats_jetstream import _headers as nats_headers
 from relay.sinks.redis_streams import _SCRIPT
 from relay.sinks.redis_url import RedisTarget
 
+from ._producer import latency_event
 from .report import percentile
 
 _CHUNK = 500  # events per Redis script call, as relay's batch
@@ -178,10 +179,9 @@ async def _paced(broker: str, url: str, rate: float, seconds: float) -> list[flo
         for n in range(int(rate * seconds)):
             due = started + n / rate
             await asyncio.sleep(max(0.0, due - time.perf_counter()))
-            # As the latency bench's producer writes them (benchmarks._producer).
-            payload = json.dumps({"n": n, "sent": "x" * 40}).encode()
+            topic, payload, key = latency_event(n)
             now = datetime.datetime.now(datetime.UTC)
-            event = OutboxEvent(n + 1, "bench.latency", f"k{n % 1000}", payload, {}, now)
+            event = OutboxEvent(n + 1, topic, key, json.dumps(payload).encode(), {}, now)
             tasks.append(asyncio.ensure_future(timed(publish, event, due)))
         await asyncio.gather(*tasks)
     return sorted(delays)

@@ -160,16 +160,10 @@ def brokers(
     for name, client, make in destinations:
         runs, alone = [], []
         for _ in range(repeat):
-            destination = make()
-            try:
+            with make() as destination:
                 runs.append(_once(bench, rate, seconds, destination.url))
-            finally:
-                destination.remove()
-            destination = make()
-            try:
+            with make() as destination:
                 alone.append(_client_alone(client, destination.url, rate, seconds))
-            finally:
-                destination.remove()
             log(
                 f"  {name} at {rate}/s: p50 {runs[-1][2]:.2f} ms, p99 {runs[-1][4]:.2f} ms; "
                 f"the client alone p50 {alone[-1][0]:.2f} ms, p99 {alone[-1][1]:.2f} ms"
